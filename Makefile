@@ -1,0 +1,35 @@
+# Every target creates .venv and installs what it needs, so each works on a fresh machine.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: demo test lint bench tools clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# promtool comes from Debian's prometheus package; installed only when missing.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq prometheus >/dev/null; }
+
+demo: $(STAMP)
+	$(VENV)/bin/cockpit-exporter demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check exporter tests
+	$(VENV)/bin/ruff format --check exporter tests
+	$(VENV)/bin/mypy
+
+test: lint tools
+	$(PY) -m pytest
+
+bench: $(STAMP) tools
+	$(PY) -m tests.bench.scrape
+	$(PY) -m tests.bench.databases
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,122 @@
+"""Command line: `run` (the default), `check-config FILE` and `demo`."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from pydantic import ValidationError
+
+from exporter import __version__, logs
+from exporter.app import serve
+from exporter.config import Config, ConfigError, format_location, load_config
+from exporter.settings import Settings
+
+log = structlog.get_logger(__name__)
+EXIT_CONFIG = 2
+_COMMANDS = ("run", "check-config", "demo")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        help="host:port to serve on (env COCKPIT_LISTEN_ADDRESS, default :9610)",
+    )
+    common.add_argument(
+        "--log.level",
+        dest="log_level",
+        choices=["debug", "info", "warning", "error"],
+        help="env COCKPIT_LOG_LEVEL, default info",
+    )
+    common.add_argument(
+        "--log.format",
+        dest="log_format",
+        choices=["console", "json"],
+        help="env COCKPIT_LOG_FORMAT, default console",
+    )
+    parser = argparse.ArgumentParser(
+        prog="cockpit-exporter", description="Multi-tenant Prometheus exporter."
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", parents=[common], help="run the exporter (default)")
+    run.add_argument("--config", type=Path, help="config file (env COCKPIT_CONFIG)")
+    run.add_argument(
+        "--ready.grace-period",
+        dest="ready_grace_period",
+        help="report ready after this long even if jobs are pending (default 120s)",
+    )
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", type=Path)
+    demo = commands.add_parser("demo", parents=[common], help="run on generated demo data")
+    demo.add_argument("--dir", type=Path, help="where to keep demo databases (default: temp)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cockpit-exporter` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or (args[0] not in _COMMANDS and args[0] not in ("-h", "--help", "--version")):
+        args.insert(0, "run")
+    options = _parser().parse_args(args)
+    if options.command == "check-config":
+        return _check_config(options.file)
+    try:
+        settings = _settings(options)
+    except ValidationError as exc:
+        return _fail("\n".join(_setting_problems(exc)))
+    logs.configure(settings.log_level, settings.log_format)
+    if options.command == "demo":
+        from exporter.demo import run_demo  # noqa: PLC0415 - only the demo needs its data code
+
+        return asyncio.run(run_demo(settings, options.dir))
+    return _run(settings)
+
+
+def _settings(options: argparse.Namespace) -> Settings:
+    flags = {k: v for k, v in vars(options).items() if k in Settings.model_fields and v is not None}
+    return Settings(**flags)
+
+
+def _setting_problems(exc: ValidationError) -> list[str]:
+    return [
+        f"setting {format_location(e['loc'])}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    ]
+
+
+def _run(settings: Settings) -> int:
+    if settings.config is None:
+        return _fail("no configuration: pass --config FILE or set COCKPIT_CONFIG")
+    try:
+        config = _load(settings.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return asyncio.run(serve(config, settings))
+
+
+def _load(path: Path) -> Config:
+    config = load_config(path)
+    for warning in config.warnings:
+        log.warning("config warning", file=str(path), problem=warning)
+    return config
+
+
+def _check_config(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    for warning in config.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    sys.stdout.write(f"{path}: OK, {len(config.tenants)} tenant(s), {len(config.jobs)} job(s)\n")
+    return 0
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"cockpit-exporter: {message}\n")
+    return EXIT_CONFIG

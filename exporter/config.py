@@ -1,0 +1,299 @@
+"""Load the configuration file, check it as a whole and resolve secrets into runnable jobs."""
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import URL, make_url, text
+from sqlalchemy.exc import ArgumentError
+
+from exporter import schema
+
+_DRIVERS = {"mysql": "mysql+aiomysql", "mariadb": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; lists every problem with its location."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(source, problems)
+        self.source = source
+        self.problems = problems
+
+    def __str__(self) -> str:
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        return f"invalid configuration {self.source}:\n{lines}"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric one query feeds."""
+
+    name: str
+    type: str
+    help: str
+    labels: tuple[str, ...]
+    value: str
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """A query with its defaults applied."""
+
+    name: str
+    sql: str
+    interval: float
+    timeout: float
+    max_series: int
+    metrics: tuple[MetricSpec, ...]
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    """A database connection target; tenants with equal specs share one pool."""
+
+    url: URL = field(repr=False)
+    pool_size: int
+
+    @property
+    def display(self) -> str:
+        """The DSN with any password masked, safe for logs."""
+        return self.url.render_as_string(hide_password=True)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (tenant, query) pair: the unit of scheduling and of snapshots."""
+
+    tenant: str
+    query: QuerySpec
+    database: DatabaseSpec
+    params: Mapping[str, schema.ParamValue]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Identity of the job and of its snapshot."""
+        return (self.tenant, self.query.name)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A checked configuration, ready to run."""
+
+    source: str
+    tenants: tuple[str, ...]
+    jobs: tuple[Job, ...]
+    limits: schema.Limits
+    warnings: tuple[str, ...] = ()
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and resolve the configuration file at `path`."""
+    source = str(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, ["file not found; pass --config or set COCKPIT_CONFIG"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [f"cannot read file: {exc}"]) from None
+    return parse_config(raw, source)
+
+
+def parse_config(raw: str, source: str) -> Config:
+    """Validate configuration text; `source` names it in error messages."""
+    document = _parse_yaml(raw, source)
+    try:
+        model = schema.ConfigFile.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(source, list(_pydantic_problems(exc))) from None
+    problems = list(_cross_checks(model))
+    warnings: list[str] = []
+    databases = _resolve_databases(model, problems, warnings)
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(
+        source=source,
+        tenants=tuple(tenant.id for tenant in model.tenants),
+        jobs=tuple(_jobs(model, databases)),
+        limits=model.limits,
+        warnings=tuple(warnings),
+    )
+
+
+def _parse_yaml(raw: str, source: str) -> Any:
+    try:
+        document = yaml.safe_load(raw)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, [f"{where}invalid YAML: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"invalid YAML: {exc}"]) from None
+    if not isinstance(document, dict):
+        raise ConfigError(source, ["the file must be a mapping with a `tenants` key"])
+    return document
+
+
+def format_location(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic location as `tenants[1].mysql.dsn`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _pydantic_problems(exc: ValidationError) -> Iterator[str]:
+    for error in exc.errors(include_input=False, include_url=False):
+        # Union members and Annotated validators add their own names to the location.
+        loc = tuple(p for p in error["loc"] if p not in _NOISE_LOC)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        yield f"{format_location(loc)}: {message}"
+
+
+_NOISE_LOC = frozenset({"str", "int", "float", "bool", "function-after[check(), str]"})
+
+
+def _cross_checks(model: schema.ConfigFile) -> Iterator[str]:
+    yield from _duplicates([t.id for t in model.tenants], "tenants", "id", "tenant id")
+    yield from _duplicates([q.name for q in model.queries], "queries", "name", "query name")
+    with_db = {t.id for t in model.tenants if t.mysql is not None}
+    known = {t.id for t in model.tenants}
+    for qi, query in enumerate(model.queries):
+        for ti, tenant_id in enumerate(query.tenants or ()):
+            if tenant_id not in known:
+                yield f"queries[{qi}].tenants[{ti}]: unknown tenant {tenant_id!r}"
+            elif tenant_id not in with_db:
+                yield f"queries[{qi}].tenants[{ti}]: tenant {tenant_id!r} has no mysql section"
+        timeout = query.timeout or model.defaults.timeout
+        if timeout > (query.interval or model.defaults.interval):
+            yield (
+                f"queries[{qi}].timeout: timeout ({timeout:g}s) is longer than the interval; "
+                "shorten the timeout or lengthen the interval"
+            )
+        yield from _parameter_checks(model, qi, query)
+    yield from _metric_clashes(model.queries)
+
+
+def _duplicates(values: list[str], section: str, key: str, what: str) -> Iterator[str]:
+    seen: dict[str, int] = {}
+    for index, value in enumerate(values):
+        if value in seen:
+            first = f"{section}[{seen[value]}]"
+            yield f"{section}[{index}].{key}: duplicate {what} {value!r} (first at {first})"
+        seen.setdefault(value, index)
+
+
+def _parameter_checks(model: schema.ConfigFile, qi: int, query: schema.Query) -> Iterator[str]:
+    try:
+        needed = set(text(query.sql)._bindparams)
+    except Exception as exc:
+        yield f"queries[{qi}].sql: cannot parse parameters: {exc}"
+        return
+    for ti, tenant in enumerate(model.tenants):
+        if tenant.mysql is None or (query.tenants is not None and tenant.id not in query.tenants):
+            continue
+        for name in sorted(needed - set(tenant.params)):
+            yield (
+                f"queries[{qi}].sql: parameter :{name} is not set for tenant {tenant.id!r}; "
+                f"add it to tenants[{ti}].params"
+            )
+
+
+def _metric_clashes(queries: list[schema.Query]) -> Iterator[str]:
+    first: dict[str, tuple[str, schema.Metric]] = {}
+    for qi, query in enumerate(queries):
+        in_query: set[str] = set()
+        for mi, metric in enumerate(query.metrics):
+            where = f"queries[{qi}].metrics[{mi}].name"
+            if metric.name in in_query:
+                yield f"{where}: metric {metric.name!r} appears twice in this query"
+            in_query.add(metric.name)
+            if metric.name not in first:
+                first[metric.name] = (f"queries[{qi}]", metric)
+                continue
+            origin, other = first[metric.name]
+            if (other.type, other.labels) != (metric.type, metric.labels):
+                yield (
+                    f"{where}: metric {metric.name!r} is also defined in {origin} with a "
+                    "different type or labels; one name must mean one type and label set"
+                )
+
+
+def _resolve_databases(
+    model: schema.ConfigFile, problems: list[str], warnings: list[str]
+) -> dict[str, DatabaseSpec]:
+    databases: dict[str, DatabaseSpec] = {}
+    for ti, tenant in enumerate(model.tenants):
+        if tenant.mysql is None:
+            continue
+        where = f"tenants[{ti}].mysql"
+        try:
+            databases[tenant.id] = _database(tenant.mysql, model.defaults, where, warnings)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return databases
+
+
+def _database(
+    db: schema.Database, defaults: schema.Defaults, where: str, warnings: list[str]
+) -> DatabaseSpec:
+    try:
+        url = make_url(db.dsn)
+    except (ArgumentError, ValueError):
+        # The parser's own message echoes the DSN, which may hold a password.
+        raise ValueError(f"{where}.dsn: cannot parse the DSN (check host:port)") from None
+    url = url.set(drivername=_DRIVERS.get(url.drivername, url.drivername))
+    password = _read_secret(db, where)
+    if url.password is not None:
+        if password is not None:
+            raise ValueError(f"{where}.dsn: password given both in the DSN and in {where}")
+        warnings.append(f"{where}.dsn: inline password; prefer password_file or password_env")
+    elif password is not None:
+        url = url.set(password=password)
+    return DatabaseSpec(url=url, pool_size=defaults.pool_size)
+
+
+def _read_secret(db: schema.Database, where: str) -> str | None:
+    if db.password_file is not None:
+        try:
+            return db.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ValueError(
+                f"{where}.password_file: cannot read {db.password_file}: {reason}"
+            ) from None
+    if db.password_env is not None:
+        value = os.environ.get(db.password_env)
+        if value is None:
+            raise ValueError(f"{where}.password_env: variable {db.password_env} is not set")
+        return value
+    return None
+
+
+def _jobs(model: schema.ConfigFile, databases: dict[str, DatabaseSpec]) -> Iterator[Job]:
+    params = {tenant.id: tenant.params for tenant in model.tenants}
+    for query in model.queries:
+        spec = _query_spec(query, model.defaults)
+        for tenant_id in query.tenants or [t.id for t in model.tenants]:
+            if tenant_id in databases:
+                yield Job(tenant_id, spec, databases[tenant_id], params[tenant_id])
+
+
+def _query_spec(query: schema.Query, defaults: schema.Defaults) -> QuerySpec:
+    metrics = tuple(
+        MetricSpec(m.name, m.type, m.help, tuple(m.labels), m.value) for m in query.metrics
+    )
+    return QuerySpec(
+        name=query.name,
+        sql=query.sql,
+        interval=query.interval or defaults.interval,
+        timeout=query.timeout or defaults.timeout,
+        max_series=query.max_series or defaults.max_series,
+        metrics=metrics,
+    )

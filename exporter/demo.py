@@ -1,0 +1,136 @@
+"""`cockpit-exporter demo`: three SQLite tenants with changing data, served on loopback."""
+
+import asyncio
+import contextlib
+import random
+import signal
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import structlog
+
+from exporter.app import Exporter
+from exporter.config import parse_config
+from exporter.settings import Settings
+
+log = structlog.get_logger(__name__)
+TENANTS = ("acme", "globex", "initech")
+QUEUES = ("billing", "onboarding", "reports")
+STATUSES = ("new", "in_progress", "done", "failed")
+_MUTATE_EVERY = 2.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS work_items (
+    id INTEGER PRIMARY KEY, tenant_id INTEGER, queue TEXT, status TEXT, created_at REAL);
+CREATE TABLE IF NOT EXISTS queue_stats (
+    tenant_id INTEGER, queue TEXT PRIMARY KEY, processed INTEGER);
+"""
+
+CONFIG = """
+defaults: {{interval: 5s, timeout: 2s}}
+tenants:
+{tenants}
+queries:
+  - name: work_items
+    sql: >-
+      SELECT queue, status, COUNT(*) AS items FROM work_items
+      WHERE tenant_id = :tenant_id GROUP BY queue, status
+    metrics:
+      - {{name: cockpit_work_items, type: gauge, labels: [queue, status], value: items,
+          help: Work items by queue and status.}}
+  - name: queue_stats
+    interval: 10s
+    sql: >-
+      SELECT q.queue, q.processed,
+             (SELECT MIN(w.created_at) FROM work_items w
+              WHERE w.queue = q.queue AND w.status = 'new') AS oldest_new
+      FROM queue_stats q WHERE q.tenant_id = :tenant_id
+    metrics:
+      - {{name: cockpit_items_processed_total, type: counter, labels: [queue], value: processed,
+          help: Work items processed since the queue was created.}}
+      - {{name: cockpit_oldest_new_item_timestamp_seconds, type: gauge, labels: [queue],
+          value: oldest_new, help: Creation time of the oldest item still new; absent when none.}}
+"""
+
+
+def demo_config_text(directory: Path) -> str:
+    """The demo's YAML configuration for databases in `directory`."""
+    tenants = "\n".join(
+        f"  - {{id: {t}, mysql: {{dsn: 'sqlite:///{directory / t}.db'}},"
+        f" params: {{tenant_id: {i}}}}}"
+        for i, t in enumerate(TENANTS, start=1)
+    )
+    return CONFIG.format(tenants=tenants)
+
+
+def seed(directory: Path, rng: random.Random) -> None:
+    """Create each tenant's database with some work items."""
+    for number, tenant in enumerate(TENANTS, start=1):
+        with contextlib.closing(sqlite3.connect(directory / f"{tenant}.db")) as db, db:
+            db.executescript(_SCHEMA)
+            for queue in QUEUES:
+                db.execute("INSERT OR IGNORE INTO queue_stats VALUES (?, ?, 0)", (number, queue))
+            _add_items(db, number, rng, rng.randint(5, 20), time.time())
+
+
+def mutate(directory: Path, rng: random.Random, now: float) -> None:
+    """Advance each tenant's data: items arrive, progress, finish or fail."""
+    for number, tenant in enumerate(TENANTS, start=1):
+        with contextlib.closing(sqlite3.connect(directory / f"{tenant}.db")) as db, db:
+            _add_items(db, number, rng, rng.randint(0, 4), now)
+            for queue in QUEUES:
+                done = db.execute(
+                    "UPDATE work_items SET status = ? WHERE id IN (SELECT id FROM work_items"
+                    " WHERE queue = ? AND status IN ('new', 'in_progress') LIMIT ?)",
+                    (rng.choice(STATUSES[1:]), queue, rng.randint(0, 3)),
+                ).rowcount
+                db.execute(
+                    "UPDATE queue_stats SET processed = processed + ? WHERE queue = ?",
+                    (done, queue),
+                )
+            # Old finished items are archived, so some label sets vanish now and then.
+            db.execute(
+                "DELETE FROM work_items WHERE status IN ('done', 'failed') AND random() % 3 = 0"
+            )
+
+
+def _add_items(
+    db: sqlite3.Connection, tenant: int, rng: random.Random, count: int, now: float
+) -> None:
+    db.executemany(
+        "INSERT INTO work_items (tenant_id, queue, status, created_at) VALUES (?, ?, 'new', ?)",
+        [(tenant, rng.choice(QUEUES), now) for _ in range(count)],
+    )
+
+
+async def run_demo(settings: Settings, directory: Path | None) -> int:
+    """Seed demo data, keep changing it, and serve the exporter until interrupted."""
+    with tempfile.TemporaryDirectory(prefix="cockpit-demo-") as scratch:
+        where = directory or Path(scratch)
+        where.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(42)
+        seed(where, rng)
+        config = parse_config(demo_config_text(where), "demo")
+        if "listen_address" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"listen_address": "127.0.0.1:9610"})
+        exporter = Exporter(config, settings)
+        mutator = asyncio.create_task(_keep_mutating(where, rng))
+        await exporter.start()
+        log.info("demo running", url=f"http://127.0.0.1:{exporter.port}/", data=str(where))
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            mutator.cancel()
+            await exporter.stop()
+    return 0
+
+
+async def _keep_mutating(directory: Path, rng: random.Random) -> None:
+    while True:
+        await asyncio.sleep(_MUTATE_EVERY)
+        mutate(directory, rng, time.time())

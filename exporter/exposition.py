@@ -1,0 +1,64 @@
+"""Prometheus text 0.0.4 and OpenMetrics 1.0 encoding helpers."""
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+OPENMETRICS_EOF = b"# EOF\n"
+SCHEDULED_NOTE = " Collected on a schedule, not at scrape time."
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for both exposition formats."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def escape_help(value: str) -> str:
+    """Escape a HELP text for both exposition formats."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """Render a sample value; integers keep a short form both parsers accept."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def label_block(pairs: list[tuple[str, str]]) -> str:
+    """Render `{a="x",b="y"}` from (name, already escaped value) pairs."""
+    return "{" + ",".join(f'{name}="{value}"' for name, value in pairs) + "}"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A metric family's identity and help; sample lines are rendered elsewhere."""
+
+    name: str
+    type: str
+    help: str
+
+    @cached_property
+    def prometheus_header(self) -> bytes:
+        """HELP and TYPE lines in text format 0.0.4."""
+        help_text = escape_help(self.help)
+        return f"# HELP {self.name} {help_text}\n# TYPE {self.name} {self.type}\n".encode()
+
+    @cached_property
+    def openmetrics_header(self) -> bytes:
+        """TYPE and HELP lines in OpenMetrics, where counter families drop `_total`."""
+        name = self.name.removesuffix("_total") if self.type == "counter" else self.name
+        help_text = escape_help(self.help)
+        return f"# TYPE {name} {self.type}\n# HELP {name} {help_text}\n".encode()
+
+    def header(self, openmetrics: bool) -> bytes:
+        """The header for the requested format."""
+        return self.openmetrics_header if openmetrics else self.prometheus_header

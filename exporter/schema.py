@@ -1,0 +1,152 @@
+"""Pydantic models of the YAML configuration file; unknown keys are errors everywhere."""
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from exporter.durations import Duration
+
+TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+QUERY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# Self-metrics live under these prefixes; user metrics there would collide with ours.
+RESERVED_METRIC_PREFIXES = ("cockpit_collection_", "cockpit_exporter_", "process_", "scrape_")
+RESERVED_LABELS = frozenset({"tenant", "source", "query", "job", "instance"})
+DSN_SCHEMES = ("mysql", "mariadb", "mysql+aiomysql", "sqlite", "sqlite+aiosqlite")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"invalid {what} {value!r}: must match {pattern.pattern}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_metric_name(name: str) -> str:
+    if name.startswith(RESERVED_METRIC_PREFIXES):
+        raise ValueError(f"metric name {name!r} uses a reserved prefix; pick another name")
+    return name
+
+
+def _check_label_name(name: str) -> str:
+    if name.startswith("__"):
+        raise ValueError(f"label name {name!r} is reserved: names starting with __ are internal")
+    if name in RESERVED_LABELS:
+        raise ValueError(f"label name {name!r} is reserved: the exporter or Prometheus sets it")
+    return name
+
+
+TenantId = Annotated[str, _matching(TENANT_ID, "tenant id")]
+MetricName = Annotated[
+    str, _matching(METRIC_NAME, "metric name"), AfterValidator(_check_metric_name)
+]
+LabelName = Annotated[str, _matching(LABEL_NAME, "label name"), AfterValidator(_check_label_name)]
+QueryName = Annotated[str, _matching(QUERY_NAME, "query name")]
+ParamValue = str | int | float | bool
+
+
+class Model(BaseModel):
+    """Base for every config section: frozen, and unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Defaults(Model):
+    """Values queries fall back to when they do not set their own."""
+
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
+    max_series: int = Field(10_000, ge=1)
+    pool_size: int = Field(4, ge=1, le=64)
+
+
+class Limits(Model):
+    """Process-wide limits."""
+
+    max_concurrent_queries: int = Field(32, ge=1, le=1024)
+
+
+class Database(Model):
+    """Where a tenant's SQL data lives and how to authenticate."""
+
+    dsn: str
+    password_file: Path | None = None
+    password_env: str | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _known_scheme(cls, dsn: str) -> str:
+        scheme = dsn.split("://", 1)[0] if "://" in dsn else ""
+        if scheme not in DSN_SCHEMES:
+            raise ValueError(
+                "must start with mysql:// or sqlite:// "
+                "(e.g. mysql://user@host:3306/db or sqlite:///path/to/file.db)"
+            )
+        return dsn
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> "Database":
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("set password_file or password_env, not both")
+        return self
+
+
+class Tenant(Model):
+    """One tenant: its id becomes the `tenant` label on every series."""
+
+    id: TenantId
+    mysql: Database | None = None
+    params: dict[Annotated[str, _matching(LABEL_NAME, "parameter name")], ParamValue] = {}
+
+
+class Metric(Model):
+    """One metric fed by a query: label columns and a value column."""
+
+    name: MetricName
+    type: Literal["gauge", "counter"]
+    help: str = Field(min_length=1)
+    labels: list[LabelName] = []
+    value: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _naming(self) -> "Metric":
+        if self.type == "counter" and not self.name.endswith("_total"):
+            raise ValueError(f"counter {self.name!r} must end in _total (e.g. {self.name}_total)")
+        if self.type == "gauge" and self.name.endswith("_total"):
+            raise ValueError(f"gauge {self.name!r} must not end in _total; it is for counters")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must not repeat")
+        return self
+
+
+class Query(Model):
+    """A SQL statement run on a schedule for each of its tenants."""
+
+    name: QueryName
+    sql: str = Field(min_length=1)
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    max_series: int | None = Field(None, ge=1)
+    tenants: list[TenantId] | None = None
+    metrics: list[Metric] = Field(min_length=1)
+
+
+class ConfigFile(Model):
+    """The whole configuration file."""
+
+    defaults: Defaults = Field(default_factory=Defaults)
+    limits: Limits = Field(default_factory=Limits)
+    tenants: list[Tenant] = Field(min_length=1)
+    queries: list[Query] = []

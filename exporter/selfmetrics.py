@@ -1,0 +1,117 @@
+"""The exporter's own metrics about each job's collection runs."""
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+from exporter import __version__
+from exporter.errors import REASONS
+from exporter.exposition import Family, escape_label_value, format_value, label_block
+from exporter.store import Snapshot
+
+SUCCESS = Family(
+    "cockpit_collection_success",
+    "gauge",
+    "Whether the last collection run of this tenant's query succeeded (1) or failed (0).",
+)
+DURATION = Family(
+    "cockpit_collection_duration_seconds", "gauge", "Duration of the last collection run."
+)
+LAST_SUCCESS = Family(
+    "cockpit_collection_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the last successful collection run; 0 before the first one.",
+)
+ERRORS = Family("cockpit_collection_errors_total", "counter", "Failed collection runs by reason.")
+RUNS = Family("cockpit_collection_runs_total", "counter", "Collection runs, failed or not.")
+SERIES = Family("cockpit_collection_series", "gauge", "Series exported by the last successful run.")
+DROPPED = Family(
+    "cockpit_collection_series_dropped_total",
+    "counter",
+    "Series dropped because the query exceeded its max_series limit.",
+)
+NULLS = Family(
+    "cockpit_collection_null_values_total", "counter", "Rows skipped because the value was NULL."
+)
+DUPLICATES = Family(
+    "cockpit_collection_duplicate_series_total",
+    "counter",
+    "Rows skipped because an earlier row of the same run had the same label set.",
+)
+BUILD_INFO = Family(
+    "cockpit_exporter_build_info", "gauge", "Build information of the running exporter; always 1."
+)
+JOB_FAMILIES = (SUCCESS, DURATION, LAST_SUCCESS, ERRORS, RUNS, SERIES, DROPPED, NULLS, DUPLICATES)
+
+
+@dataclass
+class JobStats:
+    """Running totals for one job, rendered into every snapshot it produces."""
+
+    tenant: str
+    source: str
+    query: str
+    runs: int = 0
+    success: bool = False
+    duration: float = 0.0
+    last_success: float = 0.0
+    series: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    dropped: int = 0
+    nulls: int = 0
+    duplicates: int = 0
+    last_error: str = ""
+    last_run: float = 0.0
+
+    def record_success(self, duration: float, series: int) -> None:
+        """Note a successful run."""
+        self.runs += 1
+        self.success, self.duration, self.series = True, duration, series
+        self.last_run = self.last_success = time.time()
+        self.last_error = ""
+
+    def record_failure(self, duration: float, reason: str, message: str) -> None:
+        """Note a failed run; the series count drops to zero with its data."""
+        self.runs += 1
+        self.success, self.duration, self.series = False, duration, 0
+        self.last_run = time.time()
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+        self.last_error = message
+
+    def render(self) -> dict[str, bytes]:
+        """Sample lines of every self-metric family for this job."""
+        labels = label_block(
+            [
+                ("tenant", escape_label_value(self.tenant)),
+                ("source", self.source),
+                ("query", escape_label_value(self.query)),
+            ]
+        )
+        single = {
+            SUCCESS: float(self.success),
+            DURATION: self.duration,
+            LAST_SUCCESS: self.last_success,
+            RUNS: float(self.runs),
+            SERIES: float(self.series),
+            DROPPED: float(self.dropped),
+            NULLS: float(self.nulls),
+            DUPLICATES: float(self.duplicates),
+        }
+        bodies = {
+            f.name: f"{f.name}{labels} {format_value(v)}\n".encode() for f, v in single.items()
+        }
+        prefix = labels[:-1]
+        bodies[ERRORS.name] = "".join(
+            f'{ERRORS.name}{prefix},reason="{reason}"}} {count}\n'
+            for reason, count in sorted(self.errors.items())
+        ).encode()
+        return bodies
+
+
+def build_info_snapshot() -> Snapshot:
+    """The constant build-info series, not tied to a tenant."""
+    labels = label_block(
+        [("version", __version__), ("python_version", escape_label_value(sys.version.split()[0]))]
+    )
+    line = f"{BUILD_INFO.name}{labels} 1\n".encode()
+    return Snapshot(tenant=None, bodies={BUILD_INFO.name: line})

@@ -1,0 +1,121 @@
+"""HTTP endpoints: /metrics, /healthz, /readyz and the landing page."""
+
+import asyncio
+import gzip
+import time
+from collections.abc import Awaitable, Callable, Collection
+
+import structlog
+from aiohttp import web
+
+from exporter.exposition import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE
+from exporter.landing import render_landing
+from exporter.readiness import Readiness
+from exporter.selfmetrics import JobStats
+from exporter.store import SnapshotStore
+
+log = structlog.get_logger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Large bodies are compressed off the event loop so collection keeps running meanwhile.
+_GZIP_INLINE_LIMIT = 256 * 1024
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether the Accept header asks for OpenMetrics with a non-zero quality."""
+    for media_range in accept.split(","):
+        media, *params = (p.strip() for p in media_range.split(";"))
+        if media.lower() != "application/openmetrics-text":
+            continue
+        quality = next((p[2:] for p in params if p.lower().startswith("q=")), "1")
+        try:
+            if float(quality) > 0:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+class MetricsHandler:
+    """Serves pre-rendered snapshots; remembers the last gzip of the unfiltered output."""
+
+    def __init__(self, store: SnapshotStore, tenants: Callable[[], Collection[str]]) -> None:
+        self._store = store
+        self._tenants = tenants
+        self._gzipped: tuple[bytes, bytes] | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Handle GET /metrics."""
+        wanted = request.query.getall("tenant", [])
+        unknown = sorted(set(wanted) - set(self._tenants()))
+        if unknown:
+            raise web.HTTPBadRequest(text=f"unknown tenant: {', '.join(unknown)}\n")
+        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+        body = self._store.render(openmetrics, frozenset(wanted) if wanted else None)
+        headers = {
+            "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else PROMETHEUS_CONTENT_TYPE,
+            "Vary": "Accept, Accept-Encoding",
+        }
+        if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+            headers["Content-Encoding"] = "gzip"
+            body = await self._gzip(body)
+        return web.Response(body=body, headers=headers)
+
+    async def _gzip(self, body: bytes) -> bytes:
+        cached = self._gzipped
+        if cached is not None and cached[0] is body:
+            return cached[1]
+        if len(body) < _GZIP_INLINE_LIMIT:
+            compressed = gzip.compress(body, compresslevel=1)
+        else:
+            compressed = await asyncio.to_thread(gzip.compress, body, 1)
+        self._gzipped = (body, compressed)
+        return compressed
+
+
+def make_app(
+    store: SnapshotStore,
+    readiness: Readiness,
+    tenants: Callable[[], Collection[str]],
+    stats: Callable[[], Collection[JobStats]],
+) -> web.Application:
+    """The aiohttp application; small request limit since we accept no bodies."""
+    app = web.Application(client_max_size=64 * 1024, middlewares=[_request_log])
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if readiness.ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {readiness.pending} job(s) pending\n")
+
+    async def landing(_: web.Request) -> web.Response:
+        return web.Response(text=render_landing(stats()), content_type="text/html")
+
+    app.router.add_get("/metrics", MetricsHandler(store, tenants).handle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/", landing)
+    return app
+
+
+@web.middleware
+async def _request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        log.debug(
+            "http request",
+            method=request.method,
+            path=request.path,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            client=request.remote,
+        )

@@ -1,0 +1,36 @@
+"""Process settings: flags override `COCKPIT_*` environment variables, which override defaults."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from exporter.durations import Duration
+
+
+class Settings(BaseSettings):
+    """How this process runs (the config file says what it collects)."""
+
+    model_config = SettingsConfigDict(env_prefix="COCKPIT_", extra="forbid", frozen=True)
+
+    config: Path | None = None
+    listen_address: str = ":9610"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    ready_grace_period: Duration = 120.0
+
+    @field_validator("listen_address")
+    @classmethod
+    def _valid_address(cls, address: str) -> str:
+        split_address(address)
+        return address
+
+
+def split_address(address: str) -> tuple[str | None, int]:
+    """Split `host:port`, `[v6]:port` or `:port`; no host means every interface, port 0 any."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"invalid listen address {address!r}: expected host:port or :port")
+    host = host.removeprefix("[").removesuffix("]")
+    return (host or None), int(port)

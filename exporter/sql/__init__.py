@@ -1,0 +1,1 @@
+"""The SQL source: tenant databases queried with SQLAlchemy's async engine."""

@@ -1,0 +1,161 @@
+"""Shared fixtures: real MariaDB databases, config files and in-process exporters."""
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pymysql
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.app import Exporter
+from exporter.config import Config, Job, parse_config
+from exporter.settings import Settings
+
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+@dataclass
+class ScratchDatabase:
+    """A uniquely named MariaDB database, dropped after the test."""
+
+    name: str
+
+    @property
+    def dsn(self) -> str:
+        return f"mysql://root@127.0.0.1:3306/{self.name}"
+
+    def execute(self, *statements: str) -> None:
+        conn = pymysql.connect(**MARIADB, database=self.name, autocommit=True)
+        try:
+            with conn.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        finally:
+            conn.close()
+
+
+def admin(*statements: str) -> list[tuple[Any, ...]]:
+    """Run statements as root outside any test database; returns the last result."""
+    conn = pymysql.connect(**MARIADB, autocommit=True)
+    try:
+        with conn.cursor() as cursor:
+            rows: list[tuple[Any, ...]] = []
+            for statement in statements:
+                cursor.execute(statement)
+                rows = list(cursor.fetchall())
+            return rows
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def make_database() -> Iterator[Callable[[], ScratchDatabase]]:
+    """Factory of fresh databases; all are dropped at teardown."""
+    created: list[str] = []
+
+    def make() -> ScratchDatabase:
+        name = f"cockpit_test_{uuid.uuid4().hex[:12]}"
+        admin(f"CREATE DATABASE {name}")
+        created.append(name)
+        return ScratchDatabase(name)
+
+    yield make
+    for name in created:
+        admin(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.fixture
+def database(make_database: Callable[[], ScratchDatabase]) -> ScratchDatabase:
+    """One fresh database with a work_items table."""
+    db = make_database()
+    db.execute(
+        "CREATE TABLE work_items (tenant_id INT, queue VARCHAR(50), status VARCHAR(20),"
+        " weight DECIMAL(10,2))"
+    )
+    return db
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RunningExporter:
+    """An exporter started in this event loop, scraped over real HTTP."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.exporter.port}"
+
+    def job(self, tenant: str, query: str) -> Job:
+        return next(j for j in self.exporter.config.jobs if j.key == (tenant, query))
+
+    async def run(self, tenant: str, query: str) -> None:
+        await self.exporter.run_job(self.job(tenant, query))
+
+    async def run_all(self) -> None:
+        for job in self.exporter.config.jobs:
+            await self.exporter.run_job(job)
+
+    async def get(
+        self, path: str = "/metrics", decompress: bool = True, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        async with aiohttp.ClientSession(auto_decompress=decompress) as session:
+            response = await session.get(self.url + path, **kwargs)
+            await response.read()
+            return response
+
+    async def scrape(self, path: str = "/metrics", **kwargs: Any) -> str:
+        response = await self.get(path, **kwargs)
+        assert response.status == 200, await response.text()
+        return await response.text()
+
+    async def samples(self, **kwargs: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return parse_samples(await self.scrape(**kwargs))
+
+
+def parse_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a text-format exposition, keyed by name and label set."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    """A sample key as parse_samples builds it."""
+    return (name, frozenset(labels.items()))
+
+
+@pytest.fixture
+async def make_exporter() -> AsyncIterator[Callable[..., Any]]:
+    """Factory starting an exporter on a free port from YAML text (not scheduled by default)."""
+    started: list[Exporter] = []
+
+    async def make(config_text: str, schedule: bool = False, **settings: Any) -> RunningExporter:
+        config: Config = parse_config(config_text, "test")
+        exporter = Exporter(config, Settings(listen_address="127.0.0.1:0", **settings))
+        await exporter.start(schedule=schedule)
+        started.append(exporter)
+        return RunningExporter(exporter)
+
+    yield make
+    for exporter in started:
+        await exporter.stop()
+
+
+def write(path: Path, text: str) -> Path:
+    """Write text and return the path (for config and secret files)."""
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,145 @@
+"""The HTTP surface: tenant filtering, gzip, OpenMetrics, health, readiness, landing page."""
+
+import asyncio
+import gzip
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+
+from exporter.server import wants_openmetrics
+from tests.conftest import ScratchDatabase, key, parse_samples
+from tests.test_sql_collection import two_tenants
+
+OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+
+
+@pytest.fixture
+async def exporter(database: ScratchDatabase, make_exporter):
+    database.execute("INSERT INTO work_items VALUES (1,'billing','new',1),(2,'ops','done',2)")
+    running = await make_exporter(two_tenants(database.dsn))
+    await running.run_all()
+    return running
+
+
+async def test_tenant_filter_returns_only_those_tenants(exporter) -> None:
+    """?tenant= keeps the named tenants' series (repeatable) plus exporter-wide ones."""
+    only_acme = parse_samples(await exporter.scrape(params={"tenant": "acme"}))
+    tenants = {dict(labels).get("tenant") for _, labels in only_acme}
+    assert tenants == {"acme", None}
+    assert key("cockpit_work_items", tenant="acme", queue="billing", status="new") in only_acme
+    both = parse_samples(await exporter.scrape(params=[("tenant", "acme"), ("tenant", "globex")]))
+    assert {dict(labels).get("tenant") for _, labels in both} == {"acme", "globex", None}
+
+
+async def test_unknown_tenant_is_a_client_error(exporter) -> None:
+    """Asking for a tenant that does not exist is a 400 naming it."""
+    response = await exporter.get(params={"tenant": "nobody"})
+    assert response.status == 400
+    assert "unknown tenant: nobody" in await response.text()
+
+
+async def test_gzip_when_asked(exporter) -> None:
+    """Accept-Encoding: gzip gets a gzipped body equal to the plain one."""
+    plain = await exporter.scrape(headers={"Accept-Encoding": "identity"})
+    response = await exporter.get(headers={"Accept-Encoding": "gzip"}, decompress=False)
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await response.read()).decode() == plain
+    again = await exporter.get(headers={"Accept-Encoding": "gzip"}, decompress=False)
+    assert gzip.decompress(await again.read()).decode() == plain
+
+
+async def test_openmetrics_by_accept(exporter) -> None:
+    """OpenMetrics is served when asked for, and parses strictly, ending in # EOF."""
+    response = await exporter.get(headers={"Accept": OPENMETRICS})
+    assert response.headers["Content-Type"].startswith(
+        "application/openmetrics-text; version=1.0.0"
+    )
+    text = await response.text()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in parse_om(text)}
+    assert families["cockpit_collection_errors"].type == "counter"
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value for f in families.values() for s in f.samples
+    }
+    assert samples[key("cockpit_work_items", tenant="acme", queue="billing", status="new")] == 1
+    plain = await exporter.get()
+    assert plain.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("", False),
+        ("text/plain", False),
+        ("application/openmetrics-text", True),
+        ("application/openmetrics-text;q=0", False),
+        ("text/plain;q=0.5, application/openmetrics-text; version=1.0.0; q=0.9", True),
+    ],
+)
+def test_accept_negotiation(accept: str, expected: bool) -> None:
+    """Only a non-zero quality for OpenMetrics selects it."""
+    assert wants_openmetrics(accept) is expected
+
+
+async def test_every_tenant_series_has_tenant_first_and_no_timestamps(exporter) -> None:
+    """The tenant label comes first on tenant series; samples carry no timestamp."""
+    for line in (await exporter.scrape()).splitlines():
+        if line.startswith("#") or line.startswith("cockpit_exporter_build_info"):
+            continue
+        assert line.split("{", 1)[1].startswith('tenant="'), line
+        assert len(line.rsplit("} ", 1)[1].split()) == 1, line
+
+
+async def test_health_readiness_and_landing(database: ScratchDatabase, make_exporter) -> None:
+    """/healthz is always OK; /readyz waits for every job's first run; / lists tenants."""
+    running = await make_exporter(two_tenants(database.dsn))
+    assert (await running.get("/healthz")).status == 200
+    not_ready = await running.get("/readyz")
+    assert not_ready.status == 503
+    assert "2 job(s) pending" in await not_ready.text()
+    await running.run("acme", "work_items")
+    assert (await running.get("/readyz")).status == 503
+    await running.run("globex", "work_items")
+    assert (await running.get("/readyz")).status == 200
+    page = await running.scrape("/")
+    assert "<td>acme</td>" in page and "<td>globex</td>" in page
+    assert 'class="ok">ok<' in page
+
+
+async def test_readiness_grace_period(database: ScratchDatabase, make_exporter) -> None:
+    """After the grace period the exporter is ready even with jobs still pending."""
+    running = await make_exporter(two_tenants(database.dsn), ready_grace_period=0.001)
+    assert (await running.get("/readyz")).status == 200
+
+
+async def test_malformed_requests_get_4xx(exporter) -> None:
+    """Unknown paths and methods are client errors, never server errors."""
+    assert (await exporter.get("/nope")).status == 404
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(exporter.url + "/metrics", data=b"x" * 200_000)
+        assert 400 <= response.status < 500
+
+
+@pytest.mark.promtool
+async def test_promtool_accepts_real_output(exporter) -> None:
+    """`promtool check metrics` finds no problem in a real scrape."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: `make test` installs Debian's prometheus package"
+    text = await exporter.scrape()
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "check", "metrics"],
+        check=False,
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", (
+        result.stdout + result.stderr
+    )

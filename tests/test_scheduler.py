@@ -1,0 +1,56 @@
+"""Scheduling: first runs spread over the interval, never two runs of one job at once."""
+
+import asyncio
+
+from exporter.config import parse_config
+from exporter.scheduler import Scheduler, first_run_offset
+
+CONFIG = """
+tenants:
+{tenants}
+queries:
+  - name: q
+    sql: SELECT 1 AS v
+    interval: 60s
+    metrics: [{{name: cockpit_v, type: gauge, help: V., value: v}}]
+"""
+
+
+def test_first_runs_are_spread_over_the_interval() -> None:
+    """200 jobs' first runs land all over the interval, not in a burst at start-up."""
+    tenants = "\n".join(f"  - {{id: t{i}, mysql: {{dsn: 'sqlite:///x.db'}}}}" for i in range(200))
+    jobs = parse_config(CONFIG.format(tenants=tenants), "x").jobs
+    offsets = [first_run_offset(job) for job in jobs]
+    assert all(0 <= o < 60 for o in offsets)
+    buckets = [sum(1 for o in offsets if b * 6 <= o < (b + 1) * 6) for b in range(10)]
+    assert max(buckets) < 40, buckets  # 20 per bucket when even; no bucket near a burst
+    assert offsets == [first_run_offset(job) for job in jobs]  # stable across restarts
+
+
+async def test_a_slow_run_is_never_overlapped() -> None:
+    """A run longer than its interval is not started again until it ends; misses coalesce."""
+    job = parse_config(
+        CONFIG.format(tenants="  - {id: a, mysql: {dsn: 'sqlite:///x.db'}}")
+        .replace("60s", "0.2s")
+        .replace("interval: 0.2s", "interval: 0.2s\n    timeout: 0.1s"),
+        "x",
+    ).jobs[0]
+    running = 0
+    peak = 0
+    runs = 0
+
+    async def slow(_job: object) -> None:
+        nonlocal running, peak, runs
+        running += 1
+        runs += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.7)
+        running -= 1
+
+    scheduler = Scheduler(slow)
+    scheduler.add(job, spread=False)
+    scheduler.start()
+    await asyncio.sleep(1.6)
+    scheduler.shutdown()
+    assert peak == 1
+    assert 2 <= runs <= 3  # about 1.6 / 0.7 runs, not 1.6 / 0.2
