@@ -79,7 +79,7 @@ class SqlCollector:
         # Wait for the database's own slot first, so a slow database queues its own
         # jobs without holding global slots that other tenants need.
         async with database.slots, self._limit:
-            statement = self._statements.get(job.query.sql)
+            statement = self._statements.get(job.query.sql, database)
             rows = await fetch(database, statement, job.params, job.query.timeout)
         return build_series(
             rows.columns, rows.rows, job.query.metrics, job.tenant, job.query.max_series

@@ -3,6 +3,7 @@
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,11 @@ class DatabaseSpec:
 
     url: URL = field(repr=False)
     pool_size: int
+
+    @cached_property
+    def pool_key(self) -> str:
+        """Identity of the pool, password included; rendered once (URL hashing renders)."""
+        return f"{self.url.render_as_string(hide_password=False)}#{self.pool_size}"
 
     @property
     def display(self) -> str:

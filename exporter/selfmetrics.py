@@ -62,6 +62,21 @@ class JobStats:
     duplicates: int = 0
     last_error: str = ""
     last_run: float = 0.0
+    _prefixes: dict[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Names and labels are rendered once; every run renders only the values.
+        labels = label_block(
+            [
+                ("tenant", escape_label_value(self.tenant)),
+                ("source", self.source),
+                ("query", escape_label_value(self.query)),
+            ]
+        )
+        self._prefixes = {f.name: f"{f.name}{labels} " for f in JOB_FAMILIES}
+        self._prefixes |= {
+            reason: f'{ERRORS.name}{labels[:-1]},reason="{reason}"}} ' for reason in REASONS
+        }
 
     def record_success(self, duration: float, series: int) -> None:
         """Note a successful run."""
@@ -80,32 +95,19 @@ class JobStats:
 
     def render(self) -> dict[str, bytes]:
         """Sample lines of every self-metric family for this job."""
-        labels = label_block(
-            [
-                ("tenant", escape_label_value(self.tenant)),
-                ("source", self.source),
-                ("query", escape_label_value(self.query)),
-            ]
-        )
-        single = {
-            SUCCESS: float(self.success),
-            DURATION: self.duration,
-            LAST_SUCCESS: self.last_success,
-            RUNS: float(self.runs),
-            SERIES: float(self.series),
-            DROPPED: float(self.dropped),
-            NULLS: float(self.nulls),
-            DUPLICATES: float(self.duplicates),
-        }
+        p = self._prefixes
         bodies = {
-            f.name: f"{f.name}{labels} {format_value(v)}\n".encode() for f, v in single.items()
+            SUCCESS.name: f"{p[SUCCESS.name]}{int(self.success)}\n",
+            DURATION.name: f"{p[DURATION.name]}{format_value(self.duration)}\n",
+            LAST_SUCCESS.name: f"{p[LAST_SUCCESS.name]}{format_value(self.last_success)}\n",
+            RUNS.name: f"{p[RUNS.name]}{self.runs}\n",
+            SERIES.name: f"{p[SERIES.name]}{self.series}\n",
+            DROPPED.name: f"{p[DROPPED.name]}{self.dropped}\n",
+            NULLS.name: f"{p[NULLS.name]}{self.nulls}\n",
+            DUPLICATES.name: f"{p[DUPLICATES.name]}{self.duplicates}\n",
+            ERRORS.name: "".join(f"{p[r]}{n}\n" for r, n in sorted(self.errors.items())),
         }
-        prefix = labels[:-1]
-        bodies[ERRORS.name] = "".join(
-            f'{ERRORS.name}{prefix},reason="{reason}"}} {count}\n'
-            for reason, count in sorted(self.errors.items())
-        ).encode()
-        return bodies
+        return {name: body.encode() for name, body in bodies.items()}
 
 
 def build_info_snapshot() -> Snapshot:

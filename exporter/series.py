@@ -63,6 +63,9 @@ def _metric_lines(
     metric: MetricSpec, rows: Sequence[Sequence[object]], index: dict[str, int], budget: _Budget
 ) -> list[str]:
     value_at, label_at = index[metric.value], [index[label] for label in metric.labels]
+    # One format template per metric keeps the per-row work to a single C-level call.
+    pairs = "".join(f',{name}="{{}}"' for name in metric.labels)
+    template = f"{metric.name}{{{{{budget.tenant_pair}{pairs}}}}} {{}}\n"
     result = budget.result
     lines: list[str] = []
     seen: set[tuple[str, ...]] = set()
@@ -71,22 +74,25 @@ def _metric_lines(
         if raw is None:
             result.nulls += 1
             continue
-        value = to_number(raw, metric)
-        label_values = tuple(_label_text(row[i]) for i in label_at)
-        if label_values in seen:
+        value = _value_text(raw, metric)
+        labels = tuple([_label_text(row[i]) for i in label_at])
+        if labels in seen:
             result.duplicates += 1
             continue
-        seen.add(label_values)
+        seen.add(labels)
         if result.series >= budget.max_series:
             result.dropped += 1
             continue
         result.series += 1
-        pairs = "".join(
-            f',{n}="{escape_label_value(v)}"'
-            for n, v in zip(metric.labels, label_values, strict=True)
-        )
-        lines.append(f"{metric.name}{{{budget.tenant_pair}{pairs}}} {format_value(value)}\n")
+        lines.append(template.format(*map(escape_label_value, labels), value))
     return lines
+
+
+def _value_text(raw: object, metric: MetricSpec) -> str:
+    # COUNT(*) and friends return ints: render them exactly, without a float round trip.
+    if type(raw) is int:
+        return str(raw)
+    return format_value(to_number(raw, metric))
 
 
 def to_number(raw: object, metric: MetricSpec) -> float:
@@ -109,7 +115,7 @@ def to_number(raw: object, metric: MetricSpec) -> float:
 
 
 def _label_text(raw: object) -> str:
-    if isinstance(raw, str):
+    if type(raw) is str:
         return raw
     if raw is None:
         return ""

@@ -26,15 +26,14 @@ class Engines:
     """Creates engines lazily and disposes of them on close."""
 
     def __init__(self) -> None:
-        self._databases: dict[tuple[str, int], Database] = {}
+        self._databases: dict[str, Database] = {}
 
     def get(self, spec: DatabaseSpec) -> Database:
         """The shared database for `spec`, created on first use."""
-        key = (spec.url.render_as_string(hide_password=False), spec.pool_size)
-        database = self._databases.get(key)
+        database = self._databases.get(spec.pool_key)
         if database is None:
             database = Database(_engine(spec), asyncio.Semaphore(spec.pool_size), spec.display)
-            self._databases[key] = database
+            self._databases[spec.pool_key] = database
         return database
 
     async def close(self) -> None:

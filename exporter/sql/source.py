@@ -3,7 +3,9 @@
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import pymysql
 import structlog
 from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -14,6 +16,8 @@ from exporter.sql.engines import Database
 
 log = structlog.get_logger(__name__)
 _KILL_TIMEOUT = 5.0
+# MySQL error codes from 2000 up are client-side: the connection itself is in trouble.
+_CLIENT_ERRORS = 2000
 
 
 @dataclass(frozen=True)
@@ -24,22 +28,39 @@ class Rows:
     rows: Sequence[Sequence[object]]
 
 
+@dataclass(frozen=True)
+class Statement:
+    """A query parsed once: SQLAlchemy's form, and MySQL driver text with its parameter order."""
+
+    clause: TextClause
+    driver_sql: str
+    positions: tuple[str, ...]
+
+    def driver_params(self, params: Mapping[str, object]) -> tuple[object, ...]:
+        """Positional parameters for the driver text."""
+        return tuple(params[name] for name in self.positions)
+
+
 class Statements:
-    """Keeps one parsed statement per SQL text, so SQLAlchemy's compile cache hits."""
+    """Compiles each SQL text once per dialect, so runs only bind parameters."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, TextClause] = {}
+        self._cache: dict[tuple[str, str], Statement] = {}
 
-    def get(self, sql: str) -> TextClause:
-        """The parsed statement for `sql`."""
-        statement = self._cache.get(sql)
-        if statement is None:
-            statement = self._cache[sql] = text(sql)
-        return statement
+    def get(self, sql: str, database: Database) -> Statement:
+        """The compiled statement for `sql` on `database`'s dialect."""
+        dialect = database.engine.dialect
+        found = self._cache.get((sql, dialect.name))
+        if found is None:
+            clause = text(sql)
+            compiled = clause.compile(dialect=dialect)
+            found = Statement(clause, compiled.string, tuple(compiled.positiontup or ()))
+            self._cache[(sql, dialect.name)] = found
+        return found
 
 
 async def fetch(
-    database: Database, statement: TextClause, params: Mapping[str, object], seconds: float
+    database: Database, statement: Statement, params: Mapping[str, object], seconds: float
 ) -> Rows:
     """Run `statement`; on timeout cancel it server-side and discard the connection."""
     thread_id: list[int] = []
@@ -54,7 +75,7 @@ async def fetch(
 
 async def _execute(
     database: Database,
-    statement: TextClause,
+    statement: Statement,
     params: Mapping[str, object],
     thread_id: list[int],
 ) -> Rows:
@@ -65,20 +86,45 @@ async def _execute(
         raise CollectionError("connect", message) from exc
     try:
         if database.is_mysql:
-            thread_id.append(await _thread_id(conn))
-        result = await conn.execute(statement, dict(params))
+            return await _mysql_rows(conn, statement, params, thread_id)
+        result = await conn.execute(statement.clause, dict(params))
         return Rows(list(result.keys()), result.fetchall())
-    except (SQLAlchemyError, OSError) as exc:
-        raise CollectionError("query", f"query failed: {_cause(exc)}") from exc
+    except BaseException as exc:
+        if not _connection_still_good(exc):
+            await conn.invalidate()
+        if isinstance(exc, SQLAlchemyError | pymysql.MySQLError | OSError):
+            raise CollectionError("query", f"query failed: {_cause(exc)}") from exc
+        raise
     finally:
-        # On cancellation SQLAlchemy has already invalidated the connection; this returns
-        # (or discards) it without waiting on the server.
         await conn.close()
 
 
-async def _thread_id(conn: AsyncConnection) -> int:
-    raw = await conn.get_raw_connection()
-    return int(raw.driver_connection.thread_id())  # type: ignore[union-attr]
+async def _mysql_rows(
+    conn: AsyncConnection,
+    statement: Statement,
+    params: Mapping[str, object],
+    thread_id: list[int],
+) -> Rows:
+    """Run on the driver connection: SQLAlchemy's result layer costs more than the query."""
+    # A connection fresh from connect() holds its DBAPI connection, so reading it needs
+    # no I/O; get_raw_connection() would cost a greenlet round trip per run.
+    driver: Any = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+    thread_id.append(int(driver.thread_id()))
+    async with driver.cursor() as cursor:
+        await cursor.execute(statement.driver_sql, statement.driver_params(params))
+        rows = await cursor.fetchall()
+        columns = [column[0] for column in cursor.description or ()]
+    return Rows(columns, rows)
+
+
+def _connection_still_good(exc: BaseException) -> bool:
+    """Server-side SQL errors leave the connection usable; anything else may not."""
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig or exc
+    if isinstance(exc, pymysql.MySQLError):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else _CLIENT_ERRORS
+        return code < _CLIENT_ERRORS
+    return isinstance(exc, SQLAlchemyError)
 
 
 async def _kill_query(database: Database, thread_id: int) -> None:

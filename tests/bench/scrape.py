@@ -1,0 +1,116 @@
+"""Scrape cost for 100k series: our snapshot store vs prometheus_client.generate_latest.
+
+Both render the same 100 tenants x 1,000 series in the same run. Run: `make bench`.
+"""
+
+import asyncio
+import statistics
+import subprocess
+import time
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from exporter import logs
+from exporter.exposition import Family
+from exporter.store import Snapshot, SnapshotStore
+
+TENANTS, SERIES_PER_TENANT, ROUNDS = 100, 1_000, 20
+FAMILY = Family("cockpit_work_items", "gauge", "Work items by queue and status.")
+
+
+def series(tenant: int) -> list[tuple[str, str, float]]:
+    """The same synthetic rows for both implementations."""
+    return [(f"queue{i % 50}", f"status{i // 50}", float(i)) for i in range(SERIES_PER_TENANT)]
+
+
+def our_store() -> SnapshotStore:
+    store = SnapshotStore()
+    store.register([FAMILY])
+    for t in range(TENANTS):
+        lines = "".join(
+            f'cockpit_work_items{{tenant="t{t}",queue="{q}",status="{s}"}} {v:g}\n'
+            for q, s, v in series(t)
+        )
+        store.put((f"t{t}", "sql", "q"), Snapshot(f"t{t}", {FAMILY.name: lines.encode()}))
+    return store
+
+
+def client_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    gauge = Gauge(FAMILY.name, FAMILY.help, ["tenant", "queue", "status"], registry=registry)
+    for t in range(TENANTS):
+        for q, s, v in series(t):
+            gauge.labels(f"t{t}", q, s).set(v)
+    return registry
+
+
+def timed(fn, rounds: int = ROUNDS) -> float:  # type: ignore[no-untyped-def]
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def cold_render(store: SnapshotStore) -> None:
+    # Replacing one tenant's snapshot invalidates the cache, as every collection run does.
+    store.put(("t0", "sql", "q"), Snapshot("t0", {FAMILY.name: b""}))
+    store.render(openmetrics=False)
+
+
+async def http_latency(store: SnapshotStore) -> float:
+    """Median wall time of a full /metrics GET over loopback, client in another process."""
+    from aiohttp import web
+
+    from exporter.readiness import Readiness
+    from exporter.server import make_app
+
+    app = make_app(store, Readiness(0), lambda: [f"t{t}" for t in range(TENANTS)], lambda: [])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/metrics"
+    times = []
+    for _ in range(ROUNDS):
+        proc = await asyncio.create_subprocess_exec(
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{time_total}",
+            url,
+            stdout=subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        times.append(float(out))
+    await runner.cleanup()
+    return statistics.median(times)
+
+
+def main() -> None:
+    logs.configure("warning", "console")
+    store, registry = our_store(), client_registry()
+    ours = store.render(openmetrics=False)
+    theirs = generate_latest(registry)
+    assert ours.count(b"\n") - 2 == theirs.count(b"\n") - 2 == TENANTS * SERIES_PER_TENANT
+    cold = timed(lambda: cold_render(store))
+    cached = timed(lambda: store.render(openmetrics=False))
+    baseline = timed(lambda: generate_latest(registry), rounds=5)
+    latency = asyncio.run(http_latency(our_store()))
+    rows = [
+        ("prometheus_client.generate_latest", baseline, "baseline"),
+        ("ours, render after a change", cold, f"{baseline / cold:.0f}x faster"),
+        ("ours, render unchanged (cached)", cached, f"{baseline / cached:.0f}x faster"),
+        ("ours, GET /metrics over loopback", latency, f"curl, median of {ROUNDS}"),
+    ]
+    print(f"series: {TENANTS * SERIES_PER_TENANT}, body: {len(ours) / 1e6:.1f} MB")
+    for label, seconds, note in rows:
+        print(f"{label + ':':36s}{seconds * 1000:9.3f} ms ({note})")
+
+
+if __name__ == "__main__":
+    main()
