@@ -21,7 +21,9 @@ QUEUES = ("billing", "onboarding", "reports")
 STATUSES = ("new", "in_progress", "done", "failed")
 _MUTATE_EVERY = 2.0
 
+# WAL lets the exporter's readers and the demo's writer work without blocking each other.
 _SCHEMA = """
+PRAGMA journal_mode = WAL;
 CREATE TABLE IF NOT EXISTS work_items (
     id INTEGER PRIMARY KEY, tenant_id INTEGER, queue TEXT, status TEXT, created_at REAL);
 CREATE TABLE IF NOT EXISTS queue_stats (
@@ -133,4 +135,5 @@ async def run_demo(settings: Settings, directory: Path | None) -> int:
 async def _keep_mutating(directory: Path, rng: random.Random) -> None:
     while True:
         await asyncio.sleep(_MUTATE_EVERY)
-        mutate(directory, rng, time.time())
+        # In a thread: a write waiting for a lock must not stall scrapes and collection.
+        await asyncio.to_thread(mutate, directory, rng, time.time())

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -31,7 +30,7 @@ def wait_ready(port: int, process: subprocess.Popen[str], seconds: float = 30) -
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
                 if response.status == 200:
                     return
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # refused while starting, or a read timeout: try again
             pass
         time.sleep(0.2)
     raise AssertionError("exporter did not become ready")
