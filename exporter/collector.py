@@ -102,7 +102,9 @@ class SqlCollector:
                 over_limit=result.dropped,
                 max_series=job.query.max_series,
             )
-        log.info(
+        # Successes are debug: at hundreds of runs a minute they would drown the log;
+        # failures are warnings, always shown.
+        log.debug(
             "collection run",
             tenant=job.tenant,
             source=SOURCE,

@@ -280,3 +280,23 @@ async def test_tenants_sharing_a_dsn_share_one_pool(
     assert len(engines) == 1
     (only,) = engines.values()
     assert only.engine.pool.size() == 2
+
+
+async def test_connection_dropped_by_the_server_is_replaced(
+    database: ScratchDatabase, make_exporter
+) -> None:
+    """A kept connection killed server-side (restart, idle timeout) costs no failed run."""
+    database.execute("INSERT INTO work_items VALUES (1,'billing','new',1)")
+    exporter = await make_exporter(two_tenants(database.dsn))
+    await exporter.run("acme", "work_items")
+    ids = admin(
+        f"SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '{database.name}' "
+        "AND ID <> CONNECTION_ID()"
+    )
+    assert ids, "the exporter should keep its connection between runs"
+    for (thread,) in ids:
+        admin(f"KILL {thread}")
+    await exporter.run("acme", "work_items")
+    stats = exporter.exporter.collector.stats[("acme", "sql", "work_items")]
+    assert stats.runs == 2 and stats.success, stats.last_error
+    assert sum(stats.errors.values()) == 0

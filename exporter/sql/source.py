@@ -80,23 +80,47 @@ async def _execute(
     thread_id: list[int],
 ) -> Rows:
     try:
-        conn = await database.engine.connect()
+        return await _attempt(database, statement, params, thread_id, reuse=True)
+    except _StaleConnectionError:
+        # A kept connection the server had closed (restart, idle timeout): one fresh try.
+        return await _attempt(database, statement, params, thread_id, reuse=False)
+
+
+class _StaleConnectionError(Exception):
+    """A connection kept from an earlier run turned out to be dead."""
+
+
+async def _attempt(
+    database: Database,
+    statement: Statement,
+    params: Mapping[str, object],
+    thread_id: list[int],
+    reuse: bool,
+) -> Rows:
+    try:
+        conn, reused = await database.acquire(reuse)
     except (SQLAlchemyError, OSError) as exc:
         message = f"cannot connect to {database.display}: {_cause(exc)}"
         raise CollectionError("connect", message) from exc
     try:
         if database.is_mysql:
-            return await _mysql_rows(conn, statement, params, thread_id)
-        result = await conn.execute(statement.clause, dict(params))
-        return Rows(list(result.keys()), result.fetchall())
+            rows = await _mysql_rows(conn, statement, params, thread_id)
+        else:
+            result = await conn.execute(statement.clause, dict(params))
+            rows = Rows(list(result.keys()), result.fetchall())
     except BaseException as exc:
-        if not _connection_still_good(exc):
-            await conn.invalidate()
+        if _connection_still_good(exc):
+            database.release(conn)
+        else:
+            # Cancelled mid-statement (timeout) or broken: never hand it to another run.
+            await database.discard(conn)
+            if reused and isinstance(exc, Exception):
+                raise _StaleConnectionError from exc
         if isinstance(exc, SQLAlchemyError | pymysql.MySQLError | OSError):
             raise CollectionError("query", f"query failed: {_cause(exc)}") from exc
         raise
-    finally:
-        await conn.close()
+    database.release(conn)
+    return rows
 
 
 async def _mysql_rows(
@@ -106,8 +130,8 @@ async def _mysql_rows(
     thread_id: list[int],
 ) -> Rows:
     """Run on the driver connection: SQLAlchemy's result layer costs more than the query."""
-    # A connection fresh from connect() holds its DBAPI connection, so reading it needs
-    # no I/O; get_raw_connection() would cost a greenlet round trip per run.
+    # A checked-out connection holds its DBAPI connection, so reading it needs no I/O;
+    # get_raw_connection() would cost a greenlet round trip per run.
     driver: Any = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
     thread_id.append(int(driver.thread_id()))
     async with driver.cursor() as cursor:
