@@ -16,7 +16,8 @@ from pydantic import (
 from exporter.durations import Duration
 
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
-METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+# Colons are for recording rules, not exporters.
+METRIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 QUERY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Self-metrics live under these prefixes; user metrics there would collide with ours.

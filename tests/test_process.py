@@ -65,7 +65,8 @@ def test_demo_serves_three_tenants() -> None:
 
 
 def test_secrets_never_reach_logs_or_metrics(make_database, tmp_path: Path) -> None:
-    """A real run with file and env passwords (one of them wrong) never shows either secret."""
+    """A real run (config from COCKPIT_CONFIG) with file and env passwords, one of them
+    wrong, never shows either secret in logs, /metrics or the landing page."""
     db: ScratchDatabase = make_database()
     db.execute("CREATE TABLE t (v INT)", "INSERT INTO t VALUES (3)")
     user = f"ck_{uuid.uuid4().hex[:8]}"
@@ -94,15 +95,13 @@ queries:
         )
         port = free_port()
         process = start(
-            "--config",
-            str(config),
             "--web.listen-address",
             f"127.0.0.1:{port}",
             "--log.level",
             "debug",
             "--log.format",
             "json",
-            env={"BAD_DB_PASSWORD": wrong},
+            env={"BAD_DB_PASSWORD": wrong, "COCKPIT_CONFIG": str(config)},
         )
         try:
             wait_ready(port, process)
