@@ -9,6 +9,7 @@ import structlog
 from exporter.config import Job, MetricSpec
 from exporter.errors import CollectionError
 from exporter.exposition import SCHEDULED_NOTE, Family
+from exporter.outcomes import publish_failure, publish_success
 from exporter.selfmetrics import JOB_FAMILIES, JobStats
 from exporter.series import SeriesResult, build_series
 from exporter.sql.engines import Engines
@@ -89,10 +90,16 @@ class SqlCollector:
         stats.nulls += result.nulls
         stats.duplicates += result.duplicates
         stats.dropped += result.dropped
-        stats.record_success(duration, result.series)
         bodies = {name: "".join(lines).encode() for name, lines in result.lines.items()}
-        bodies |= stats.render()
-        self._store.put(snapshot_key(job), Snapshot(job.tenant, bodies))
+        publish_success(
+            self._store,
+            snapshot_key(job),
+            stats,
+            duration=duration,
+            series=result.series,
+            bodies=bodies,
+            nulls=result.nulls,
+        )
         if result.duplicates or result.dropped:
             log.warning(
                 "series skipped",
@@ -102,30 +109,6 @@ class SqlCollector:
                 over_limit=result.dropped,
                 max_series=job.query.max_series,
             )
-        # Successes are debug: at hundreds of runs a minute they would drown the log;
-        # failures are warnings, always shown.
-        log.debug(
-            "collection run",
-            tenant=job.tenant,
-            source=SOURCE,
-            query=job.query.name,
-            duration_ms=round(duration * 1000, 2),
-            series=result.series,
-            nulls=result.nulls,
-            outcome="success",
-        )
 
     def _failed(self, job: Job, stats: JobStats, duration: float, exc: CollectionError) -> None:
-        stats.record_failure(duration, exc.reason, str(exc))
-        self._store.put(snapshot_key(job), Snapshot(job.tenant, stats.render()))
-        log.warning(
-            "collection run",
-            tenant=job.tenant,
-            source=SOURCE,
-            query=job.query.name,
-            duration_ms=round(duration * 1000, 2),
-            series=0,
-            outcome="failure",
-            reason=exc.reason,
-            error=str(exc),
-        )
+        publish_failure(self._store, snapshot_key(job), stats, duration=duration, error=exc)
