@@ -16,7 +16,7 @@ from exporter.settings import Settings
 
 log = structlog.get_logger(__name__)
 EXIT_CONFIG = 2
-_COMMANDS = ("run", "check-config", "demo")
+_COMMANDS = ("run", "check-config", "demo", "simulate")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     demo = commands.add_parser("demo", parents=[common], help="run on generated demo data")
     demo.add_argument("--dir", type=Path, help="where to keep demo databases (default: temp)")
+    simulate = commands.add_parser(
+        "simulate", parents=[common], help="serve a simulated platform API for N tenants"
+    )
+    simulate.add_argument("--tenants", type=int, default=3)
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=9620)
+    simulate.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="platform seconds per wall-clock second (default 1)",
+    )
+    simulate.add_argument(
+        "--write-config",
+        type=Path,
+        dest="write_config",
+        help="write an exporter config for the simulated tenants here",
+    )
     return parser
 
 
@@ -70,6 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         return _fail("\n".join(_setting_problems(exc)))
     logs.configure(settings.log_level, settings.log_format)
+    if options.command == "simulate":
+        from exporter.simulator.main import run_simulator  # noqa: PLC0415 - as for the demo
+
+        return asyncio.run(
+            run_simulator(
+                tenants=options.tenants,
+                seed=options.seed,
+                host=options.host,
+                port=options.port,
+                speed=options.speed,
+                config=options.write_config,
+            )
+        )
     if options.command == "demo":
         from exporter.demo import run_demo  # noqa: PLC0415 - only the demo needs its data code
 

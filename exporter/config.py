@@ -87,6 +87,25 @@ class Job:
 
 
 @dataclass(frozen=True)
+class PlatformSpec:
+    """A tenant's platform API access, with defaults applied and the secret resolved."""
+
+    tenant: str
+    base_url: str
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scope: str | None
+    interval: float
+    timeout: float
+    request_timeout: float
+    page_size: int
+    overlap: float
+    lookback: float
+    history: float
+
+
+@dataclass(frozen=True)
 class Config:
     """A checked configuration, ready to run."""
 
@@ -95,6 +114,7 @@ class Config:
     jobs: tuple[Job, ...]
     limits: schema.Limits
     warnings: tuple[str, ...] = ()
+    platforms: tuple[PlatformSpec, ...] = ()
 
 
 def load_config(path: Path) -> Config:
@@ -119,6 +139,7 @@ def parse_config(raw: str, source: str) -> Config:
     problems = list(_cross_checks(model))
     warnings: list[str] = []
     databases = _resolve_databases(model, problems, warnings)
+    platforms = _resolve_platforms(model, problems)
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -127,6 +148,7 @@ def parse_config(raw: str, source: str) -> Config:
         jobs=tuple(_jobs(model, databases)),
         limits=model.limits,
         warnings=tuple(warnings),
+        platforms=tuple(platforms),
     )
 
 
@@ -255,7 +277,7 @@ def _database(
         # The parser's own message echoes the DSN, which may hold a password.
         raise ValueError(f"{where}.dsn: cannot parse the DSN (check host:port)") from None
     url = url.set(drivername=_DRIVERS.get(url.drivername, url.drivername))
-    password = _read_secret(db, where)
+    password = _read_secret(db.password_file, db.password_env, where, "password")
     if url.password is not None:
         if password is not None:
             raise ValueError(f"{where}.dsn: password given both in the DSN and in {where}")
@@ -265,21 +287,60 @@ def _database(
     return DatabaseSpec(url=url, pool_size=defaults.pool_size)
 
 
-def _read_secret(db: schema.Database, where: str) -> str | None:
-    if db.password_file is not None:
+def _read_secret(file: Path | None, env: str | None, where: str, what: str) -> str | None:
+    if file is not None:
         try:
-            return db.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            return file.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise ValueError(
-                f"{where}.password_file: cannot read {db.password_file}: {reason}"
-            ) from None
-    if db.password_env is not None:
-        value = os.environ.get(db.password_env)
+            raise ValueError(f"{where}.{what}_file: cannot read {file}: {reason}") from None
+    if env is not None:
+        value = os.environ.get(env)
         if value is None:
-            raise ValueError(f"{where}.password_env: variable {db.password_env} is not set")
+            raise ValueError(f"{where}.{what}_env: variable {env} is not set")
         return value
     return None
+
+
+def _resolve_platforms(model: schema.ConfigFile, problems: list[str]) -> list[PlatformSpec]:
+    specs = []
+    for ti, tenant in enumerate(model.tenants):
+        if tenant.platform is not None:
+            try:
+                specs.append(
+                    _platform(tenant.id, tenant.platform, model.defaults, f"tenants[{ti}]")
+                )
+            except ValueError as exc:
+                problems.append(str(exc))
+    return specs
+
+
+def _platform(
+    tenant: str, platform: schema.Platform, defaults: schema.Defaults, where: str
+) -> PlatformSpec:
+    where = f"{where}.platform"
+    interval = platform.interval or defaults.interval
+    timeout = platform.timeout or defaults.timeout
+    if timeout > interval:
+        raise ValueError(f"{where}.timeout: timeout ({timeout:g}s) is longer than the interval")
+    secret = _read_secret(
+        platform.client_secret_file, platform.client_secret_env, where, "client_secret"
+    )
+    return PlatformSpec(
+        tenant=tenant,
+        base_url=platform.base_url,
+        token_url=platform.token_url,
+        client_id=platform.client_id,
+        client_secret=secret or "",
+        scope=platform.scope,
+        interval=interval,
+        timeout=timeout,
+        request_timeout=min(platform.request_timeout, timeout),
+        page_size=platform.page_size,
+        overlap=platform.overlap,
+        lookback=platform.lookback,
+        history=platform.history,
+    )
 
 
 def _jobs(model: schema.ConfigFile, databases: dict[str, DatabaseSpec]) -> Iterator[Job]:

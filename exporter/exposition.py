@@ -24,6 +24,8 @@ def escape_help(value: str) -> str:
 
 def format_value(value: float) -> str:
     """Render a sample value; integers keep a short form both parsers accept."""
+    if isinstance(value, int):
+        return str(value)
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     if math.isnan(value):

@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.durations import Duration
+from exporter.durations import Duration, parse_duration
 
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # Colons are for recording rules, not exporters.
@@ -104,11 +104,50 @@ class Database(Model):
         return self
 
 
+def _http_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")) or len(url) < 10:
+        raise ValueError("must be an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class Platform(Model):
+    """Where a tenant's platform API is and how to get a token for it."""
+
+    base_url: HttpUrl
+    token_url: HttpUrl
+    client_id: str = Field(min_length=1)
+    client_secret_file: Path | None = None
+    client_secret_env: str | None = None
+    scope: str | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    request_timeout: Duration = 10.0
+    page_size: int = Field(100, ge=1, le=1000)
+    overlap: Duration = 120.0
+    lookback: float = Field(0.0, ge=0)
+    history: Duration = 86400.0
+
+    @field_validator("lookback", mode="before")
+    @classmethod
+    def _lookback(cls, value: object) -> float:
+        return 0.0 if value in (0, "0", "0s") else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> "Platform":
+        if (self.client_secret_file is None) == (self.client_secret_env is None):
+            raise ValueError("set exactly one of client_secret_file and client_secret_env")
+        return self
+
+
 class Tenant(Model):
     """One tenant: its id becomes the `tenant` label on every series."""
 
     id: TenantId
     mysql: Database | None = None
+    platform: Platform | None = None
     params: dict[Annotated[str, _matching(LABEL_NAME, "parameter name")], ParamValue] = {}
 
 

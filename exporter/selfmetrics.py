@@ -56,7 +56,8 @@ class JobStats:
     duration: float = 0.0
     last_success: float = 0.0
     series: int = 0
-    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    reasons: tuple[str, ...] = REASONS
+    errors: dict[str, int] = field(init=False)
     dropped: int = 0
     nulls: int = 0
     duplicates: int = 0
@@ -65,6 +66,7 @@ class JobStats:
     _prefixes: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.errors = dict.fromkeys(self.reasons, 0)
         # Names and labels are rendered once; every run renders only the values.
         labels = label_block(
             [
@@ -75,7 +77,7 @@ class JobStats:
         )
         self._prefixes = {f.name: f"{f.name}{labels} " for f in JOB_FAMILIES}
         self._prefixes |= {
-            reason: f'{ERRORS.name}{labels[:-1]},reason="{reason}"}} ' for reason in REASONS
+            reason: f'{ERRORS.name}{labels[:-1]},reason="{reason}"}} ' for reason in self.reasons
         }
 
     def record_success(self, duration: float, series: int) -> None:

@@ -119,3 +119,10 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             client=request.remote,
         )
+
+
+def bound_port(site: web.TCPSite) -> int:
+    """The port a site listens on (what port 0 became)."""
+    # aiohttp exposes the bound socket only on the underlying server object.
+    sockets = getattr(site._server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0

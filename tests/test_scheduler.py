@@ -20,11 +20,11 @@ def test_first_runs_are_spread_over_the_interval() -> None:
     """200 jobs' first runs land all over the interval, not in a burst at start-up."""
     tenants = "\n".join(f"  - {{id: t{i}, mysql: {{dsn: 'sqlite:///x.db'}}}}" for i in range(200))
     jobs = parse_config(CONFIG.format(tenants=tenants), "x").jobs
-    offsets = [first_run_offset(job) for job in jobs]
+    offsets = [first_run_offset(f"{job.tenant}/{job.query.name}", 60.0) for job in jobs]
     assert all(0 <= o < 60 for o in offsets)
     buckets = [sum(1 for o in offsets if b * 6 <= o < (b + 1) * 6) for b in range(10)]
     assert max(buckets) < 40, buckets  # 20 per bucket when even; no bucket near a burst
-    assert offsets == [first_run_offset(job) for job in jobs]  # stable across restarts
+    assert offsets == [first_run_offset(f"{j.tenant}/{j.query.name}", 60.0) for j in jobs]  # stable
 
 
 async def test_a_slow_run_is_never_overlapped() -> None:
@@ -39,7 +39,7 @@ async def test_a_slow_run_is_never_overlapped() -> None:
     peak = 0
     runs = 0
 
-    async def slow(_job: object) -> None:
+    async def slow() -> None:
         nonlocal running, peak, runs
         running += 1
         runs += 1
@@ -47,8 +47,8 @@ async def test_a_slow_run_is_never_overlapped() -> None:
         await asyncio.sleep(0.7)
         running -= 1
 
-    scheduler = Scheduler(slow)
-    scheduler.add(job, spread=False)
+    scheduler = Scheduler()
+    scheduler.add("a/q", job.query.interval, slow, spread=False)
     scheduler.start()
     await asyncio.sleep(1.6)
     scheduler.shutdown()

@@ -1,0 +1,1 @@
+"""The platform source: each tenant's agents, processes, schedules and runs from the HTTP API."""

@@ -1,0 +1,72 @@
+"""Every metric family the platform source exports (the code side of docs/metrics.md)."""
+
+from exporter.exposition import SCHEDULED_NOTE, Family
+
+AGENT_STATUSES = ("online", "busy", "offline", "disabled")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
+# Runs last from seconds to hours: buckets from 1 s to 4 h.
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
+
+
+def _family(name: str, kind: str, text: str) -> Family:
+    return Family(name, kind, text + SCHEDULED_NOTE)
+
+
+AGENTS = _family("cockpit_agents", "gauge", "Agents by pool and status (0 for known statuses).")
+AGENT_UP = _family("cockpit_agent_up", "gauge", "1 if the agent is online or busy, else 0.")
+AGENT_HEARTBEAT = _family(
+    "cockpit_agent_last_heartbeat_timestamp_seconds",
+    "gauge",
+    "Unix time of the agent's last heartbeat (absent if it never sent one).",
+)
+AGENT_INFO = _family("cockpit_agent_info", "gauge", "Agent ids and versions by name; always 1.")
+PROCESS_ENABLED = _family("cockpit_process_enabled", "gauge", "1 if the process is enabled.")
+PROCESS_INFO = _family("cockpit_process_info", "gauge", "Process ids by name; always 1.")
+SCHEDULE_ENABLED = _family("cockpit_schedule_enabled", "gauge", "1 if the schedule is enabled.")
+SCHEDULE_NEXT = _family(
+    "cockpit_schedule_next_run_timestamp_seconds", "gauge", "Unix time of the next planned run."
+)
+SCHEDULE_LAST = _family(
+    "cockpit_schedule_last_run_timestamp_seconds", "gauge", "Unix time of the last run."
+)
+SCHEDULE_SUCCESS = _family(
+    "cockpit_schedule_last_run_success", "gauge", "1 if the last run succeeded, 0 if not."
+)
+SCHEDULE_INFO = _family(
+    "cockpit_schedule_info", "gauge", "Schedule ids and cron expressions by name; always 1."
+)
+RUNS_FINISHED = _family(
+    "cockpit_runs_finished_total",
+    "counter",
+    "Runs that reached a final status since the exporter started, each counted once.",
+)
+RUN_DURATION = _family(
+    "cockpit_run_duration_seconds", "histogram", "Duration of finished runs, start to finish."
+)
+RUNS_QUEUED = _family("cockpit_runs_queued", "gauge", "Runs waiting for an agent.")
+RUNS_RUNNING = _family("cockpit_runs_running", "gauge", "Runs executing on an agent.")
+RUNS_OLDEST_QUEUED = _family(
+    "cockpit_runs_oldest_queued_timestamp_seconds",
+    "gauge",
+    "Unix time the oldest waiting run was queued; its age is time() minus this.",
+)
+DATA_FAMILIES = (
+    AGENTS, AGENT_UP, AGENT_HEARTBEAT, AGENT_INFO, PROCESS_ENABLED, PROCESS_INFO,
+    SCHEDULE_ENABLED, SCHEDULE_NEXT, SCHEDULE_LAST, SCHEDULE_SUCCESS, SCHEDULE_INFO,
+    RUNS_FINISHED, RUN_DURATION, RUNS_QUEUED, RUNS_RUNNING, RUNS_OLDEST_QUEUED,
+)  # fmt: skip
+
+REQUESTS = Family(
+    "cockpit_platform_requests_total", "counter", "Platform API requests by endpoint and code."
+)
+REQUEST_DURATION = Family(
+    "cockpit_platform_request_duration_seconds", "summary", "Platform API request durations."
+)
+RETRIES = Family("cockpit_platform_retries_total", "counter", "Platform API requests retried.")
+TOKEN_REFRESHES = Family(
+    "cockpit_platform_token_refreshes_total", "counter", "Access tokens fetched."
+)
+TOKEN_FAILURES = Family(
+    "cockpit_platform_token_failures_total", "counter", "Failed attempts to fetch a token."
+)
+CLIENT_FAMILIES = (REQUESTS, REQUEST_DURATION, RETRIES, TOKEN_REFRESHES, TOKEN_FAILURES)

@@ -1,0 +1,139 @@
+"""Render platform items into sample lines; labels carry names, ids go to info metrics."""
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from exporter.exposition import escape_label_value, format_value
+from exporter.platform import families as f
+from exporter.platform.families import AGENT_STATUSES, DURATION_BUCKETS, FINAL_STATUSES
+from exporter.platform.models import Agent, Process, Schedule
+from exporter.platform.runs import RunTracker
+
+Bodies = dict[str, bytes]
+
+
+class Lines:
+    """Collects sample lines per family for one tenant."""
+
+    def __init__(self, tenant: str) -> None:
+        self._tenant = f'tenant="{escape_label_value(tenant)}"'
+        self._lines: dict[str, list[str]] = {}
+        self.series = 0
+
+    def add(self, name: str, labels: Mapping[str, str], value: float, family: str = "") -> None:
+        """Add one sample of `name` (to family `family`, default the same name)."""
+        pairs = "".join(f',{k}="{escape_label_value(v)}"' for k, v in labels.items())
+        line = f"{name}{{{self._tenant}{pairs}}} {format_value(value)}\n"
+        self._lines.setdefault(family or name, []).append(line)
+        self.series += 1
+
+    def bodies(self) -> Bodies:
+        """The rendered bytes per family."""
+        return {name: "".join(lines).encode() for name, lines in self._lines.items()}
+
+
+def display_names(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Id -> label value: the name, or `name (id)` where names repeat, so series stay unique."""
+    pairs = list(items)
+    repeats = Counter(name for _, name in pairs)
+    return {i: (n if repeats[n] == 1 else f"{n} ({i})") for i, n in pairs}
+
+
+def _ts(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def render_processes(tenant: str, processes: Sequence[Process]) -> Lines:
+    """Enabled state and ids of processes."""
+    lines = Lines(tenant)
+    names = display_names((p.id, p.name) for p in processes)
+    for process in processes:
+        labels = {"process": names[process.id]}
+        lines.add(f.PROCESS_ENABLED.name, labels, float(process.enabled))
+        lines.add(f.PROCESS_INFO.name, labels | {"process_id": process.id}, 1)
+    return lines
+
+
+def render_agents(tenant: str, agents: Sequence[Agent]) -> Lines:
+    """Agent counts per pool and status, and each agent's state."""
+    lines = Lines(tenant)
+    names = display_names((a.id, a.name) for a in agents)
+    counts = Counter((a.pool, a.status) for a in agents)
+    for pool in sorted({a.pool for a in agents}):
+        statuses = dict.fromkeys(AGENT_STATUSES, 0) | {
+            s: n for (p, s), n in counts.items() if p == pool
+        }
+        for status, count in statuses.items():
+            lines.add(f.AGENTS.name, {"pool": pool, "status": status}, count)
+    for agent in agents:
+        labels = {"pool": agent.pool, "agent": names[agent.id]}
+        lines.add(f.AGENT_UP.name, labels, float(agent.status in ("online", "busy")))
+        heartbeat = _ts(agent.last_heartbeat_at)
+        if heartbeat is not None:
+            lines.add(f.AGENT_HEARTBEAT.name, labels, heartbeat)
+        info = labels | {"agent_id": agent.id, "version": agent.version or ""}
+        lines.add(f.AGENT_INFO.name, info, 1)
+    return lines
+
+
+def render_schedules(
+    tenant: str, schedules: Sequence[Schedule], process_names: Mapping[str, str]
+) -> Lines:
+    """Each schedule's state, labelled with its name and its process's name."""
+    lines = Lines(tenant)
+    names = display_names((s.id, s.name) for s in schedules)
+    for schedule in schedules:
+        process = process_names.get(schedule.process_id, schedule.process_id)
+        labels = {"schedule": names[schedule.id], "process": process}
+        lines.add(f.SCHEDULE_ENABLED.name, labels, float(schedule.enabled))
+        for family, moment in (
+            (f.SCHEDULE_NEXT, schedule.next_run_at),
+            (f.SCHEDULE_LAST, schedule.last_run_at),
+        ):
+            if moment is not None:
+                lines.add(family.name, labels, moment.timestamp())
+        if schedule.last_run_status in FINAL_STATUSES:
+            success = float(schedule.last_run_status == "succeeded")
+            lines.add(f.SCHEDULE_SUCCESS.name, labels, success)
+        info = labels | {"schedule_id": schedule.id, "cron": schedule.cron}
+        lines.add(f.SCHEDULE_INFO.name, info, 1)
+    return lines
+
+
+def render_runs(tenant: str, tracker: RunTracker, process_names: Mapping[str, str]) -> Lines:
+    """Finished-run counters, duration histograms, and queued/running gauges per process."""
+    lines = Lines(tenant)
+    process_ids = set(process_names) | {p for p, _ in tracker.finished}
+    process_ids |= {r.process_id for r in tracker.active.values()}
+    for process_id in sorted(process_ids):
+        process = {"process": process_names.get(process_id, process_id)}
+        # Every final status from zero, so rate() sees the first failure of a process.
+        for status in FINAL_STATUSES:
+            count = tracker.finished[(process_id, status)]
+            lines.add(f.RUNS_FINISHED.name, process | {"status": status}, count)
+        _histogram(lines, process, tracker, process_id)
+        _active(lines, process, tracker, process_id)
+    return lines
+
+
+def _histogram(lines: Lines, labels: dict[str, str], tracker: RunTracker, process_id: str) -> None:
+    histogram = tracker.durations.get(process_id)
+    buckets = histogram.buckets if histogram else [0] * (len(DURATION_BUCKETS) + 1)
+    name = f.RUN_DURATION.name
+    cumulative = 0
+    for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), buckets, strict=True):
+        cumulative += count
+        lines.add(f"{name}_bucket", labels | {"le": bound}, cumulative, family=name)
+    lines.add(f"{name}_sum", labels, histogram.total if histogram else 0, family=name)
+    lines.add(f"{name}_count", labels, histogram.count if histogram else 0, family=name)
+
+
+def _active(lines: Lines, labels: dict[str, str], tracker: RunTracker, process_id: str) -> None:
+    runs = [r for r in tracker.active.values() if r.process_id == process_id]
+    queued = [r for r in runs if r.status == "queued"]
+    lines.add(f.RUNS_QUEUED.name, labels, len(queued))
+    lines.add(f.RUNS_RUNNING.name, labels, sum(1 for r in runs if r.status == "running"))
+    moments = [m for r in queued if (m := _ts(r.queued_at or r.updated_at)) is not None]
+    if moments:
+        lines.add(f.RUNS_OLDEST_QUEUED.name, labels, min(moments))

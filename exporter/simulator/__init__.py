@@ -1,0 +1,1 @@
+"""A simulator of the platform API with fault injection (`cockpit-exporter simulate`)."""

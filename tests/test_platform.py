@@ -1,0 +1,313 @@
+"""The platform source over real HTTP against the simulator: pagination, exact counts, faults."""
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests import platform_helpers
+from tests.conftest import key
+from tests.platform_helpers import ManualClock, RunningSimulator
+
+ENDPOINTS = ("processes", "agents", "schedules", "runs")
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[RunningSimulator]:
+    running = await platform_helpers.start(2)
+    yield running
+    await running.runner.cleanup()
+
+
+def stats(exporter, tenant: str, endpoint: str):
+    return exporter.exporter.collector.stats.get((tenant, "platform", endpoint)) or next(
+        s for s in exporter.exporter.platform.stats if (s.tenant, s.query) == (tenant, endpoint)
+    )
+
+
+async def poll(exporter, tenant: str) -> None:
+    spec = next(s for s in exporter.exporter.config.platforms if s.tenant == tenant)
+    await exporter.exporter.poll_platform(spec)
+
+
+def ok(exporter, tenant: str) -> bool:
+    return all(stats(exporter, tenant, e).success for e in ENDPOINTS)
+
+
+async def test_pagination_collects_every_item(
+    sim: RunningSimulator, make_exporter, tmp_path: Path
+) -> None:
+    """With pages of two items, every agent still arrives exactly once."""
+    exporter = await make_exporter(sim.config(tmp_path, page_size=2))
+    await poll(exporter, "t0001")
+    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+    samples = await exporter.samples(params={"tenant": "t0001"})
+    agents = sim.tenant("t0001").world.agents
+    up = [k for k in samples if k[0] == "cockpit_agent_up"]
+    assert len(up) == len(agents) > 2
+    total = sum(v for (name, _), v in samples.items() if name == "cockpit_agents")
+    assert total == len(agents)
+    requests = sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == "cockpit_platform_requests_total" and ("endpoint", "agents") in labels
+    )
+    assert requests == -(-len(agents) // 2)  # one request per page of two
+
+
+async def test_finished_runs_match_the_simulator_exactly(make_exporter, tmp_path: Path) -> None:
+    """Over many polls with overlap and small pages, counters equal the simulator's counts
+    of runs finished since the first poll: nothing missed, nothing counted twice."""
+    clock = ManualClock(time.time())
+    sim = await platform_helpers.start(1, clock=clock)
+    try:
+        exporter = await make_exporter(sim.config(tmp_path, page_size=3, overlap="5m"))
+        before = sim.finished("t0001")
+        await poll(exporter, "t0001")
+        for _ in range(40):
+            clock.now += 45  # platform time moves on: runs queue, start and finish
+            await poll(exporter, "t0001")
+        assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+        after = sim.finished("t0001")
+        samples = await exporter.samples()
+    finally:
+        await sim.runner.cleanup()
+    expected = {k: n - before.get(k, 0) for k, n in after.items()}
+    assert sum(expected.values()) > 20, "the simulation should have finished many runs"
+    counted = {
+        (dict(labels)["process"], dict(labels)["status"]): v
+        for (name, labels), v in samples.items()
+        if name == "cockpit_runs_finished_total" and v
+    }
+    assert counted == {k: v for k, v in expected.items() if v}
+    tracker = exporter.exporter.platform._tenants["t0001"].tracker
+    assert len(tracker.counted) < sum(after.values())  # de-duplication memory stays bounded
+
+
+async def test_retry_after_is_honoured(
+    sim: RunningSimulator, make_exporter, tmp_path: Path
+) -> None:
+    """A 429 with Retry-After: 2 is retried after two seconds, not sooner, then succeeds."""
+    exporter = await make_exporter(sim.config(tmp_path, timeout="8s", interval="10s"))
+    sim.tenant("t0001").faults = sim.tenant("t0001").faults.model_copy(
+        update={"rate_limit_rate": 1.0, "retry_after": 2}
+    )
+
+    async def heal() -> None:
+        await asyncio.sleep(0.5)
+        sim.tenant("t0001").faults = sim.tenant("t0001").faults.model_copy(
+            update={"rate_limit_rate": 0.0}
+        )
+
+    started = time.monotonic()
+    await asyncio.gather(poll(exporter, "t0001"), heal())
+    assert time.monotonic() - started >= 1.9
+    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+    samples = await exporter.samples()
+    assert (
+        samples[
+            key("cockpit_platform_requests_total", tenant="t0001", endpoint="processes", code="429")
+        ]
+        == 1
+    )
+    assert samples[key("cockpit_platform_retries_total", tenant="t0001", endpoint="processes")] == 1
+
+
+async def test_retry_after_beyond_the_deadline_fails_fast(
+    sim: RunningSimulator, make_exporter, tmp_path: Path
+) -> None:
+    """A Retry-After longer than what is left of the poll ends it with reason http at once."""
+    exporter = await make_exporter(sim.config(tmp_path, timeout="3s", interval="10s"))
+    sim.tenant("t0001").faults = sim.tenant("t0001").faults.model_copy(
+        update={"rate_limit_rate": 1.0, "retry_after": 60}
+    )
+    started = time.monotonic()
+    await poll(exporter, "t0001")
+    assert time.monotonic() - started < 2
+    processes = stats(exporter, "t0001", "processes")
+    assert processes.errors["http"] == 1 and "HTTP 429" in processes.last_error
+
+
+async def test_expired_and_revoked_tokens_are_replaced(
+    sim: RunningSimulator, make_exporter, tmp_path: Path
+) -> None:
+    """Short-lived tokens are refreshed before expiry; a revoked one costs one 401 and a
+    fresh token, not a failed poll."""
+    exporter = await make_exporter(sim.config(tmp_path))
+    tenant = sim.tenant("t0001")
+    tenant.faults = tenant.faults.model_copy(update={"token_ttl": 2})
+    await poll(exporter, "t0001")
+    await asyncio.sleep(2.1)
+    await poll(exporter, "t0001")
+    assert ok(exporter, "t0001")
+    tenant.tokens.clear()  # the platform revokes every token
+    await poll(exporter, "t0001")
+    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+    samples = await exporter.samples()
+    assert samples[key("cockpit_platform_token_refreshes_total", tenant="t0001")] == 3
+    assert (
+        samples[
+            key("cockpit_platform_requests_total", tenant="t0001", endpoint="processes", code="401")
+        ]
+        == 1
+    )
+
+
+async def test_wrong_secret_is_an_auth_failure(
+    sim: RunningSimulator, make_exporter, tmp_path: Path
+) -> None:
+    """A refused client secret fails every endpoint with reason auth and counts token failures."""
+    text = sim.config(tmp_path)
+    (tmp_path / "secrets" / "t0001.secret").write_text("wrong\n")
+    exporter = await make_exporter(text)
+    await poll(exporter, "t0001")
+    processes = stats(exporter, "t0001", "processes")
+    assert processes.errors["auth"] == 1, processes.last_error
+    samples = await exporter.samples()
+    assert samples[key("cockpit_platform_token_failures_total", tenant="t0001")] >= 1
+
+
+async def test_server_errors_are_retried_then_succeed(
+    sim: RunningSimulator, make_exporter, tmp_path: Path
+) -> None:
+    """503s are retried with backoff until the platform recovers within the deadline."""
+    exporter = await make_exporter(sim.config(tmp_path, timeout="8s", interval="10s"))
+    tenant = sim.tenant("t0001")
+    tenant.faults = tenant.faults.model_copy(update={"error_rate": 1.0, "retry_after": 0})
+
+    async def heal() -> None:
+        await asyncio.sleep(0.6)
+        tenant.faults = tenant.faults.model_copy(update={"error_rate": 0.0})
+
+    await asyncio.gather(poll(exporter, "t0001"), heal())
+    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+    samples = await exporter.samples()
+    assert (
+        samples[
+            key("cockpit_platform_requests_total", tenant="t0001", endpoint="processes", code="503")
+        ]
+        >= 1
+    )
+    assert samples[key("cockpit_platform_retries_total", tenant="t0001", endpoint="processes")] >= 1
+
+
+async def test_malformed_bodies_fail_with_decode(
+    sim: RunningSimulator, make_exporter, tmp_path: Path
+) -> None:
+    """Bodies that are not the documented JSON fail each endpoint with reason decode,
+    naming the endpoint; the process carries on."""
+    exporter = await make_exporter(sim.config(tmp_path))
+    tenant = sim.tenant("t0001")
+    tenant.faults = tenant.faults.model_copy(update={"malformed_rate": 1.0})
+    await poll(exporter, "t0001")
+    for endpoint in ENDPOINTS:
+        endpoint_stats = stats(exporter, "t0001", endpoint)
+        assert endpoint_stats.errors["decode"] == 1, endpoint_stats.last_error
+        assert endpoint_stats.last_error.startswith(f"{endpoint}:")
+    tenant.faults = tenant.faults.model_copy(update={"malformed_rate": 0.0})
+    await poll(exporter, "t0001")
+    assert ok(exporter, "t0001")
+
+
+async def test_down_or_slow_tenant_leaves_others_fresh(make_exporter, tmp_path: Path) -> None:
+    """One tenant's API is down and another's is slow: the third keeps being polled on time."""
+    sim = await platform_helpers.start(3)
+    try:
+        sim.tenant("t0001").faults = sim.tenant("t0001").faults.model_copy(update={"down": True})
+        sim.tenant("t0002").faults = sim.tenant("t0002").faults.model_copy(update={"latency": 5.0})
+        exporter = await make_exporter(
+            sim.config(tmp_path, interval="1s", timeout="1s"), schedule=True
+        )
+        await asyncio.sleep(4.5)
+        fresh = stats(exporter, "t0003", "runs")
+        assert fresh.runs >= 3 and fresh.success, fresh.last_error
+        assert sum(fresh.errors.values()) == 0
+        down = stats(exporter, "t0001", "processes")
+        slow = stats(exporter, "t0002", "processes")
+        assert not down.success and not slow.success
+        assert slow.errors["timeout"] >= 1, slow.last_error
+    finally:
+        await sim.runner.cleanup()
+
+
+async def test_metrics_pass_promtool(sim: RunningSimulator, make_exporter, tmp_path: Path) -> None:
+    """Platform series are valid exposition with tenant first, names in labels."""
+    import shutil
+    import subprocess
+
+    exporter = await make_exporter(sim.config(tmp_path))
+    await poll(exporter, "t0001")
+    await poll(exporter, "t0002")
+    text = await exporter.scrape()
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [shutil.which("promtool") or "promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'cockpit_agents{tenant="t0001",pool="pool-general",status="disabled"} 0' in text
+    assert (
+        'cockpit_run_duration_seconds_bucket{tenant="t0001",process="process-00",le="+Inf"}' in text
+    )
+
+
+async def test_client_secrets_never_logged(sim: RunningSimulator, tmp_path: Path) -> None:
+    """A real exporter process, debug JSON logs, one right and one wrong secret: neither
+    secret appears in its logs, /metrics or landing page."""
+    import aiohttp
+
+    from tests.conftest import free_port
+
+    config = tmp_path / "config.yaml"
+    config.write_text(sim.config(tmp_path, interval="1s", timeout="1s"))
+    wrong = "wrong-secret-0123456789abcdef"
+    (tmp_path / "secrets" / "t0002.secret").write_text(wrong + "\n")
+    right = sim.tenant("t0001").client_secret
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        "--config",
+        str(config),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--log.level",
+        "debug",
+        "--log.format",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    continue
+            await asyncio.sleep(1.5)
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                metrics = await response.text()
+            async with session.get(f"http://127.0.0.1:{port}/") as response:
+                landing = await response.text()
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        output = (await process.communicate())[0].decode()
+    assert process.returncode == 0, output
+    assert 'cockpit_collection_success{tenant="t0001",source="platform",query="runs"} 1' in metrics
+    assert 'query="runs",reason="auth"}' in metrics
+    assert "client id or secret refused" in output
+    for text in (metrics, landing, output):
+        assert right not in text and wrong not in text
