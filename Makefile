@@ -30,6 +30,7 @@ test: lint tools
 bench: $(STAMP) tools
 	$(PY) -m tests.bench.scrape
 	$(PY) -m tests.bench.databases
+	$(PY) -m tests.bench.platform
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

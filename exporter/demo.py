@@ -1,4 +1,4 @@
-"""`cockpit-exporter demo`: three SQLite tenants with changing data, served on loopback."""
+"""`cockpit-exporter demo`: three tenants with SQLite data and a simulated platform API."""
 
 import asyncio
 import contextlib
@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 import structlog
+import yaml
 
 from exporter.app import Exporter
 from exporter.config import parse_config
 from exporter.settings import Settings
+from exporter.simulator.main import platform_blocks, start_simulator
+from exporter.simulator.server import Simulator
 
 log = structlog.get_logger(__name__)
 TENANTS = ("acme", "globex", "initech")
@@ -57,14 +60,17 @@ queries:
 """
 
 
-def demo_config_text(directory: Path) -> str:
-    """The demo's YAML configuration for databases in `directory`."""
+def demo_config_text(directory: Path, platforms: dict[str, dict[str, object]]) -> str:
+    """The demo's YAML configuration: databases in `directory`, APIs from `platforms`."""
     tenants = "\n".join(
         f"  - {{id: {t}, mysql: {{dsn: 'sqlite:///{directory / t}.db'}},"
         f" params: {{tenant_id: {i}}}}}"
         for i, t in enumerate(TENANTS, start=1)
     )
-    return CONFIG.format(tenants=tenants)
+    document = yaml.safe_load(CONFIG.format(tenants=tenants))
+    for tenant in document["tenants"]:
+        tenant["platform"] = platforms[tenant["id"]] | {"interval": "10s", "timeout": "5s"}
+    return str(yaml.safe_dump(document, sort_keys=False))
 
 
 def seed(directory: Path, rng: random.Random) -> None:
@@ -114,13 +120,21 @@ async def run_demo(settings: Settings, directory: Path | None) -> int:
         where.mkdir(parents=True, exist_ok=True)
         rng = random.Random(42)
         seed(where, rng)
-        config = parse_config(demo_config_text(where), "demo")
+        simulator = Simulator(list(TENANTS), seed=42)
+        sim_runner, sim_url = await start_simulator(simulator, "127.0.0.1", 0)
+        blocks = platform_blocks(simulator, sim_url, where / "secrets")
+        config = parse_config(demo_config_text(where, blocks), "demo")
         if "listen_address" not in settings.model_fields_set:
             settings = settings.model_copy(update={"listen_address": "127.0.0.1:9610"})
         exporter = Exporter(config, settings)
         mutator = asyncio.create_task(_keep_mutating(where, rng))
         await exporter.start()
-        log.info("demo running", url=f"http://127.0.0.1:{exporter.port}/", data=str(where))
+        log.info(
+            "demo running",
+            url=f"http://127.0.0.1:{exporter.port}/",
+            data=str(where),
+            platform_simulator=sim_url,
+        )
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -129,6 +143,7 @@ async def run_demo(settings: Settings, directory: Path | None) -> int:
         finally:
             mutator.cancel()
             await exporter.stop()
+            await sim_runner.cleanup()
     return 0
 
 

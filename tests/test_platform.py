@@ -253,6 +253,13 @@ async def test_metrics_pass_promtool(sim: RunningSimulator, make_exporter, tmp_p
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'cockpit_agents{tenant="t0001",pool="pool-general",status="disabled"} 0' in text
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    openmetrics = await exporter.scrape(headers={"Accept": "application/openmetrics-text"})
+    kinds = {f.name: f.type for f in text_string_to_metric_families(openmetrics)}
+    assert kinds["cockpit_run_duration_seconds"] == "histogram"
+    assert kinds["cockpit_platform_request_duration_seconds"] == "summary"
+    assert kinds["cockpit_runs_finished"] == "counter"
     assert (
         'cockpit_run_duration_seconds_bucket{tenant="t0001",process="process-00",le="+Inf"}' in text
     )

@@ -48,7 +48,8 @@ def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def test_demo_serves_three_tenants() -> None:
-    """`cockpit-exporter demo` needs no MySQL and serves three tenants' metrics."""
+    """`cockpit-exporter demo` needs no MySQL and serves three tenants' SQL and platform
+    metrics."""
     port = free_port()
     process = start("demo", "--web.listen-address", f"127.0.0.1:{port}")
     try:
@@ -56,10 +57,9 @@ def test_demo_serves_three_tenants() -> None:
         samples = parse_samples(fetch(port))
     finally:
         code, output = stop(process)
-    tenants = {
-        dict(labels).get("tenant") for name, labels in samples if name == "cockpit_work_items"
-    }
-    assert tenants == {"acme", "globex", "initech"}
+    for metric in ("cockpit_work_items", "cockpit_agent_up", "cockpit_runs_finished_total"):
+        tenants = {dict(labels).get("tenant") for name, labels in samples if name == metric}
+        assert tenants == {"acme", "globex", "initech"}, metric
     assert code == 0, output
     assert f"http://127.0.0.1:{port}/" in output
 

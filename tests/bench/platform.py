@@ -1,0 +1,104 @@
+"""1,000 simulated tenants polled every 30 s: exporter CPU per tenant poll and /metrics latency.
+
+The simulator runs in its own process. Run: `make bench`.
+"""
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.bench.databases import cpu_times, peak_rss_mb, scrape_latency
+from tests.conftest import free_port, parse_samples
+
+TENANTS, WARMUP, MEASURE = 1000, 60.0, 60.0
+
+
+def polls(port: int) -> tuple[float, float]:
+    """Completed polls (runs endpoint) and failed ones, over all tenants."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        samples = parse_samples(response.read().decode())
+    done = failed = 0.0
+    for (name, labels), value in samples.items():
+        fields = dict(labels)
+        if fields.get("source") != "platform" or fields.get("query") != "runs":
+            continue
+        if name == "cockpit_collection_runs_total":
+            done += value
+        elif name == "cockpit_collection_errors_total":
+            failed += value
+    return done, failed
+
+
+def wait_for(path: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not path.exists():
+        raise SystemExit("the simulator did not write its config")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        config = Path(scratch) / "platform.yaml"
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "simulate",
+                "--tenants",
+                str(TENANTS),
+                "--port",
+                str(free_port()),
+                "--write-config",
+                str(config),
+                "--log.level",
+                "warning",
+            ],
+        )
+        port = free_port()
+        exporter = None
+        try:
+            wait_for(config, 120)
+            exporter = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "exporter",
+                    "--config",
+                    str(config),
+                    "--web.listen-address",
+                    f"127.0.0.1:{port}",
+                    "--log.format",
+                    "json",
+                ],
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(WARMUP)
+            (user0, sys0), (polls0, failed0) = cpu_times(exporter.pid), polls(port)
+            time.sleep(MEASURE)
+            (user1, sys1), (polls1, failed1) = cpu_times(exporter.pid), polls(port)
+            latency, rss = scrape_latency(port), peak_rss_mb(exporter.pid)
+        finally:
+            for process in (exporter, sim):
+                if process is not None:
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(timeout=30)
+    cpu, done = (user1 - user0) + (sys1 - sys0), polls1 - polls0
+    print(f"tenants: {TENANTS}, interval: 30s, measured: {MEASURE:.0f}s")
+    print(
+        f"tenant polls: {done:.0f} (schedule implies {TENANTS * MEASURE / 30:.0f}), "
+        f"failed: {failed1 - failed0:.0f}"
+    )
+    print(f"exporter CPU: {cpu / MEASURE * 100:.1f}% of one core (target <= 25%)")
+    print(f"CPU per tenant poll: {cpu / max(done, 1) * 1000:.2f} ms (4 endpoints)")
+    print(f"GET /metrics latency: {latency * 1000:.1f} ms (median of 20)")
+    print(f"peak RSS: {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
