@@ -318,3 +318,48 @@ async def test_client_secrets_never_logged(sim: RunningSimulator, tmp_path: Path
     assert "client id or secret refused" in output
     for text in (metrics, landing, output):
         assert right not in text and wrong not in text
+
+
+async def test_pool_going_offline_shows_in_agent_metrics(
+    sim: RunningSimulator, make_exporter, tmp_path: Path
+) -> None:
+    """The offline_pool fault takes every agent of that pool down, and only that pool."""
+    exporter = await make_exporter(sim.config(tmp_path))
+    tenant = sim.tenant("t0001")
+    pool = tenant.world.agents[0].pool
+    tenant.faults = tenant.faults.model_copy(update={"offline_pool": pool})
+    sim.simulator.world(tenant)  # the next tick applies it
+    tenant.world.advance(tenant.world.clock + 2)
+    await poll(exporter, "t0001")
+    samples = await exporter.samples(params={"tenant": "t0001"})
+    in_pool = [a for a in tenant.world.agents if a.pool == pool]
+    offline = samples[key("cockpit_agents", tenant="t0001", pool=pool, status="offline")]
+    assert offline == len(in_pool)
+    ups = {
+        dict(labels)["agent"]: v
+        for (name, labels), v in samples.items()
+        if name == "cockpit_agent_up" and dict(labels)["pool"] == pool
+    }
+    assert ups == {a.name: 0 for a in in_pool}
+    other = [a for a in tenant.world.agents if a.pool != pool and a.status in ("online", "busy")]
+    assert other, "agents of other pools stay up"
+
+
+def test_simulator_is_deterministic_for_a_seed() -> None:
+    """The same seed and clock give the same world and events; another seed differs."""
+    from exporter.simulator.world import build_world
+
+    start = 1_800_000_000.0
+    one, two, other = (build_world("t0001", s, start) for s in (5, 5, 6))
+    for world in (one, two, other):
+        world.advance(start + 900)
+    assert [(a.name, a.pool, a.status) for a in one.agents] == [
+        (a.name, a.pool, a.status) for a in two.agents
+    ]
+    assert one.finished == two.finished and sum(one.finished.values()) > 0
+    assert [(r.id, r.status, r.updated_at) for r in one.runs.values()] == [
+        (r.id, r.status, r.updated_at) for r in two.runs.values()
+    ]
+    assert [(r.id, r.status) for r in one.runs.values()] != [
+        (r.id, r.status) for r in other.runs.values()
+    ]

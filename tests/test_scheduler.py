@@ -54,3 +54,27 @@ async def test_a_slow_run_is_never_overlapped() -> None:
     scheduler.shutdown()
     assert peak == 1
     assert 2 <= runs <= 3  # about 1.6 / 0.7 runs, not 1.6 / 0.2
+
+
+async def test_jobs_keep_their_offsets_after_the_first_run() -> None:
+    """Jobs spread at start stay spread: each later run comes one interval after the last,
+    keeping the job's own offset instead of re-aligning every job on one grid."""
+    scheduler = Scheduler()
+
+    async def run() -> None:
+        return None
+
+    ids = [f"tenant{i}/q" for i in range(20)]
+    for job_id in ids:
+        scheduler.add(job_id, 30.0, run)
+    scheduler.start()
+    try:
+        for job_id in ids:
+            job = scheduler._aps.get_job(job_id)
+            first = job.next_run_time
+            second = job.trigger.get_next_fire_time(first, first)
+            assert (second - first).total_seconds() == 30.0, job_id
+        firsts = {scheduler._aps.get_job(j).next_run_time for j in ids}
+        assert len(firsts) > 5  # spread over the interval, not one instant
+    finally:
+        scheduler.shutdown()

@@ -101,10 +101,6 @@ class TenantClient:
         self._token: str | None = None
         self._refresh_at = 0.0
 
-    def update(self, spec: PlatformSpec) -> None:
-        """Take a new spec (e.g. a rotated secret); the cached token is dropped."""
-        self._spec, self._token = spec, None
-
     async def list(
         self, endpoint: str, params: dict[str, str], deadline: float
     ) -> list[dict[str, Any]]:

@@ -1,0 +1,55 @@
+"""RunTracker: history is not counted, look-back counts once, duplicates never, memory bounded."""
+
+from datetime import UTC, datetime
+
+from exporter.platform.models import Run
+from exporter.platform.runs import RunTracker
+
+NOW = 1_800_000_000.0
+
+
+def run(run_id: str, status: str, updated: float, started: float | None = None) -> Run:
+    def at(t: float | None) -> datetime | None:
+        return None if t is None else datetime.fromtimestamp(t, UTC)
+
+    final = status in ("succeeded", "failed", "cancelled", "timed_out")
+    return Run(
+        id=run_id, process_id="p1", status=status, updated_at=at(updated),
+        started_at=at(started), finished_at=at(updated) if final else None,
+    )  # fmt: skip
+
+
+def test_history_is_baseline_and_new_runs_count_once() -> None:
+    """Finished runs seen by the first poll are history; later ones count once each."""
+    tracker = RunTracker(overlap=60, lookback=0, history=86400)
+    assert tracker.since(NOW) == NOW - 86400
+    tracker.update([run("old", "succeeded", NOW - 500), run("q", "queued", NOW - 10)], NOW)
+    assert sum(tracker.finished.values()) == 0
+    assert list(tracker.active) == ["q"]
+    assert tracker.since(NOW) == NOW - 10 - 60
+    done = run("q", "failed", NOW + 20, started=NOW - 5)
+    tracker.update([done, done], NOW + 30)  # the same run on two pages
+    tracker.update([done], NOW + 60)  # and again in the overlapping next poll
+    assert tracker.finished == {("p1", "failed"): 1}
+    assert tracker.durations["p1"].count == 1 and tracker.durations["p1"].total == 25
+    assert tracker.active == {}
+
+
+def test_lookback_counts_recent_history_once() -> None:
+    """With a look-back, runs finished within it before start are counted, older ones not."""
+    tracker = RunTracker(overlap=60, lookback=600, history=86400)
+    tracker.update([run("a", "succeeded", NOW - 3000), run("b", "succeeded", NOW - 300)], NOW)
+    assert tracker.finished == {("p1", "succeeded"): 1}
+    tracker.update([run("b", "succeeded", NOW - 300)], NOW + 30)
+    assert tracker.finished == {("p1", "succeeded"): 1}
+
+
+def test_dedup_memory_is_bounded_by_the_overlap_window() -> None:
+    """Finished runs older than the next poll's window are forgotten."""
+    tracker = RunTracker(overlap=60, lookback=0, history=86400)
+    tracker.update([], NOW)
+    for minute in range(100):
+        t = NOW + minute * 60
+        tracker.update([run(f"r{minute}-{i}", "succeeded", t) for i in range(10)], t)
+    assert sum(tracker.finished.values()) == 1000
+    assert len(tracker.counted) <= 20
