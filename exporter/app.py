@@ -1,36 +1,54 @@
 """Wire config, collectors, scheduler and HTTP server into a running exporter."""
 
 import asyncio
+import os
 import signal
+import time
+from collections.abc import Coroutine
 from functools import partial
+from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
 
+from exporter.auth import Authenticator
 from exporter.collector import SqlCollector, snapshot_key
-from exporter.config import Config, Job, PlatformSpec
+from exporter.config import Config, ConfigError, Job, PlatformSpec, load_config
 from exporter.platform.collector import PlatformCollector, poll_key
 from exporter.readiness import Readiness
+from exporter.reconcile import diff
 from exporter.scheduler import Scheduler
-from exporter.selfmetrics import BUILD_INFO, JobStats, build_info_snapshot
-from exporter.server import bound_port, make_app
+from exporter.selfmetrics import (
+    BUILD_INFO,
+    CONFIG_FAMILIES,
+    JobStats,
+    build_info_snapshot,
+    config_snapshot,
+)
+from exporter.server import Endpoints, bound_port, make_app
 from exporter.settings import Settings, split_address
 from exporter.sql.engines import Engines
 from exporter.store import SnapshotStore
+from exporter.webconfig import WebConfig, load_web_config, ssl_context
 
 log = structlog.get_logger(__name__)
 # Per-host limit: one platform host serving many tenants gets a bounded number of
 # connections; the total bounds sockets across all hosts.
 HTTP_LIMIT, HTTP_LIMIT_PER_HOST = 256, 64
+CONFIG_KEY = ("", "exporter", "config")
 
 
 class Exporter:
     """One running exporter: collection in the background, snapshots served over HTTP."""
 
-    def __init__(self, config: Config, settings: Settings) -> None:
+    def __init__(
+        self, config: Config, settings: Settings, web_config: WebConfig | None = None
+    ) -> None:
         self.config = config
         self.settings = settings
+        self.web_config = web_config or WebConfig()
+        self.authenticator = Authenticator(self.web_config)
         self.store = SnapshotStore()
         self.engines = Engines()
         self.collector = SqlCollector(
@@ -41,6 +59,8 @@ class Exporter:
         self.scheduler = Scheduler()
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._reload_lock = asyncio.Lock()
         self.port = 0
 
     def _http(self) -> aiohttp.ClientSession:
@@ -51,55 +71,148 @@ class Exporter:
 
     async def run_job(self, job: Job) -> None:
         """Collect one SQL job now (the scheduler calls this; tests may too)."""
-        await self.collector.run(job)
+        await self._tracked(self.collector.run(job))
         self.readiness.done(snapshot_key(job))
 
     async def poll_platform(self, spec: PlatformSpec) -> None:
         """Poll one tenant's platform API now."""
-        await self.platform.run(spec.tenant)
+        await self._tracked(self.platform.run(spec.tenant))
         self.readiness.done(poll_key(spec.tenant))
+
+    async def _tracked(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as an in-flight run that shutdown waits for."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await work
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
 
     def _stats(self) -> list[JobStats]:
         return [*self.collector.stats.values(), *self.platform.stats]
 
     async def start(self, schedule: bool = True) -> None:
         """Publish initial state, start the schedule and listen for scrapes."""
-        self.store.register([BUILD_INFO])
+        self.store.register([BUILD_INFO, *CONFIG_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
-        self._add_jobs()
+        self.store.put(CONFIG_KEY, config_snapshot(True, time.time(), self.config.digest))
+        self._add_jobs(self.config.jobs, self.config.platforms)
         if schedule:
             self.scheduler.start()
-        app = make_app(self.store, self.readiness, lambda: self.config.tenants, self._stats)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._serve()
+
+    async def _serve(self) -> None:
+        endpoints = Endpoints(
+            store=self.store,
+            readiness=self.readiness,
+            tenants=lambda: self.config.tenants,
+            stats=self._stats,
+            authenticator=lambda: self.authenticator,
+            reload=self.reload if self.settings.enable_reload else None,
+        )
+        self._runner = web.AppRunner(make_app(endpoints), access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = split_address(self.settings.listen_address)
-        site = web.TCPSite(self._runner, host, port)
+        tls = self.web_config.tls_server_config
+        context = ssl_context(tls) if tls is not None else None
+        site = web.TCPSite(self._runner, host, port, ssl_context=context)
         await site.start()
         self.port = bound_port(site)
         log.info(
             "exporter started",
             listen=f"{host or '*'}:{self.port}",
-            tls=False,
+            tls=context is not None,
+            auth=self.authenticator.required,
             tenants=len(self.config.tenants),
             jobs=len(self.config.jobs) + len(self.config.platforms),
         )
+        if context is None or not self.authenticator.required:
+            log.warning(
+                "endpoints not protected",
+                tls=context is not None,
+                auth=self.authenticator.required,
+                hint="pass --web.config.file with tls_server_config and credentials",
+            )
 
-    def _add_jobs(self) -> None:
-        self.collector.add(self.config.jobs)
-        self.platform.add(self.config.platforms)
-        self.readiness.expect(snapshot_key(job) for job in self.config.jobs)
-        self.readiness.expect(poll_key(spec.tenant) for spec in self.config.platforms)
-        for job in self.config.jobs:
-            job_id = f"{job.tenant}/sql/{job.query.name}"
-            self.scheduler.add(job_id, job.query.interval, partial(self.run_job, job))
-        for spec in self.config.platforms:
-            job_id = f"{spec.tenant}/platform"
-            self.scheduler.add(job_id, spec.interval, partial(self.poll_platform, spec))
+    def _add_jobs(self, jobs: tuple[Job, ...] | list[Job], specs: Any) -> None:
+        jobs, specs = list(jobs), list(specs)
+        self.collector.add(jobs)
+        self.platform.add(specs)
+        self.readiness.expect(snapshot_key(job) for job in jobs)
+        self.readiness.expect(poll_key(spec.tenant) for spec in specs)
+        for job in jobs:
+            self._schedule_job(job)
+        for spec in specs:
+            self._schedule_platform(spec)
+
+    def _schedule_job(self, job: Job) -> None:
+        job_id = f"{job.tenant}/sql/{job.query.name}"
+        self.scheduler.add(job_id, job.query.interval, partial(self.run_job, job))
+
+    def _schedule_platform(self, spec: PlatformSpec) -> None:
+        job_id = f"{spec.tenant}/platform"
+        self.scheduler.add(job_id, spec.interval, partial(self.poll_platform, spec))
+
+    async def reload(self) -> list[str]:
+        """Re-read the config (and web config) files; keep the old ones if either is bad."""
+        async with self._reload_lock:
+            try:
+                config = load_config(self.settings.config) if self.settings.config else None
+                web = self._load_web_config()
+            except ConfigError as exc:
+                self.store.put(CONFIG_KEY, config_snapshot(False, 0, self.config.digest))
+                log.error("reload failed", file=exc.source, problems=exc.problems)
+                return [str(exc)]
+            if web is not None:
+                self.web_config, self.authenticator = web, Authenticator(web)
+            if config is not None:
+                await self.apply(config)
+            return []
+
+    def _load_web_config(self) -> WebConfig | None:
+        path = self.settings.web_config_file
+        return load_web_config(path) if path is not None else None
+
+    async def apply(self, config: Config) -> None:
+        """Switch to `config`: start new jobs, stop removed ones, keep unchanged snapshots."""
+        jobs = diff({j.key: j for j in self.config.jobs}, {j.key: j for j in config.jobs})
+        platforms = diff(
+            {s.tenant: s for s in self.config.platforms}, {s.tenant: s for s in config.platforms}
+        )
+        for job in jobs.removed:
+            self.scheduler.remove(f"{job.tenant}/sql/{job.query.name}")
+            self.collector.remove(job)
+            self.readiness.forget(snapshot_key(job))
+        for spec in platforms.removed:
+            self.scheduler.remove(f"{spec.tenant}/platform")
+            self.platform.remove(spec.tenant)
+            self.readiness.forget(poll_key(spec.tenant))
+        self._add_jobs(jobs.added, platforms.added)
+        for job in jobs.changed:
+            self.collector.add([job])
+            self._schedule_job(job)
+        for spec in platforms.changed:
+            self.platform.update(spec)
+            self._schedule_platform(spec)
+        self.config = config
+        await self.engines.retain({job.database.pool_key for job in config.jobs})
+        self.store.put(CONFIG_KEY, config_snapshot(True, time.time(), config.digest))
+        log.info("config reloaded", jobs=jobs.summary, platforms=platforms.summary)
 
     async def stop(self) -> None:
-        """Stop scheduling, stop serving, close pools and sessions."""
+        """Stop gracefully: not ready, no new runs, a grace period for running ones, close."""
         self.readiness.stopping()
         self.scheduler.shutdown()
+        if self._inflight:
+            grace = self.settings.shutdown_grace_period
+            _, late = await asyncio.wait(set(self._inflight), timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("runs cancelled at shutdown", runs=len(late), grace_seconds=grace)
+                await asyncio.wait(late, timeout=1.0)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.engines.close()
@@ -108,15 +221,30 @@ class Exporter:
         log.info("exporter stopped")
 
 
-async def serve(config: Config, settings: Settings) -> int:
-    """Run until SIGTERM or SIGINT; exit code 0 on a clean stop."""
-    exporter = Exporter(config, settings)
+async def serve(config: Config, settings: Settings, web_config: WebConfig | None = None) -> int:
+    """Run until SIGTERM or SIGINT (a second one exits at once); SIGHUP reloads."""
+    exporter = Exporter(config, settings, web_config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:
+        if stop.is_set():
+            log.warning("second signal, exiting now")
+            os._exit(1)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop)
+    reloads: set[asyncio.Task[list[str]]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(exporter.reload())
+        reloads.add(task)  # keep a reference until it is done
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     await exporter.start()
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down", grace_seconds=settings.shutdown_grace_period)
     await exporter.stop()
     return 0

@@ -13,6 +13,7 @@ from exporter import __version__, logs
 from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.settings import Settings
+from exporter.webconfig import load_web_config
 
 log = structlog.get_logger(__name__)
 EXIT_CONFIG = 2
@@ -45,6 +46,24 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", parents=[common], help="run the exporter (default)")
     run.add_argument("--config", type=Path, help="config file (env COCKPIT_CONFIG)")
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        help="TLS and credentials, exporter-toolkit format (env COCKPIT_WEB_CONFIG_FILE)",
+    )
+    run.add_argument(
+        "--web.enable-reload",
+        dest="enable_reload",
+        action="store_const",
+        const=True,
+        help="serve POST /-/reload (env COCKPIT_ENABLE_RELOAD)",
+    )
+    run.add_argument(
+        "--shutdown.grace-period",
+        dest="shutdown_grace_period",
+        help="how long running collections may finish at shutdown (default 10s)",
+    )
     run.add_argument(
         "--ready.grace-period",
         dest="ready_grace_period",
@@ -126,9 +145,10 @@ def _run(settings: Settings) -> int:
         return _fail("no configuration: pass --config FILE or set COCKPIT_CONFIG")
     try:
         config = _load(settings.config)
+        web = load_web_config(settings.web_config_file) if settings.web_config_file else None
     except ConfigError as exc:
         return _fail(str(exc))
-    return asyncio.run(serve(config, settings))
+    return asyncio.run(serve(config, settings, web))
 
 
 def _load(path: Path) -> Config:

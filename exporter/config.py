@@ -1,5 +1,6 @@
 """Load the configuration file, check it as a whole and resolve secrets into runnable jobs."""
 
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class Config:
     limits: schema.Limits
     warnings: tuple[str, ...] = ()
     platforms: tuple[PlatformSpec, ...] = ()
+    digest: str = ""
 
 
 def load_config(path: Path) -> Config:
@@ -149,6 +151,7 @@ def parse_config(raw: str, source: str) -> Config:
         limits=model.limits,
         warnings=tuple(warnings),
         platforms=tuple(platforms),
+        digest=hashlib.sha256(raw.encode()).hexdigest(),
     )
 
 

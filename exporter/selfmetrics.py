@@ -41,6 +41,22 @@ DUPLICATES = Family(
 BUILD_INFO = Family(
     "cockpit_exporter_build_info", "gauge", "Build information of the running exporter; always 1."
 )
+RELOAD_SUCCESS = Family(
+    "cockpit_exporter_config_last_reload_successful",
+    "gauge",
+    "Whether the last configuration load (start-up or reload) succeeded.",
+)
+RELOAD_TIMESTAMP = Family(
+    "cockpit_exporter_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the last successful configuration load.",
+)
+CONFIG_HASH = Family(
+    "cockpit_exporter_config_hash",
+    "gauge",
+    "First 48 bits of the SHA-256 of the configuration in use, as a number.",
+)
+CONFIG_FAMILIES = (RELOAD_SUCCESS, RELOAD_TIMESTAMP, CONFIG_HASH)
 JOB_FAMILIES = (SUCCESS, DURATION, LAST_SUCCESS, ERRORS, RUNS, SERIES, DROPPED, NULLS, DUPLICATES)
 
 
@@ -119,3 +135,14 @@ def build_info_snapshot() -> Snapshot:
     )
     line = f"{BUILD_INFO.name}{labels} 1\n".encode()
     return Snapshot(tenant=None, bodies={BUILD_INFO.name: line})
+
+
+def config_snapshot(success: bool, loaded_at: float, digest: str) -> Snapshot:
+    """Reload state of the configuration; not tied to a tenant."""
+    as_number = int(digest[:12], 16) if digest else 0
+    bodies = {
+        RELOAD_SUCCESS.name: f"{RELOAD_SUCCESS.name} {int(success)}\n",
+        RELOAD_TIMESTAMP.name: f"{RELOAD_TIMESTAMP.name} {format_value(loaded_at)}\n",
+        CONFIG_HASH.name: f"{CONFIG_HASH.name} {as_number}\n",
+    }
+    return Snapshot(tenant=None, bodies={k: v.encode() for k, v in bodies.items()})

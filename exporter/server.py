@@ -1,13 +1,17 @@
-"""HTTP endpoints: /metrics, /healthz, /readyz and the landing page."""
+"""HTTP endpoints: /metrics, /healthz, /readyz, the landing page and /-/reload, behind auth."""
 
 import asyncio
 import gzip
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from exporter.auth import ANONYMOUS, Authenticator, FailureLimiter, Principal
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE
 from exporter.landing import render_landing
 from exporter.readiness import Readiness
@@ -18,6 +22,19 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Large bodies are compressed off the event loop so collection keeps running meanwhile.
 _GZIP_INLINE_LIMIT = 256 * 1024
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What the HTTP layer reads from the running exporter."""
+
+    store: SnapshotStore
+    readiness: Readiness
+    tenants: Callable[[], Collection[str]]
+    stats: Callable[[], Collection[JobStats]]
+    authenticator: Callable[[], Authenticator]
+    reload: Callable[[], Awaitable[list[str]]] | None = None
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -35,22 +52,39 @@ def wants_openmetrics(accept: str) -> bool:
     return False
 
 
+def principal_of(request: web.Request) -> Principal:
+    """The caller the auth middleware identified."""
+    principal = request.get("principal")
+    return principal if isinstance(principal, Principal) else ANONYMOUS
+
+
+def selected_tenants(request: web.Request, known: Collection[str]) -> frozenset[str] | None:
+    """Tenants a scrape returns: what ?tenant= asks for, within the caller's scope."""
+    wanted = frozenset(request.query.getall("tenant", []))
+    scope = principal_of(request).tenants
+    if scope is not None:
+        # Same answer for unknown and other tenants: a scoped caller learns nothing.
+        if wanted - scope:
+            raise web.HTTPForbidden(text="tenant not allowed for this credential\n")
+        return wanted or scope
+    unknown = sorted(wanted - set(known))
+    if unknown:
+        raise web.HTTPBadRequest(text=f"unknown tenant: {', '.join(unknown)}\n")
+    return wanted or None
+
+
 class MetricsHandler:
     """Serves pre-rendered snapshots; remembers the last gzip of the unfiltered output."""
 
-    def __init__(self, store: SnapshotStore, tenants: Callable[[], Collection[str]]) -> None:
-        self._store = store
-        self._tenants = tenants
+    def __init__(self, endpoints: Endpoints) -> None:
+        self._endpoints = endpoints
         self._gzipped: tuple[bytes, bytes] | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         """Handle GET /metrics."""
-        wanted = request.query.getall("tenant", [])
-        unknown = sorted(set(wanted) - set(self._tenants()))
-        if unknown:
-            raise web.HTTPBadRequest(text=f"unknown tenant: {', '.join(unknown)}\n")
+        tenants = selected_tenants(request, self._endpoints.tenants())
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        body = self._store.render(openmetrics, frozenset(wanted) if wanted else None)
+        body = self._endpoints.store.render(openmetrics, tenants)
         headers = {
             "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else PROMETHEUS_CONTENT_TYPE,
             "Vary": "Accept, Accept-Encoding",
@@ -72,31 +106,74 @@ class MetricsHandler:
         return compressed
 
 
-def make_app(
-    store: SnapshotStore,
-    readiness: Readiness,
-    tenants: Callable[[], Collection[str]],
-    stats: Callable[[], Collection[JobStats]],
-) -> web.Application:
+def make_app(endpoints: Endpoints) -> web.Application:
     """The aiohttp application; small request limit since we accept no bodies."""
-    app = web.Application(client_max_size=64 * 1024, middlewares=[_request_log])
+    limiter = FailureLimiter()
+    app = web.Application(
+        client_max_size=64 * 1024,
+        middlewares=[_request_log, _auth_middleware(endpoints.authenticator, limiter)],
+    )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if readiness.ready:
+        if endpoints.readiness.ready:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text=f"not ready: {readiness.pending} job(s) pending\n")
+        pending = endpoints.readiness.pending
+        return web.Response(status=503, text=f"not ready: {pending} job(s) pending\n")
 
-    async def landing(_: web.Request) -> web.Response:
-        return web.Response(text=render_landing(stats()), content_type="text/html")
+    async def landing(request: web.Request) -> web.Response:
+        scope = principal_of(request).tenants
+        stats = [s for s in endpoints.stats() if scope is None or s.tenant in scope]
+        return web.Response(text=render_landing(stats), content_type="text/html")
 
-    app.router.add_get("/metrics", MetricsHandler(store, tenants).handle)
+    app.router.add_get("/metrics", MetricsHandler(endpoints).handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", landing)
+    if endpoints.reload is not None:
+        app.router.add_post("/-/reload", _reload_handler(endpoints.reload))
     return app
+
+
+def _reload_handler(reload: Callable[[], Awaitable[list[str]]]) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        if principal_of(request).tenants is not None:
+            raise web.HTTPForbidden(text="reload needs a credential for every tenant\n")
+        problems = await reload()
+        if problems:
+            return web.Response(status=400, text="\n".join(problems) + "\n")
+        return web.Response(text="reloaded\n")
+
+    return handle
+
+
+def _auth_middleware(
+    authenticator: Callable[[], Authenticator], limiter: FailureLimiter
+) -> Middleware:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        auth = authenticator()
+        if request.path in PUBLIC_PATHS or not auth.required:
+            return await handler(request)
+        client = request.remote or "unknown"
+        wait = limiter.blocked_for(client)
+        if wait:
+            raise web.HTTPTooManyRequests(headers={"Retry-After": str(math.ceil(wait))})
+        header = request.headers.get("Authorization")
+        # bcrypt is slow on purpose: keep it off the event loop.
+        principal = await asyncio.to_thread(auth.authenticate, header)
+        if principal is None:
+            limiter.failed(client)
+            scheme = (header or "").partition(" ")[0][:16] or "none"
+            log.warning("authentication failed", client=client, path=request.path, scheme=scheme)
+            challenge = {"WWW-Authenticate": 'Basic realm="cockpit-exporter"'}
+            raise web.HTTPUnauthorized(headers=challenge if auth.offers_basic else None)
+        request["principal"] = principal
+        return await handler(request)
+
+    return check
 
 
 @web.middleware
@@ -111,13 +188,14 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
         status = exc.status
         raise
     finally:
-        log.debug(
+        log.info(
             "http request",
             method=request.method,
             path=request.path,
             status=status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             client=request.remote,
+            principal=principal_of(request).name,
         )
 
 

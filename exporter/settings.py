@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     ready_grace_period: Duration = 120.0
+    web_config_file: Path | None = None
+    enable_reload: bool = False
+    shutdown_grace_period: Duration = 10.0
 
     @field_validator("listen_address")
     @classmethod

@@ -94,10 +94,12 @@ class ClientStats:
 class TenantClient:
     """Calls one tenant's API through the process-wide session; never raises but CollectionError."""
 
-    def __init__(self, session: aiohttp.ClientSession, spec: PlatformSpec) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, spec: PlatformSpec, stats: ClientStats | None = None
+    ) -> None:
         self._session = session
         self._spec = spec
-        self.stats = ClientStats(spec.tenant)
+        self.stats = stats or ClientStats(spec.tenant)
         self._token: str | None = None
         self._refresh_at = 0.0
 

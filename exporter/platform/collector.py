@@ -72,6 +72,15 @@ class PlatformCollector:
                     (spec.tenant, SOURCE, endpoint), Snapshot(spec.tenant, job.render())
                 )
 
+    def update(self, spec: PlatformSpec) -> None:
+        """Take a changed spec (new secret, URL, timeouts); run counts carry on."""
+        tenant = self._tenants.get(spec.tenant)
+        if tenant is None:
+            self.add([spec])
+            return
+        tenant.spec = spec
+        tenant.client = TenantClient(self._session(), spec, tenant.client.stats)
+
     def remove(self, tenant: str) -> None:
         """Forget a tenant and its series."""
         self._tenants.pop(tenant, None)

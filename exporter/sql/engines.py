@@ -87,6 +87,11 @@ class Engines:
             self._databases[spec.pool_key] = database
         return database
 
+    async def retain(self, keys: set[str]) -> None:
+        """Close the pools no job uses any more (after a reload)."""
+        for key in [k for k in self._databases if k not in keys]:
+            await self._databases.pop(key).close()
+
     async def close(self) -> None:
         """Close every pool."""
         databases, self._databases = list(self._databases.values()), {}
