@@ -23,6 +23,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Large bodies are compressed off the event loop so collection keeps running meanwhile.
 _GZIP_INLINE_LIMIT = 256 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def wants_openmetrics(accept: str) -> bool:
 
 def principal_of(request: web.Request) -> Principal:
     """The caller the auth middleware identified."""
-    principal = request.get("principal")
+    principal = request.get(PRINCIPAL)
     return principal if isinstance(principal, Principal) else ANONYMOUS
 
 
@@ -170,7 +171,7 @@ def _auth_middleware(
             log.warning("authentication failed", client=client, path=request.path, scheme=scheme)
             challenge = {"WWW-Authenticate": 'Basic realm="cockpit-exporter"'}
             raise web.HTTPUnauthorized(headers=challenge if auth.offers_basic else None)
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     return check

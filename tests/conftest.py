@@ -95,7 +95,8 @@ class RunningExporter:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.exporter.port}"
+        tls = self.exporter.web_config.tls_server_config is not None
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.exporter.port}"
 
     def job(self, tenant: str, query: str) -> Job:
         return next(j for j in self.exporter.config.jobs if j.key == (tenant, query))
@@ -143,9 +144,11 @@ async def make_exporter() -> AsyncIterator[Callable[..., Any]]:
     """Factory starting an exporter on a free port from YAML text (not scheduled by default)."""
     started: list[Exporter] = []
 
-    async def make(config_text: str, schedule: bool = False, **settings: Any) -> RunningExporter:
+    async def make(
+        config_text: str, schedule: bool = False, web_config: Any = None, **settings: Any
+    ) -> RunningExporter:
         config: Config = parse_config(config_text, "test")
-        exporter = Exporter(config, Settings(listen_address="127.0.0.1:0", **settings))
+        exporter = Exporter(config, Settings(listen_address="127.0.0.1:0", **settings), web_config)
         await exporter.start(schedule=schedule)
         started.append(exporter)
         return RunningExporter(exporter)

@@ -1,0 +1,248 @@
+"""TLS, basic auth, tenant-scoped bearer tokens and failure rate limits, over real HTTP(S)."""
+
+import base64
+import hashlib
+import ssl
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import bcrypt
+import pytest
+import structlog
+
+from exporter.config import ConfigError
+from exporter.webconfig import WebConfig, load_web_config
+from tests.conftest import ScratchDatabase, parse_samples
+from tests.test_sql_collection import two_tenants
+
+PASSWORD = "correct horse battery staple"
+ACME_TOKEN = "acme-token-5f1d0c3e8a7b"
+OPS_TOKEN = "ops-token-9e2b7a4c1d6f"
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, from openssl."""
+    d = tmp_path_factory.mktemp("certs")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cockpit-test-ca",
+    )
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+        )
+    return d  # fmt: skip
+
+
+def web_config(tmp_path: Path, text: str) -> WebConfig:
+    path = tmp_path / "web.yaml"
+    path.write_text(text)
+    return load_web_config(path)
+
+
+def auth_config(tmp_path: Path) -> WebConfig:
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    return web_config(
+        tmp_path,
+        f"""
+basic_auth_users:
+  ops: "{hashed}"
+bearer_tokens:
+  - {{name: acme-grafana, sha256: {sha(ACME_TOKEN)}, tenants: [acme]}}
+  - {{name: operators, sha256: {sha(OPS_TOKEN)}}}
+""",
+    )
+
+
+@pytest.fixture
+async def protected(database: ScratchDatabase, make_exporter, tmp_path: Path):
+    database.execute("INSERT INTO work_items VALUES (1,'billing','new',1),(2,'ops','done',2)")
+    running = await make_exporter(two_tenants(database.dsn), web_config=auth_config(tmp_path))
+    await running.run_all()
+    return running
+
+
+async def get(url: str, **kwargs) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as response:
+        return response.status, await response.text()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_credentials_accepted_and_rejected(protected) -> None:
+    """Basic auth and bearer tokens work; wrong or missing ones get 401; health stays open."""
+    url = protected.url
+    assert (await get(url + "/metrics", headers=basic("ops", PASSWORD)))[0] == 200
+    assert (await get(url + "/metrics", headers=bearer(OPS_TOKEN)))[0] == 200
+    assert (await get(url + "/metrics", headers=basic("ops", "nope")))[0] == 401
+    assert (await get(url + "/metrics", headers=basic("nobody", PASSWORD)))[0] == 401
+    assert (await get(url + "/metrics", headers=bearer("guess")))[0] == 401
+    status, _ = await get(url + "/metrics")
+    assert status == 401
+    assert (await get(url + "/"))[0] == 401
+    assert (await get(url + "/healthz"))[0] == 200
+    assert (await get(url + "/readyz"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?tenant=acme",
+        "?tenant=globex",
+        "?tenant=acme&tenant=globex",
+        "?tenant=GLOBEX",
+        "?tenant=nobody",
+        "?tenant[]=globex",
+        "?tenant=acme%2Cglobex",
+        "?TENANT=globex",
+        "?tenant=",
+    ],
+)
+async def test_scoped_token_never_sees_other_tenants(protected, query: str) -> None:
+    """Whatever the query string, a token scoped to acme gets acme's series or nothing."""
+    status, text = await get(protected.url + "/metrics" + query, headers=bearer(ACME_TOKEN))
+    assert status in (200, 403), (status, text)
+    assert "globex" not in text
+    if status == 200:
+        tenants = {dict(labels).get("tenant") for _, labels in parse_samples(text)}
+        assert tenants <= {"acme", None} and "acme" in tenants
+
+
+async def test_scoped_token_landing_and_reload(protected) -> None:
+    """The landing page shows a scoped caller only its tenant."""
+    status, page = await get(protected.url + "/", headers=bearer(ACME_TOKEN))
+    assert status == 200 and "<td>acme</td>" in page and "globex" not in page
+
+
+async def test_failed_logins_are_rate_limited_and_logged_without_the_secret(protected) -> None:
+    """After ten failures a client is refused with 429, even with the right credential, and
+    the log names the client and scheme but never the presented secret."""
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(10):
+            assert (await get(protected.url + "/metrics", headers=bearer("wrong-secret-xyz")))[
+                0
+            ] == 401
+    status, _ = await get(protected.url + "/metrics", headers=bearer(OPS_TOKEN))
+    assert status == 429
+    failures = [e for e in logs if e["event"] == "authentication failed"]
+    assert len(failures) == 10 and failures[0]["scheme"] == "Bearer"
+    assert "wrong-secret-xyz" not in repr(logs)
+    assert (await get(protected.url + "/healthz"))[0] == 200
+
+
+async def test_tls_handshake_and_client_certificates(
+    database: ScratchDatabase, make_exporter, tmp_path: Path, certs: Path
+) -> None:
+    """TLS with a server certificate; in RequireAndVerifyClientCert mode a client without a
+    certificate fails the handshake and one with a CA-signed certificate gets through."""
+    tls = f"""
+tls_server_config:
+  cert_file: {certs / "server.crt"}
+  key_file: {certs / "server.key"}
+  client_ca_file: {certs / "ca.crt"}
+  client_auth_type: RequireAndVerifyClientCert
+"""
+    running = await make_exporter(two_tenants(database.dsn), web_config=web_config(tmp_path, tls))
+    assert running.url.startswith("https://")
+    anonymous = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    with pytest.raises(aiohttp.ClientError):
+        await get(running.url + "/healthz", ssl=anonymous)
+    with_cert = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    with_cert.load_cert_chain(certs / "client.crt", certs / "client.key")
+    assert (await get(running.url + "/healthz", ssl=with_cert))[0] == 200
+    with pytest.raises(aiohttp.ClientError):
+        await get(running.url.replace("https", "http") + "/healthz")
+
+
+async def test_tls_without_client_certificates(
+    database: ScratchDatabase, make_exporter, tmp_path: Path, certs: Path
+) -> None:
+    """Plain server TLS: a client trusting the CA connects; one that does not, fails."""
+    server = f"cert_file: {certs / 'server.crt'}, key_file: {certs / 'server.key'}"
+    tls = f"tls_server_config: {{{server}}}\n"
+    running = await make_exporter(two_tenants(database.dsn), web_config=web_config(tmp_path, tls))
+    trusting = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    assert (await get(running.url + "/healthz", ssl=trusting))[0] == 200
+    with pytest.raises(aiohttp.ClientError):
+        await get(running.url + "/healthz", ssl=ssl.create_default_context())
+
+
+TLS_AB = "tls_server_config: {cert_file: a, key_file: b, client_auth_type: "
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("basic_auth_users: {ops: plaintext}\n", "basic_auth_users.ops: must be a bcrypt hash"),
+        ("bearer_tokens: [{name: x, sha256: abc}]\n", "bearer_tokens[0].sha256: must be the"),
+        ("tls_server_config: {cert_file: /no/c, key_file: /no/k}\n", "cannot load certificates"),
+        (TLS_AB + "RequireAndVerifyClientCert}\n", "needs client_ca_file"),
+        (TLS_AB + "RequestClientCert}\n", "client_auth_type"),
+        ("bogus: 1\n", "bogus: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_web_config_is_rejected_with_its_location(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """Web config mistakes are reported with where they are."""
+    with pytest.raises(ConfigError) as caught:
+        web_config(tmp_path, text)
+    assert any(expected in p for p in caught.value.problems), caught.value.problems
