@@ -204,7 +204,9 @@ class Exporter:
     async def stop(self) -> None:
         """Stop gracefully: not ready, no new runs, a grace period for running ones, close."""
         self.readiness.stopping()
-        self.scheduler.shutdown()
+        # Pause, not shut down: APScheduler's shutdown cancels the runs in progress, and
+        # those get the grace period first.
+        self.scheduler.pause()
         if self._inflight:
             grace = self.settings.shutdown_grace_period
             _, late = await asyncio.wait(set(self._inflight), timeout=grace)
@@ -213,6 +215,7 @@ class Exporter:
             if late:
                 log.warning("runs cancelled at shutdown", runs=len(late), grace_seconds=grace)
                 await asyncio.wait(late, timeout=1.0)
+        self.scheduler.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.engines.close()

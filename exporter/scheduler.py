@@ -55,7 +55,12 @@ class Scheduler:
         """Start firing jobs on the running event loop."""
         self._aps.start()
 
+    def pause(self) -> None:
+        """Start no new runs; runs in progress go on."""
+        if self._aps.running:
+            self._aps.pause()
+
     def shutdown(self) -> None:
-        """Stop firing jobs; runs in progress are not awaited here."""
+        """Stop the scheduler; APScheduler cancels runs still in progress."""
         if self._aps.running:
             self._aps.shutdown(wait=False)

@@ -1,13 +1,18 @@
 """The real command: demo, run with secrets from files, SIGTERM, and what reaches logs."""
 
+import base64
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+
+import bcrypt
 
 from tests.conftest import ScratchDatabase, admin, free_port, parse_samples
 
@@ -36,8 +41,9 @@ def wait_ready(port: int, process: subprocess.Popen[str], seconds: float = 30) -
     raise AssertionError("exporter did not become ready")
 
 
-def fetch(port: int, path: str = "/metrics") -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+def fetch(port: int, path: str = "/metrics", headers: dict[str, str] | None = None) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return response.read().decode()
 
 
@@ -65,8 +71,9 @@ def test_demo_serves_three_tenants() -> None:
 
 
 def test_secrets_never_reach_logs_or_metrics(make_database, tmp_path: Path) -> None:
-    """A real run (config from COCKPIT_CONFIG) with file and env passwords, one of them
-    wrong, never shows either secret in logs, /metrics or the landing page."""
+    """A real run (config from COCKPIT_CONFIG) with file and env database passwords (one
+    wrong), a basic auth password and a bearer token (plus wrong ones presented): no secret
+    appears in the logs, /metrics or the landing page."""
     db: ScratchDatabase = make_database()
     db.execute("CREATE TABLE t (v INT)", "INSERT INTO t VALUES (3)")
     user = f"ck_{uuid.uuid4().hex[:8]}"
@@ -93,8 +100,19 @@ queries:
     metrics: [{{name: cockpit_v, type: gauge, help: V., value: v}}]
 """
         )
+        web = tmp_path / "web.yaml"
+        basic_password, token = f"pw-{uuid.uuid4().hex}", f"tok-{uuid.uuid4().hex}"
+        hashed = bcrypt.hashpw(basic_password.encode(), bcrypt.gensalt(rounds=4)).decode()
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        web.write_text(
+            f"basic_auth_users: {{ops: '{hashed}'}}\n"
+            f"bearer_tokens: [{{name: grafana, sha256: {digest}}}]\n"
+        )
+        authorized = {"Authorization": f"Bearer {token}"}
         port = free_port()
         process = start(
+            "--web.config.file",
+            str(web),
             "--web.listen-address",
             f"127.0.0.1:{port}",
             "--log.level",
@@ -105,7 +123,16 @@ queries:
         )
         try:
             wait_ready(port, process)
-            metrics, landing = fetch(port), fetch(port, "/")
+            metrics, landing = fetch(port, headers=authorized), fetch(port, "/", authorized)
+            basic = base64.b64encode(f"ops:{basic_password}".encode()).decode()
+            assert "cockpit_v" in fetch(port, headers={"Authorization": f"Basic {basic}"})
+            for presented in (f"Bearer {wrong}", f"Basic {basic}x"):
+                try:
+                    fetch(port, headers={"Authorization": presented})
+                except urllib.error.HTTPError as exc:
+                    assert exc.code == 401
+                else:
+                    raise AssertionError("a wrong credential must be refused")
         finally:
             code, output = stop(process)
     finally:
@@ -125,6 +152,8 @@ queries:
     )
     assert "Access denied" in output
     for text in (metrics, landing, output):
-        assert good not in text and wrong not in text
+        for secret_value in (good, wrong, basic_password, token, basic):
+            assert secret_value not in text
+    assert '"principal": "grafana"' in output
     assert code == 0, output
     assert '"event": "exporter stopped"' in output
