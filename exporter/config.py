@@ -6,10 +6,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import URL, make_url, text
 from sqlalchemy.exc import ArgumentError
 
@@ -137,7 +137,7 @@ def parse_config(raw: str, source: str) -> Config:
     try:
         model = schema.ConfigFile.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(source, list(_pydantic_problems(exc))) from None
+        raise ConfigError(source, list(pydantic_problems(exc, schema.ConfigFile))) from None
     problems = list(_cross_checks(model))
     warnings: list[str] = []
     databases = _resolve_databases(model, problems, warnings)
@@ -177,14 +177,42 @@ def format_location(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _pydantic_problems(exc: ValidationError) -> Iterator[str]:
+def pydantic_problems(exc: ValidationError, root: type[BaseModel]) -> Iterator[str]:
+    """One `location: message` line per validation error, unknown keys with the allowed ones."""
     for error in exc.errors(include_input=False, include_url=False):
         # Union members and Annotated validators add their own names to the location.
         loc = tuple(p for p in error["loc"] if p not in _NOISE_LOC)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key"
+            allowed = ", ".join(allowed_keys(root, loc[:-1]))
+            message = f"unknown key; allowed here: {allowed}"
         yield f"{format_location(loc)}: {message}"
+
+
+def allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys a section accepts, found by walking the schema along `loc`."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        current = _model_in(fields[part].annotation)
+        if current is None:
+            return []
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model inside `X`, `X | None`, `list[X]` or `dict[str, X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 _NOISE_LOC = frozenset({"str", "int", "float", "bool", "function-after[check(), str]"})

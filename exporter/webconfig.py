@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from exporter.config import ConfigError, format_location
+from exporter.config import ConfigError, pydantic_problems
 from exporter.schema import Model, TenantId
 
 BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
@@ -99,11 +99,7 @@ def load_web_config(path: Path) -> WebConfig:
     try:
         config = WebConfig.model_validate(document)
     except ValidationError as exc:
-        problems = [
-            f"{format_location(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors(include_input=False, include_url=False)
-        ]
-        raise ConfigError(source, problems) from None
+        raise ConfigError(source, list(pydantic_problems(exc, WebConfig))) from None
     if config.tls_server_config is not None:
         ssl_context(config.tls_server_config, source)  # fail now, not at the first handshake
     return config

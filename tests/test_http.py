@@ -143,3 +143,32 @@ async def test_promtool_accepts_real_output(exporter) -> None:
     assert result.stdout.strip() == "" and result.stderr.strip() == "", (
         result.stdout + result.stderr
     )
+
+
+async def raw_request(port: int, payload: bytes) -> bytes:
+    """Send raw bytes and return what the server answers (bounded in time)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(4096), timeout=5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
+        b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\nxx",
+        b"GET /metrics?tenant=%ZZ HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["garbage", "huge-header", "huge-path", "huge-body", "bad-escape"],
+)
+async def test_malformed_http_gets_a_4xx_answer(exporter, payload: bytes) -> None:
+    """Malformed or oversized requests get a 4xx status line, never a 5xx or a hang."""
+    answer = await raw_request(exporter.exporter.port, payload)
+    status = int(answer.split(b" ", 2)[1])
+    assert 400 <= status < 500, answer[:200]

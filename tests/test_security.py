@@ -236,7 +236,7 @@ TLS_AB = "tls_server_config: {cert_file: a, key_file: b, client_auth_type: "
         ("tls_server_config: {cert_file: /no/c, key_file: /no/k}\n", "cannot load certificates"),
         (TLS_AB + "RequireAndVerifyClientCert}\n", "needs client_ca_file"),
         (TLS_AB + "RequestClientCert}\n", "client_auth_type"),
-        ("bogus: 1\n", "bogus: Extra inputs are not permitted"),
+        ("bogus: 1\n", "bogus: unknown key; allowed here: basic_auth_users, bearer_tokens"),
     ],
 )
 def test_bad_web_config_is_rejected_with_its_location(
