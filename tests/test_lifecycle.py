@@ -183,3 +183,47 @@ def test_second_signal_exits_at_once(tmp_path: Path, database: ScratchDatabase) 
     finally:
         if process.poll() is None:
             process.kill()
+
+
+async def test_reload_picks_up_a_rotated_database_password(
+    make_database, make_exporter, tmp_path: Path
+) -> None:
+    """Rotate a password: the old one stops working, the file gets the new one, a reload
+    replaces the pool, and collection works again without a restart."""
+    import uuid
+
+    from exporter.config import load_config
+
+    db = make_database()
+    db.execute("CREATE TABLE t (v INT)", "INSERT INTO t VALUES (5)")
+    user, old, new = f"ck_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex, uuid.uuid4().hex
+    admin(
+        f"CREATE USER '{user}'@'%' IDENTIFIED BY '{old}'",
+        f"GRANT SELECT ON {db.name}.* TO '{user}'@'%'",
+    )
+    secret, config = tmp_path / "password", tmp_path / "config.yaml"
+    secret.write_text(old)
+    config.write_text(
+        f"tenants:\n  - {{id: a, mysql: {{dsn: 'mysql://{user}@127.0.0.1:3306/{db.name}', "
+        f"password_file: {secret}}}}}\n" + QUERY
+    )
+    try:
+        exporter = await make_exporter(config.read_text(), config=config)
+        await exporter.run("a", "q")
+        stats = exporter.exporter.collector.stats[("a", "sql", "q")]
+        assert stats.success, stats.last_error
+        admin(f"ALTER USER '{user}'@'%' IDENTIFIED BY '{new}'")
+        for (thread,) in admin(
+            f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{user}'"
+        ):
+            admin(f"KILL {thread}")
+        await exporter.run("a", "q")
+        assert not stats.success and "Access denied" in stats.last_error
+        secret.write_text(new)
+        assert await exporter.exporter.reload() == []
+        await exporter.run("a", "q")
+        assert exporter.exporter.collector.stats[("a", "sql", "q")].success
+        assert exporter.exporter.config.digest == load_config(config).digest
+        assert len(exporter.exporter.engines._databases) == 1  # the old pool is closed
+    finally:
+        admin(f"DROP USER '{user}'@'%'")
