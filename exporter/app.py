@@ -4,7 +4,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from functools import partial
 from typing import Any
 
@@ -13,7 +13,6 @@ import structlog
 from aiohttp import web
 
 from exporter.auth import Authenticator
-from exporter.collector import SqlCollector, snapshot_key
 from exporter.config import Config, ConfigError, Job, PlatformSpec, load_config
 from exporter.platform.collector import PlatformCollector, poll_key
 from exporter.readiness import Readiness
@@ -28,6 +27,7 @@ from exporter.selfmetrics import (
 )
 from exporter.server import Endpoints, bound_port, make_app
 from exporter.settings import Settings, split_address
+from exporter.sql.collector import SqlCollector, snapshot_key
 from exporter.sql.engines import Engines
 from exporter.store import SnapshotStore
 from exporter.webconfig import WebConfig, load_web_config, ssl_context
@@ -51,9 +51,7 @@ class Exporter:
         self.authenticator = Authenticator(self.web_config)
         self.store = SnapshotStore()
         self.engines = Engines()
-        self.collector = SqlCollector(
-            self.store, self.engines, config.limits.max_concurrent_queries
-        )
+        self.sql = SqlCollector(self.store, self.engines, config.limits.max_concurrent_queries)
         self.platform = PlatformCollector(self.store, self._http)
         self.readiness = Readiness(settings.ready_grace_period)
         self.scheduler = Scheduler()
@@ -71,7 +69,7 @@ class Exporter:
 
     async def run_job(self, job: Job) -> None:
         """Collect one SQL job now (the scheduler calls this; tests may too)."""
-        await self._tracked(self.collector.run(job))
+        await self._tracked(self.sql.run(job))
         self.readiness.done(snapshot_key(job))
 
     async def poll_platform(self, spec: PlatformSpec) -> None:
@@ -91,7 +89,7 @@ class Exporter:
                 self._inflight.discard(task)
 
     def _stats(self) -> list[JobStats]:
-        return [*self.collector.stats.values(), *self.platform.stats]
+        return [*self.sql.stats.values(), *self.platform.stats]
 
     async def start(self, schedule: bool = True) -> None:
         """Publish initial state, start the schedule and listen for scrapes."""
@@ -136,9 +134,8 @@ class Exporter:
                 hint="pass --web.config.file with tls_server_config and credentials",
             )
 
-    def _add_jobs(self, jobs: tuple[Job, ...] | list[Job], specs: Any) -> None:
-        jobs, specs = list(jobs), list(specs)
-        self.collector.add(jobs)
+    def _add_jobs(self, jobs: Sequence[Job], specs: Sequence[PlatformSpec]) -> None:
+        self.sql.add(jobs)
         self.platform.add(specs)
         self.readiness.expect(snapshot_key(job) for job in jobs)
         self.readiness.expect(poll_key(spec.tenant) for spec in specs)
@@ -183,7 +180,7 @@ class Exporter:
         )
         for job in jobs.removed:
             self.scheduler.remove(f"{job.tenant}/sql/{job.query.name}")
-            self.collector.remove(job)
+            self.sql.remove(job)
             self.readiness.forget(snapshot_key(job))
         for spec in platforms.removed:
             self.scheduler.remove(f"{spec.tenant}/platform")
@@ -191,7 +188,7 @@ class Exporter:
             self.readiness.forget(poll_key(spec.tenant))
         self._add_jobs(jobs.added, platforms.added)
         for job in jobs.changed:
-            self.collector.add([job])
+            self.sql.add([job])
             self._schedule_job(job)
         for spec in platforms.changed:
             self.platform.update(spec)

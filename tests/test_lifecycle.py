@@ -210,7 +210,7 @@ async def test_reload_picks_up_a_rotated_database_password(
     try:
         exporter = await make_exporter(config.read_text(), config=config)
         await exporter.run("a", "q")
-        stats = exporter.exporter.collector.stats[("a", "sql", "q")]
+        stats = exporter.exporter.sql.stats[("a", "sql", "q")]
         assert stats.success, stats.last_error
         admin(f"ALTER USER '{user}'@'%' IDENTIFIED BY '{new}'")
         for (thread,) in admin(
@@ -222,7 +222,7 @@ async def test_reload_picks_up_a_rotated_database_password(
         secret.write_text(new)
         assert await exporter.exporter.reload() == []
         await exporter.run("a", "q")
-        assert exporter.exporter.collector.stats[("a", "sql", "q")].success
+        assert exporter.exporter.sql.stats[("a", "sql", "q")].success
         assert exporter.exporter.config.digest == load_config(config).digest
         assert len(exporter.exporter.engines._databases) == 1  # the old pool is closed
     finally:

@@ -11,8 +11,8 @@ from exporter.errors import CollectionError
 from exporter.exposition import SCHEDULED_NOTE, Family
 from exporter.outcomes import publish_failure, publish_success
 from exporter.selfmetrics import JOB_FAMILIES, JobStats
-from exporter.series import SeriesResult, build_series
 from exporter.sql.engines import Engines
+from exporter.sql.series import SeriesResult, build_series
 from exporter.sql.source import Statements, fetch
 from exporter.store import Snapshot, SnapshotKey, SnapshotStore
 
