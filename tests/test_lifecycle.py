@@ -227,3 +227,28 @@ async def test_reload_picks_up_a_rotated_database_password(
         assert len(exporter.exporter.engines._databases) == 1  # the old pool is closed
     finally:
         admin(f"DROP USER '{user}'@'%'")
+
+
+async def test_job_removed_while_running_does_not_come_back(
+    database: ScratchDatabase, make_exporter, tmp_path: Path
+) -> None:
+    """A reload that removes a tenant whose query is running: when the run ends, nothing of
+    that tenant is published again."""
+    import asyncio
+
+    from exporter.config import parse_config
+
+    text = (
+        f"tenants:\n  - {{id: a, mysql: {{dsn: '{database.dsn}'}}}}\n"
+        f"  - {{id: b, mysql: {{dsn: '{database.dsn}'}}}}\n"
+        "queries:\n  - name: q\n    sql: SELECT SLEEP(1) + 7 AS v\n    interval: 5s\n"
+        "    timeout: 3s\n    metrics: [{name: cockpit_v, type: gauge, help: V., value: v}]\n"
+    )
+    exporter = await make_exporter(text)
+    running = asyncio.create_task(exporter.run("b", "q"))
+    await asyncio.sleep(0.3)
+    await exporter.exporter.apply(parse_config(text.replace("  - {id: b", "  - {id: x"), "x"))
+    await running
+    samples = await exporter.samples()
+    assert not any(("tenant", "b") in labels for _, labels in samples)
+    assert ("b", "sql", "q") not in exporter.exporter.sql.stats

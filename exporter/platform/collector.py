@@ -95,8 +95,13 @@ class PlatformCollector:
         deadline = time.monotonic() + tenant.spec.timeout
         for endpoint in ENDPOINTS:
             await self._poll(tenant, endpoint, deadline)
-        client_snapshot = Snapshot(tenant_id, tenant.client.stats.render())
-        self._store.put((tenant_id, SOURCE, "client"), client_snapshot)
+        if self._current(tenant):
+            client_snapshot = Snapshot(tenant_id, tenant.client.stats.render())
+            self._store.put((tenant_id, SOURCE, "client"), client_snapshot)
+
+    def _current(self, tenant: _Tenant) -> bool:
+        """False if a reload removed the tenant mid-poll (publishing would resurrect it)."""
+        return self._tenants.get(tenant.spec.tenant) is tenant
 
     async def _poll(self, tenant: _Tenant, endpoint: str, deadline: float) -> None:
         key = (tenant.spec.tenant, SOURCE, endpoint)
@@ -105,31 +110,24 @@ class PlatformCollector:
         try:
             lines = await self._fetch(tenant, endpoint, deadline)
         except CollectionError as exc:
-            # Run counters stay: they are totals so far, still true when a poll fails.
-            kept = self._runs(tenant).bodies() if endpoint == "runs" else None
-            publish_failure(
-                self._store,
-                key,
-                stats,
-                duration=time.perf_counter() - started,
-                error=exc,
-                kept=kept,
-            )
+            error: CollectionError | None = exc
         except Exception as exc:
             log.exception("collection crashed", tenant=tenant.spec.tenant, endpoint=endpoint)
             error = CollectionError("decode", f"{endpoint}: internal error: {type(exc).__name__}")
-            publish_failure(
-                self._store, key, stats, duration=time.perf_counter() - started, error=error
-            )
         else:
+            error = None
+        if not self._current(tenant):
+            return
+        duration = time.perf_counter() - started
+        if error is None:
             publish_success(
-                self._store,
-                key,
-                stats,
-                duration=time.perf_counter() - started,
-                series=lines.series,
+                self._store, key, stats, duration=duration, series=lines.series,
                 bodies=lines.bodies(),
-            )
+            )  # fmt: skip
+            return
+        # Run counters stay: they are totals so far, still true when a poll fails.
+        kept = self._runs(tenant).bodies() if endpoint == "runs" else None
+        publish_failure(self._store, key, stats, duration=duration, error=error, kept=kept)
 
     async def _fetch(self, tenant: _Tenant, endpoint: str, deadline: float) -> Lines:
         tenant_id, client = tenant.spec.tenant, tenant.client

@@ -86,7 +86,13 @@ class SqlCollector:
             rows.columns, rows.rows, job.query.metrics, job.tenant, job.query.max_series
         )
 
+    def _current(self, job: Job, stats: JobStats) -> bool:
+        """False if a reload removed the job while it ran: publishing would resurrect it."""
+        return self.stats.get(snapshot_key(job)) is stats
+
     def _succeeded(self, job: Job, stats: JobStats, duration: float, result: SeriesResult) -> None:
+        if not self._current(job, stats):
+            return
         stats.nulls += result.nulls
         stats.duplicates += result.duplicates
         stats.dropped += result.dropped
@@ -111,4 +117,6 @@ class SqlCollector:
             )
 
     def _failed(self, job: Job, stats: JobStats, duration: float, exc: CollectionError) -> None:
+        if not self._current(job, stats):
+            return
         publish_failure(self._store, snapshot_key(job), stats, duration=duration, error=exc)

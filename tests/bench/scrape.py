@@ -63,10 +63,21 @@ async def http_latency(store: SnapshotStore) -> float:
     """Median wall time of a full /metrics GET over loopback, client in another process."""
     from aiohttp import web
 
+    from exporter.auth import Authenticator
     from exporter.readiness import Readiness
-    from exporter.server import make_app
+    from exporter.server import Endpoints, make_app
+    from exporter.webconfig import WebConfig
 
-    app = make_app(store, Readiness(0), lambda: [f"t{t}" for t in range(TENANTS)], lambda: [])
+    authenticator = Authenticator(WebConfig())
+    app = make_app(
+        Endpoints(
+            store=store,
+            readiness=Readiness(0),
+            tenants=lambda: [f"t{t}" for t in range(TENANTS)],
+            stats=lambda: [],
+            authenticator=lambda: authenticator,
+        )
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
