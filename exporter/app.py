@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import ssl
 import time
 from collections.abc import Coroutine, Sequence
 from functools import partial
@@ -59,6 +60,8 @@ class Exporter:
         self._runner: web.AppRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
+        self._ssl: ssl.SSLContext | None = None
+        self._loaded_at = time.time()
         self.port = 0
 
     def _http(self) -> aiohttp.ClientSession:
@@ -95,7 +98,7 @@ class Exporter:
         """Publish initial state, start the schedule and listen for scrapes."""
         self.store.register([BUILD_INFO, *CONFIG_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
-        self.store.put(CONFIG_KEY, config_snapshot(True, time.time(), self.config.digest))
+        self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, self.config.digest))
         self._add_jobs(self.config.jobs, self.config.platforms)
         if schedule:
             self.scheduler.start()
@@ -114,7 +117,7 @@ class Exporter:
         await self._runner.setup()
         host, port = split_address(self.settings.listen_address)
         tls = self.web_config.tls_server_config
-        context = ssl_context(tls) if tls is not None else None
+        context = self._ssl = ssl_context(tls) if tls is not None else None
         site = web.TCPSite(self._runner, host, port, ssl_context=context)
         await site.start()
         self.port = bound_port(site)
@@ -159,14 +162,30 @@ class Exporter:
                 config = load_config(self.settings.config) if self.settings.config else None
                 web = self._load_web_config()
             except ConfigError as exc:
-                self.store.put(CONFIG_KEY, config_snapshot(False, 0, self.config.digest))
+                failed = config_snapshot(False, self._loaded_at, self.config.digest)
+                self.store.put(CONFIG_KEY, failed)
                 log.error("reload failed", file=exc.source, problems=exc.problems)
                 return [str(exc)]
             if web is not None:
-                self.web_config, self.authenticator = web, Authenticator(web)
+                self._apply_web_config(web)
             if config is not None:
                 await self.apply(config)
             return []
+
+    def _apply_web_config(self, web: WebConfig) -> None:
+        """New credentials apply at once; new certificates to connections from now on."""
+        tls = web.tls_server_config
+        if (tls is None) != (self._ssl is None):
+            log.warning("tls change needs a restart", tls_now=self._ssl is not None)
+        elif tls is not None and self._ssl is not None:
+            # Loading into the serving context swaps certificates for new handshakes.
+            replacement = ssl_context(tls)
+            self._ssl.load_cert_chain(tls.cert_file, tls.key_file)
+            if tls.client_ca_file is not None:
+                self._ssl.load_verify_locations(tls.client_ca_file)
+            self._ssl.verify_mode = replacement.verify_mode
+            self._ssl.minimum_version = replacement.minimum_version
+        self.web_config, self.authenticator = web, Authenticator(web)
 
     def _load_web_config(self) -> WebConfig | None:
         path = self.settings.web_config_file
@@ -195,7 +214,8 @@ class Exporter:
             self._schedule_platform(spec)
         self.config = config
         await self.engines.retain({job.database.pool_key for job in config.jobs})
-        self.store.put(CONFIG_KEY, config_snapshot(True, time.time(), config.digest))
+        self._loaded_at = time.time()
+        self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, config.digest))
         log.info("config reloaded", jobs=jobs.summary, platforms=platforms.summary)
 
     async def stop(self) -> None:

@@ -246,3 +246,60 @@ def test_bad_web_config_is_rejected_with_its_location(
     with pytest.raises(ConfigError) as caught:
         web_config(tmp_path, text)
     assert any(expected in p for p in caught.value.problems), caught.value.problems
+
+
+async def test_reload_rotates_the_server_certificate(
+    database: ScratchDatabase, make_exporter, tmp_path: Path, certs: Path
+) -> None:
+    """A reload with a new certificate (from another CA) serves it to the next handshake."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca2.key",
+        "-out",
+        "ca2.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=second-ca",
+    )
+    (tmp_path / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "new.key",
+        "-out",
+        "new.csr",
+        "-subj",
+        "/CN=server",
+    )
+    openssl("x509", "-req", "-in", "new.csr", "-CA", "ca2.crt", "-CAkey", "ca2.key",
+            "-CAcreateserial", "-out", "new.crt", "-days", "2", "-extfile", "ext")  # fmt: skip
+    web = tmp_path / "web.yaml"
+
+    def serve_with(cert: Path, key: Path) -> None:
+        web.write_text(f"tls_server_config: {{cert_file: {cert}, key_file: {key}}}\n")
+
+    serve_with(certs / "server.crt", certs / "server.key")
+    running = await make_exporter(
+        two_tenants(database.dsn), web_config=load_web_config(web), web_config_file=web
+    )
+    old_ca = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    new_ca = ssl.create_default_context(cafile=str(tmp_path / "ca2.crt"))
+    assert (await get(running.url + "/healthz", ssl=old_ca))[0] == 200
+    serve_with(tmp_path / "new.crt", tmp_path / "new.key")
+    assert await running.exporter.reload() == []
+    assert (await get(running.url + "/healthz", ssl=new_ca))[0] == 200
+    with pytest.raises(aiohttp.ClientError):
+        await get(running.url + "/healthz", ssl=old_ca)
