@@ -35,6 +35,8 @@ class Database:
     display: str
     _idle: list[_Idle] = field(default_factory=list)
     _created: dict[int, float] = field(default_factory=dict)
+    _closed: bool = False
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def is_mysql(self) -> bool:
@@ -57,6 +59,11 @@ class Database:
     def release(self, conn: AsyncConnection) -> None:
         """Keep a healthy connection for the next run."""
         created = self._created.pop(id(conn), time.monotonic())
+        if self._closed:  # a reload retired this pool while the run used the connection
+            task = asyncio.get_running_loop().create_task(conn.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            return
         self._idle.append(_Idle(conn, created, time.monotonic()))
 
     async def discard(self, conn: AsyncConnection) -> None:
@@ -67,6 +74,7 @@ class Database:
 
     async def close(self) -> None:
         """Close kept connections and the pool."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for entry in idle:
             await entry.conn.close()
