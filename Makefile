@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# promtool comes from Debian's prometheus package; installed only when missing.
+# promtool and amtool come from Debian's prometheus and prometheus-alertmanager packages;
+# installed only when missing.
 tools:
-	@command -v promtool >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq prometheus >/dev/null; }
+	@command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq prometheus prometheus-alertmanager >/dev/null; }
 
 demo: $(STAMP)
 	$(VENV)/bin/cockpit-exporter demo

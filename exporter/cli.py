@@ -7,17 +7,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+import yaml
 from pydantic import ValidationError
 
 from exporter import __version__, logs
 from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
+from exporter.render.alertmanager import render_alertmanager
 from exporter.settings import Settings
 from exporter.webconfig import load_web_config
 
 log = structlog.get_logger(__name__)
 EXIT_CONFIG = 2
-_COMMANDS = ("run", "check-config", "demo", "simulate")
+_COMMANDS = ("run", "check-config", "demo", "simulate", "render")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="write_config",
         help="write an exporter config for the simulated tenants here",
     )
+    render = commands.add_parser("render", help="write configuration for Alertmanager")
+    render.add_argument("target", choices=["alertmanager"])
+    render.add_argument("--config", type=Path, required=True, help="the exporter config")
     return parser
 
 
@@ -103,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(args)
     if options.command == "check-config":
         return _check_config(options.file)
+    if options.command == "render":
+        return _render(options.config)
     try:
         settings = _settings(options)
     except ValidationError as exc:
@@ -166,6 +173,15 @@ def _check_config(path: Path) -> int:
     for warning in config.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     sys.stdout.write(f"{path}: OK, {len(config.tenants)} tenant(s), {len(config.jobs)} job(s)\n")
+    return 0
+
+
+def _render(path: Path) -> int:
+    try:
+        document = render_alertmanager(load_config(path))
+    except ConfigError as exc:
+        return _fail(str(exc))
+    sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
     return 0
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import URL, make_url, text
 from sqlalchemy.exc import ArgumentError
 
 from exporter import schema
+from exporter.receivers import Alerting, Receiver
 
 _DRIVERS = {"mysql": "mysql+aiomysql", "mariadb": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}
 
@@ -117,6 +118,8 @@ class Config:
     warnings: tuple[str, ...] = ()
     platforms: tuple[PlatformSpec, ...] = ()
     digest: str = ""
+    alerting: Alerting | None = None
+    receivers: Mapping[str, tuple[Receiver, ...]] = field(default_factory=dict)
 
 
 def load_config(path: Path) -> Config:
@@ -152,6 +155,8 @@ def parse_config(raw: str, source: str) -> Config:
         warnings=tuple(warnings),
         platforms=tuple(platforms),
         digest=hashlib.sha256(raw.encode()).hexdigest(),
+        alerting=model.alerting,
+        receivers={t.id: tuple(t.receivers) for t in model.tenants},
     )
 
 
@@ -237,6 +242,20 @@ def _cross_checks(model: schema.ConfigFile) -> Iterator[str]:
             )
         yield from _parameter_checks(model, qi, query)
     yield from _metric_clashes(model.queries)
+    yield from _alerting_checks(model)
+
+
+def _alerting_checks(model: schema.ConfigFile) -> Iterator[str]:
+    receivers = [(f"tenants[{i}].receivers", t.receivers) for i, t in enumerate(model.tenants)]
+    if model.alerting is not None:
+        receivers.append(("alerting.operators", model.alerting.operators))
+    has_email = any(r.email for _, group in receivers for r in group)
+    if has_email and (model.alerting is None or model.alerting.smtp is None):
+        yield "alerting.smtp: email receivers need alerting.smtp (smarthost and from)"
+    if any(group for where, group in receivers if where.startswith("tenants")) and (
+        model.alerting is None
+    ):
+        yield "alerting: tenants have receivers, so alerting.operators is needed for the rest"
 
 
 def _duplicates(values: list[str], section: str, key: str, what: str) -> Iterator[str]:

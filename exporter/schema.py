@@ -148,6 +148,7 @@ class Tenant(Model):
     id: TenantId
     mysql: Database | None = None
     platform: Platform | None = None
+    receivers: list["Receiver"] = []
     params: dict[Annotated[str, _matching(LABEL_NAME, "parameter name")], ParamValue] = {}
 
 
@@ -190,3 +191,10 @@ class ConfigFile(Model):
     limits: Limits = Field(default_factory=Limits)
     tenants: list[Tenant] = Field(min_length=1)
     queries: list[Query] = []
+    alerting: "Alerting | None" = None
+
+
+from exporter.receivers import Alerting, Receiver  # noqa: E402 - receivers build on Model
+
+Tenant.model_rebuild()
+ConfigFile.model_rebuild()

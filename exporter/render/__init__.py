@@ -1,0 +1,1 @@
+"""`cockpit-exporter render ...`: configuration for the tools around the exporter."""
