@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: demo test lint bench tools clean
+.PHONY: demo test lint bench tools rules clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP) tools
 	$(PY) -m tests.bench.scrape
 	$(PY) -m tests.bench.databases
 	$(PY) -m tests.bench.platform
+
+# Alert and recording rules are generated; a test fails when the committed file is stale.
+rules: $(STAMP)
+	$(VENV)/bin/cockpit-exporter render rules > alerts/cockpit.rules.yml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
-import yaml
 from pydantic import ValidationError
 
 from exporter import __version__, logs
 from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.render.alertmanager import render_alertmanager
+from exporter.render.rules import Settings as RuleSettings
+from exporter.render.rules import render_rules
+from exporter.render.yamlout import dump
 from exporter.settings import Settings
 from exporter.webconfig import load_web_config
 
@@ -94,9 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="write_config",
         help="write an exporter config for the simulated tenants here",
     )
-    render = commands.add_parser("render", help="write configuration for Alertmanager")
-    render.add_argument("target", choices=["alertmanager"])
-    render.add_argument("--config", type=Path, required=True, help="the exporter config")
+    render = commands.add_parser(
+        "render", help="print Alertmanager routing or Prometheus rules for this exporter"
+    )
+    render.add_argument("target", choices=["alertmanager", "rules"])
+    render.add_argument("--config", type=Path, help="the exporter config (for alertmanager)")
+    render.add_argument("--runbooks", help="base URL of docs/runbooks.md (for rules)")
     return parser
 
 
@@ -109,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command == "check-config":
         return _check_config(options.file)
     if options.command == "render":
-        return _render(options.config)
+        return _render(options)
     try:
         settings = _settings(options)
     except ValidationError as exc:
@@ -176,12 +181,18 @@ def _check_config(path: Path) -> int:
     return 0
 
 
-def _render(path: Path) -> int:
+def _render(options: argparse.Namespace) -> int:
+    if options.target == "rules":
+        settings = RuleSettings(runbooks=options.runbooks) if options.runbooks else None
+        sys.stdout.write(dump(render_rules(settings)))
+        return 0
+    if options.config is None:
+        return _fail("render alertmanager needs --config FILE")
     try:
-        document = render_alertmanager(load_config(path))
+        document = render_alertmanager(load_config(options.config))
     except ConfigError as exc:
         return _fail(str(exc))
-    sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
+    sys.stdout.write(dump(document))
     return 0
 
 

@@ -14,6 +14,9 @@ def _family(name: str, kind: str, text: str) -> Family:
 
 AGENTS = _family("cockpit_agents", "gauge", "Agents by pool and status (0 for known statuses).")
 AGENT_UP = _family("cockpit_agent_up", "gauge", "1 if the agent is online or busy, else 0.")
+AGENT_ENABLED = _family(
+    "cockpit_agent_enabled", "gauge", "1 unless the agent is disabled (expected to be down)."
+)
 AGENT_HEARTBEAT = _family(
     "cockpit_agent_last_heartbeat_timestamp_seconds",
     "gauge",
@@ -51,7 +54,7 @@ RUNS_OLDEST_QUEUED = _family(
     "Unix time the oldest waiting run was queued; its age is time() minus this.",
 )
 DATA_FAMILIES = (
-    AGENTS, AGENT_UP, AGENT_HEARTBEAT, AGENT_INFO, PROCESS_ENABLED, PROCESS_INFO,
+    AGENTS, AGENT_UP, AGENT_ENABLED, AGENT_HEARTBEAT, AGENT_INFO, PROCESS_ENABLED, PROCESS_INFO,
     SCHEDULE_ENABLED, SCHEDULE_NEXT, SCHEDULE_LAST, SCHEDULE_SUCCESS, SCHEDULE_INFO,
     RUNS_FINISHED, RUN_DURATION, RUNS_QUEUED, RUNS_RUNNING, RUNS_OLDEST_QUEUED,
 )  # fmt: skip

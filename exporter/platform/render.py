@@ -69,6 +69,7 @@ def render_agents(tenant: str, agents: Sequence[Agent]) -> Lines:
     for agent in agents:
         labels = {"pool": agent.pool, "agent": names[agent.id]}
         lines.add(f.AGENT_UP.name, labels, float(agent.status in ("online", "busy")))
+        lines.add(f.AGENT_ENABLED.name, labels, float(agent.status != "disabled"))
         heartbeat = _ts(agent.last_heartbeat_at)
         if heartbeat is not None:
             lines.add(f.AGENT_HEARTBEAT.name, labels, heartbeat)
