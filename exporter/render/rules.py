@@ -59,6 +59,14 @@ class Alert:
         }
 
 
+# Names the pool's agents in the page itself: their own alerts are inhibited by this one.
+_OFFLINE_AGENTS = (
+    "{{ range $i, $agent := query (printf \"cockpit_agent_up{tenant='%s',pool='%s'} == 0\" "
+    "$labels.tenant $labels.pool) | sortByLabel \"agent\" }}{{ if $i }}, {{ end }}"
+    "{{ $agent.Labels.agent }}{{ end }}"
+)
+
+
 def _ratio(window: str) -> str:
     return (
         f"sum by (tenant) (rate(cockpit_runs_finished_total{{{FAILED}}}[{window}]))\n"
@@ -165,8 +173,9 @@ def alerts(s: Settings) -> list[Alert]:
             s.pool_offline_for,
             "critical",
             "Every agent of a pool is offline.",
-            "Tenant {{ $labels.tenant }}: no agent of pool {{ $labels.pool }} is up; its "
-            "processes cannot run.",
+            "Tenant {{ $labels.tenant }}: no agent of pool {{ $labels.pool }} is up ("
+            + _OFFLINE_AGENTS
+            + "); its processes cannot run.",
             "agent-pool-offline",
         ),
         Alert(
