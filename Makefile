@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: demo test lint bench tools rules clean
+.PHONY: demo test lint bench tools rules dashboards clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP) tools
 # Alert and recording rules are generated; a test fails when the committed file is stale.
 rules: $(STAMP)
 	$(VENV)/bin/cockpit-exporter render rules > alerts/cockpit.rules.yml
+
+# Dashboards are generated from exporter/grafana/; a test fails when the committed JSON is stale.
+dashboards: $(STAMP)
+	$(VENV)/bin/cockpit-exporter render dashboards --out grafana/dashboards
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

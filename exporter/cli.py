@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from exporter import __version__, logs
 from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
+from exporter.grafana.build import render_all
 from exporter.render.alertmanager import render_alertmanager
 from exporter.render.rules import Settings as RuleSettings
 from exporter.render.rules import render_rules
@@ -99,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     render = commands.add_parser(
         "render", help="print Alertmanager routing or Prometheus rules for this exporter"
     )
-    render.add_argument("target", choices=["alertmanager", "rules"])
+    render.add_argument("target", choices=["alertmanager", "rules", "dashboards"])
+    render.add_argument("--out", type=Path, help="directory for the dashboards' JSON files")
     render.add_argument("--config", type=Path, help="the exporter config (for alertmanager)")
     render.add_argument("--runbooks", help="base URL of docs/runbooks.md (for rules)")
     return parser
@@ -182,6 +184,8 @@ def _check_config(path: Path) -> int:
 
 
 def _render(options: argparse.Namespace) -> int:
+    if options.target == "dashboards":
+        return _write_dashboards(options.out)
     if options.target == "rules":
         settings = RuleSettings(runbooks=options.runbooks) if options.runbooks else None
         sys.stdout.write(dump(render_rules(settings)))
@@ -193,6 +197,15 @@ def _render(options: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     sys.stdout.write(dump(document))
+    return 0
+
+
+def _write_dashboards(out: Path | None) -> int:
+    if out is None:
+        return _fail("render dashboards needs --out DIR")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in render_all().items():
+        (out / name).write_text(text, encoding="utf-8")
     return 0
 
 

@@ -62,7 +62,7 @@ class Alert:
 # Names the pool's agents in the page itself: their own alerts are inhibited by this one.
 _OFFLINE_AGENTS = (
     "{{ range $i, $agent := query (printf \"cockpit_agent_up{tenant='%s',pool='%s'} == 0\" "
-    "$labels.tenant $labels.pool) | sortByLabel \"agent\" }}{{ if $i }}, {{ end }}"
+    '$labels.tenant $labels.pool) | sortByLabel "agent" }}{{ if $i }}, {{ end }}'
     "{{ $agent.Labels.agent }}{{ end }}"
 )
 
