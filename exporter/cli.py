@@ -14,6 +14,7 @@ from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.grafana.build import render_all
 from exporter.render.alertmanager import render_alertmanager
+from exporter.render.grafana import write_provisioning
 from exporter.render.rules import Settings as RuleSettings
 from exporter.render.rules import render_rules
 from exporter.render.yamlout import dump
@@ -100,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     render = commands.add_parser(
         "render", help="print Alertmanager routing or Prometheus rules for this exporter"
     )
-    render.add_argument("target", choices=["alertmanager", "rules", "dashboards"])
+    render.add_argument("target", choices=["alertmanager", "rules", "dashboards", "grafana"])
     render.add_argument("--out", type=Path, help="directory for the dashboards' JSON files")
     render.add_argument("--config", type=Path, help="the exporter config (for alertmanager)")
     render.add_argument("--runbooks", help="base URL of docs/runbooks.md (for rules)")
@@ -186,6 +187,8 @@ def _check_config(path: Path) -> int:
 def _render(options: argparse.Namespace) -> int:
     if options.target == "dashboards":
         return _write_dashboards(options.out)
+    if options.target == "grafana":
+        return _write_grafana(options.config, options.out)
     if options.target == "rules":
         settings = RuleSettings(runbooks=options.runbooks) if options.runbooks else None
         sys.stdout.write(dump(render_rules(settings)))
@@ -206,6 +209,17 @@ def _write_dashboards(out: Path | None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name, text in render_all().items():
         (out / name).write_text(text, encoding="utf-8")
+    return 0
+
+
+def _write_grafana(config: Path | None, out: Path | None) -> int:
+    if config is None or out is None:
+        return _fail("render grafana needs --config FILE and --out DIR")
+    try:
+        written = write_provisioning(load_config(config), out)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    sys.stdout.write(f"wrote {len(written)} files under {out}\n")
     return 0
 
 

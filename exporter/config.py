@@ -14,7 +14,7 @@ from sqlalchemy import URL, make_url, text
 from sqlalchemy.exc import ArgumentError
 
 from exporter import schema
-from exporter.receivers import Alerting, Receiver
+from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana
 
 _DRIVERS = {"mysql": "mysql+aiomysql", "mariadb": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}
 
@@ -120,6 +120,8 @@ class Config:
     digest: str = ""
     alerting: Alerting | None = None
     receivers: Mapping[str, tuple[Receiver, ...]] = field(default_factory=dict)
+    grafana: Grafana | None = None
+    grafana_orgs: Mapping[str, TenantGrafana] = field(default_factory=dict)
 
 
 def load_config(path: Path) -> Config:
@@ -157,6 +159,8 @@ def parse_config(raw: str, source: str) -> Config:
         digest=hashlib.sha256(raw.encode()).hexdigest(),
         alerting=model.alerting,
         receivers={t.id: tuple(t.receivers) for t in model.tenants},
+        grafana=model.grafana,
+        grafana_orgs={t.id: t.grafana for t in model.tenants if t.grafana is not None},
     )
 
 
@@ -243,6 +247,7 @@ def _cross_checks(model: schema.ConfigFile) -> Iterator[str]:
         yield from _parameter_checks(model, qi, query)
     yield from _metric_clashes(model.queries)
     yield from _alerting_checks(model)
+    yield from _grafana_checks(model)
 
 
 def _alerting_checks(model: schema.ConfigFile) -> Iterator[str]:
@@ -256,6 +261,20 @@ def _alerting_checks(model: schema.ConfigFile) -> Iterator[str]:
         model.alerting is None
     ):
         yield "alerting: tenants have receivers, so alerting.operators is needed for the rest"
+
+
+def _grafana_checks(model: schema.ConfigFile) -> Iterator[str]:
+    owners: dict[int, int] = {}
+    for index, tenant in enumerate(model.tenants):
+        if tenant.grafana is None:
+            continue
+        org = tenant.grafana.org_id
+        if org in owners:
+            yield (
+                f"tenants[{index}].grafana.org_id: org {org} is already tenants[{owners[org]}]'s;"
+                " each tenant needs its own org"
+            )
+        owners.setdefault(org, index)
 
 
 def _duplicates(values: list[str], section: str, key: str, what: str) -> Iterator[str]:

@@ -1,6 +1,7 @@
-"""Alert receivers in the tenant config: where each tenant's alerts (and the operators') go."""
+"""Config sections for the tools around the exporter: alert receivers and Grafana orgs."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -52,3 +53,21 @@ class Alerting(Model):
 
     operators: list[Receiver] = Field(min_length=1)
     smtp: Smtp | None = None
+
+
+class TenantGrafana(Model):
+    """The tenant's Grafana org and who from the identity provider gets into it."""
+
+    org_id: int = Field(ge=2)
+    group: str | None = None
+    role: Literal["Viewer", "Editor", "Admin"] = "Viewer"
+
+
+class Grafana(Model):
+    """Grafana provisioning settings: where Prometheus is, for operators and for tenants."""
+
+    prometheus_url: HttpUrl
+    tenant_proxy_url: HttpUrl
+    tenant_header: str = Field("X-Cockpit-Tenant", pattern=r"^[A-Za-z0-9-]+$")
+    operators_group: str = "cockpit-operators"
+    dashboards_path: str = "/var/lib/grafana/dashboards/cockpit"

@@ -149,6 +149,7 @@ class Tenant(Model):
     mysql: Database | None = None
     platform: Platform | None = None
     receivers: list["Receiver"] = []
+    grafana: "TenantGrafana | None" = None
     params: dict[Annotated[str, _matching(LABEL_NAME, "parameter name")], ParamValue] = {}
 
 
@@ -192,9 +193,15 @@ class ConfigFile(Model):
     tenants: list[Tenant] = Field(min_length=1)
     queries: list[Query] = []
     alerting: "Alerting | None" = None
+    grafana: "Grafana | None" = None
 
 
-from exporter.receivers import Alerting, Receiver  # noqa: E402 - receivers build on Model
+from exporter.receivers import (  # noqa: E402 - these sections build on Model
+    Alerting,
+    Grafana,
+    Receiver,
+    TenantGrafana,
+)
 
 Tenant.model_rebuild()
 ConfigFile.model_rebuild()
