@@ -25,64 +25,45 @@ def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, from openssl."""
-    d = tmp_path_factory.mktemp("certs")
+def openssl(directory: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
 
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
 
+def make_ca(directory: Path, name: str) -> None:
+    """A self-signed CA `name`.crt / `name`.key."""
+    openssl(directory, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}")  # fmt: skip
+
+
+def make_cert(directory: Path, name: str, ca: str, extension: str) -> None:
+    """A certificate `name`.crt / `name`.key signed by `ca`, with one X.509 extension."""
+    (directory / f"{name}.ext").write_text(extension + "\n")
     openssl(
+        directory,
         "req",
-        "-x509",
         "-newkey",
         "rsa:2048",
         "-nodes",
         "-keyout",
-        "ca.key",
+        f"{name}.key",
         "-out",
-        "ca.crt",
-        "-days",
-        "2",
+        f"{name}.csr",
         "-subj",
-        "/CN=cockpit-test-ca",
+        f"/CN={name}",
     )
-    for name, ext in (
-        ("server", "subjectAltName=IP:127.0.0.1"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        (d / f"{name}.ext").write_text(ext + "\n")
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-        )
-    return d  # fmt: skip
+    openssl(directory, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey",
+            f"{ca}.key", "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
+            "-extfile", f"{name}.ext")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    directory = tmp_path_factory.mktemp("certs")
+    make_ca(directory, "ca")
+    make_cert(directory, "server", "ca", "subjectAltName=IP:127.0.0.1")
+    make_cert(directory, "client", "ca", "extendedKeyUsage=clientAuth")
+    return directory
 
 
 def web_config(tmp_path: Path, text: str) -> WebConfig:
@@ -252,40 +233,8 @@ async def test_reload_rotates_the_server_certificate(
     database: ScratchDatabase, make_exporter, tmp_path: Path, certs: Path
 ) -> None:
     """A reload with a new certificate (from another CA) serves it to the next handshake."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca2.key",
-        "-out",
-        "ca2.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=second-ca",
-    )
-    (tmp_path / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "new.key",
-        "-out",
-        "new.csr",
-        "-subj",
-        "/CN=server",
-    )
-    openssl("x509", "-req", "-in", "new.csr", "-CA", "ca2.crt", "-CAkey", "ca2.key",
-            "-CAcreateserial", "-out", "new.crt", "-days", "2", "-extfile", "ext")  # fmt: skip
+    make_ca(tmp_path, "ca2")
+    make_cert(tmp_path, "new", "ca2", "subjectAltName=IP:127.0.0.1")
     web = tmp_path / "web.yaml"
 
     def serve_with(cert: Path, key: Path) -> None:

@@ -96,23 +96,19 @@ def scrape_latency(port: int, rounds: int = 20) -> float:
     return statistics.median(times)
 
 
+def start_exporter(config: Path, port: int) -> subprocess.Popen[bytes]:
+    """The exporter as its own process, at the default log level (its log lines are part of
+    the measured cost), JSON logs discarded."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--config", str(config),
+         "--web.listen-address", f"127.0.0.1:{port}", "--log.format", "json"],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def measure(config: Path) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--config",
-            str(config),
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--log.format",
-            "json",
-        ],
-        # Default log level: the canonical line per run is part of the measured cost.
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_exporter(config, port)
     try:
         time.sleep(WARMUP)
         (user0, sys0), runs0 = cpu_times(process.pid), executions(port)

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.bench.databases import cpu_times, peak_rss_mb, scrape_latency
+from tests.bench.databases import cpu_times, peak_rss_mb, scrape_latency, start_exporter
 from tests.conftest import free_port, parse_samples
 
 TENANTS, WARMUP, MEASURE = 1000, 60.0, 60.0
@@ -64,20 +64,7 @@ def main() -> None:
         exporter = None
         try:
             wait_for(config, 120)
-            exporter = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "exporter",
-                    "--config",
-                    str(config),
-                    "--web.listen-address",
-                    f"127.0.0.1:{port}",
-                    "--log.format",
-                    "json",
-                ],
-                stderr=subprocess.DEVNULL,
-            )
+            exporter = start_exporter(config, port)
             time.sleep(WARMUP)
             # Counters are read right after the CPU times; the scrape's parse time here
             # lengthens the window, so rates use the measured window, not MEASURE.
