@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from exporter.schema import HttpUrl, Model
+from exporter.fields import HttpUrl, Model
 
 
 class Webhook(Model):

@@ -6,16 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
 from exporter.durations import Duration, parse_duration
+from exporter.fields import HttpUrl, Model, TenantId, matching
+from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana
 
-TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # Colons are for recording rules, not exporters.
 METRIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -24,15 +23,6 @@ QUERY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_METRIC_PREFIXES = ("cockpit_collection_", "cockpit_exporter_", "process_", "scrape_")
 RESERVED_LABELS = frozenset({"tenant", "source", "query", "job", "instance"})
 DSN_SCHEMES = ("mysql", "mariadb", "mysql+aiomysql", "sqlite", "sqlite+aiosqlite")
-
-
-def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise ValueError(f"invalid {what} {value!r}: must match {pattern.pattern}")
-        return value
-
-    return AfterValidator(check)
 
 
 def _check_metric_name(name: str) -> str:
@@ -49,19 +39,12 @@ def _check_label_name(name: str) -> str:
     return name
 
 
-TenantId = Annotated[str, _matching(TENANT_ID, "tenant id")]
 MetricName = Annotated[
-    str, _matching(METRIC_NAME, "metric name"), AfterValidator(_check_metric_name)
+    str, matching(METRIC_NAME, "metric name"), AfterValidator(_check_metric_name)
 ]
-LabelName = Annotated[str, _matching(LABEL_NAME, "label name"), AfterValidator(_check_label_name)]
-QueryName = Annotated[str, _matching(QUERY_NAME, "query name")]
+LabelName = Annotated[str, matching(LABEL_NAME, "label name"), AfterValidator(_check_label_name)]
+QueryName = Annotated[str, matching(QUERY_NAME, "query name")]
 ParamValue = str | int | float | bool
-
-
-class Model(BaseModel):
-    """Base for every config section: frozen, and unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Defaults(Model):
@@ -104,15 +87,6 @@ class Database(Model):
         return self
 
 
-def _http_url(url: str) -> str:
-    if not url.startswith(("http://", "https://")) or len(url) < 10:
-        raise ValueError("must be an http:// or https:// URL")
-    return url.rstrip("/")
-
-
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-
-
 class Platform(Model):
     """Where a tenant's platform API is and how to get a token for it."""
 
@@ -148,9 +122,11 @@ class Tenant(Model):
     id: TenantId
     mysql: Database | None = None
     platform: Platform | None = None
-    receivers: list["Receiver"] = []
-    grafana: "TenantGrafana | None" = None
-    params: dict[Annotated[str, _matching(LABEL_NAME, "parameter name")], ParamValue] = {}
+    receivers: list[Receiver] = Field(default_factory=list)
+    grafana: TenantGrafana | None = None
+    params: dict[Annotated[str, matching(LABEL_NAME, "parameter name")], ParamValue] = Field(
+        default_factory=dict
+    )
 
 
 class Metric(Model):
@@ -159,7 +135,7 @@ class Metric(Model):
     name: MetricName
     type: Literal["gauge", "counter"]
     help: str = Field(min_length=1)
-    labels: list[LabelName] = []
+    labels: list[LabelName] = Field(default_factory=list)
     value: str = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -191,17 +167,6 @@ class ConfigFile(Model):
     defaults: Defaults = Field(default_factory=Defaults)
     limits: Limits = Field(default_factory=Limits)
     tenants: list[Tenant] = Field(min_length=1)
-    queries: list[Query] = []
-    alerting: "Alerting | None" = None
-    grafana: "Grafana | None" = None
-
-
-from exporter.receivers import (  # noqa: E402 - these sections build on Model
-    Alerting,
-    Grafana,
-    Receiver,
-    TenantGrafana,
-)
-
-Tenant.model_rebuild()
-ConfigFile.model_rebuild()
+    queries: list[Query] = Field(default_factory=list)
+    alerting: Alerting | None = None
+    grafana: Grafana | None = None

@@ -17,7 +17,7 @@ import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from exporter.config import ConfigError, pydantic_problems
-from exporter.schema import Model, TenantId
+from exporter.fields import Model, TenantId
 
 BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
