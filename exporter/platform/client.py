@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -103,7 +104,7 @@ class TenantClient:
         self._token: str | None = None
         self._refresh_at = 0.0
 
-    async def list(
+    async def fetch_all(
         self, endpoint: str, params: dict[str, str], deadline: float
     ) -> list[dict[str, Any]]:
         """Every item of a paginated list endpoint."""
@@ -127,7 +128,7 @@ class TenantClient:
     async def get(self, endpoint: str, query: dict[str, str], deadline: float) -> object:
         """GET `{base_url}/api/v1/{endpoint}` with retries; one fresh token on a 401."""
         url = f"{self._spec.base_url}/api/v1/{endpoint}"
-        call = lambda: self._get_once(endpoint, url, query, deadline)  # noqa: E731
+        call = partial(self._get_once, endpoint, url, query, deadline)
         try:
             return await self._retrying(endpoint, deadline, call)
         except _UnauthorizedError:

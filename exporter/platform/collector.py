@@ -133,10 +133,10 @@ class PlatformCollector:
         tenant_id, client = tenant.spec.tenant, tenant.client
         if endpoint == "runs":
             since = tenant.tracker.since(time.time())
-            items = await client.list("runs", {"updated_since": _rfc3339(since)}, deadline)
+            items = await client.fetch_all("runs", {"updated_since": _rfc3339(since)}, deadline)
             tenant.tracker.update(models.parse_items("runs", models.Run, items), time.time())
             return self._runs(tenant)
-        items = await client.list(endpoint, {}, deadline)
+        items = await client.fetch_all(endpoint, {}, deadline)
         if endpoint == "processes":
             processes = models.parse_items(endpoint, models.Process, items)
             tenant.process_names = display_names((p.id, p.name) for p in processes)
