@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import threading
@@ -16,8 +17,15 @@ from exporter.webconfig import WebConfig
 CACHE_SIZE = 1024
 CACHE_SECONDS = 300.0
 MAX_FAILURES, FAILURE_WINDOW = 10, 60.0
-# Checked when the user is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
+
+
+@functools.cache
+def _dummy_hash() -> bytes:
+    """Checked when the user is unknown, so a wrong name costs as long as a wrong password.
+
+    Made on first use: hashing at import would cost every start-up a bcrypt round.
+    """
+    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class Authenticator:
         if self._cached(key):
             return Principal(user)
         stored = self._users.get(user)
-        ok = bcrypt.checkpw(password.encode(), stored or _DUMMY_HASH) and stored is not None
+        ok = bcrypt.checkpw(password.encode(), stored or _dummy_hash()) and stored is not None
         if not ok:
             return None
         self._remember(key)

@@ -12,12 +12,6 @@ from pydantic import ValidationError
 from exporter import __version__, logs
 from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
-from exporter.grafana.build import render_all
-from exporter.render.alertmanager import render_alertmanager
-from exporter.render.grafana import write_provisioning
-from exporter.render.rules import Settings as RuleSettings
-from exporter.render.rules import render_rules
-from exporter.render.yamlout import dump
 from exporter.settings import Settings
 from exporter.webconfig import load_web_config
 
@@ -117,11 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command == "check-config":
         return _check_config(options.file)
     if options.command == "render":
-        return _render(options)
+        # Only rendering needs the Grafana SDK and the renderers; the exporter starts without.
+        from exporter.render.cli import render  # noqa: PLC0415
+
+        return render(options)
     try:
         settings = _settings(options)
     except ValidationError as exc:
-        return _fail("\n".join(_setting_problems(exc)))
+        return fail("\n".join(_setting_problems(exc)))
     logs.configure(settings.log_level, settings.log_format)
     if options.command == "simulate":
         from exporter.simulator.main import run_simulator  # noqa: PLC0415 - as for the demo
@@ -157,12 +154,12 @@ def _setting_problems(exc: ValidationError) -> list[str]:
 
 def _run(settings: Settings) -> int:
     if settings.config is None:
-        return _fail("no configuration: pass --config FILE or set COCKPIT_CONFIG")
+        return fail("no configuration: pass --config FILE or set COCKPIT_CONFIG")
     try:
         config = _load(settings.config)
         web = load_web_config(settings.web_config_file) if settings.web_config_file else None
     except ConfigError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     return asyncio.run(serve(config, settings, web))
 
 
@@ -177,52 +174,14 @@ def _check_config(path: Path) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     for warning in config.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     sys.stdout.write(f"{path}: OK, {len(config.tenants)} tenant(s), {len(config.jobs)} job(s)\n")
     return 0
 
 
-def _render(options: argparse.Namespace) -> int:
-    if options.target == "dashboards":
-        return _write_dashboards(options.out)
-    if options.target == "grafana":
-        return _write_grafana(options.config, options.out)
-    if options.target == "rules":
-        settings = RuleSettings(runbooks=options.runbooks) if options.runbooks else None
-        sys.stdout.write(dump(render_rules(settings)))
-        return 0
-    if options.config is None:
-        return _fail("render alertmanager needs --config FILE")
-    try:
-        document = render_alertmanager(load_config(options.config))
-    except ConfigError as exc:
-        return _fail(str(exc))
-    sys.stdout.write(dump(document))
-    return 0
-
-
-def _write_dashboards(out: Path | None) -> int:
-    if out is None:
-        return _fail("render dashboards needs --out DIR")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in render_all().items():
-        (out / name).write_text(text, encoding="utf-8")
-    return 0
-
-
-def _write_grafana(config: Path | None, out: Path | None) -> int:
-    if config is None or out is None:
-        return _fail("render grafana needs --config FILE and --out DIR")
-    try:
-        written = write_provisioning(load_config(config), out)
-    except ConfigError as exc:
-        return _fail(str(exc))
-    sys.stdout.write(f"wrote {len(written)} files under {out}\n")
-    return 0
-
-
-def _fail(message: str) -> int:
+def fail(message: str) -> int:
+    """Print a CLI error and return the configuration-error exit code."""
     sys.stderr.write(f"cockpit-exporter: {message}\n")
     return EXIT_CONFIG

@@ -31,11 +31,4 @@ def _parse_text(text: str) -> float:
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
-def format_duration(seconds: float) -> str:
-    """Render seconds compactly for logs and help texts (`15s`, `1.5s`, `250ms`)."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
-
-
 Duration = Annotated[float, BeforeValidator(parse_duration)]

@@ -163,8 +163,11 @@ def _auth_middleware(
         if wait:
             raise web.HTTPTooManyRequests(headers={"Retry-After": str(math.ceil(wait))})
         header = request.headers.get("Authorization")
-        # bcrypt is slow on purpose: keep it off the event loop.
-        principal = await asyncio.to_thread(auth.authenticate, header)
+        if (header or "")[:6].lower() == "basic ":
+            # bcrypt is slow on purpose: keep it off the event loop.
+            principal = await asyncio.to_thread(auth.authenticate, header)
+        else:
+            principal = auth.authenticate(header)
         if principal is None:
             limiter.failed(client)
             scheme = (header or "").partition(" ")[0][:16] or "none"

@@ -21,13 +21,15 @@ class SnapshotStore:
 
     A run replaces its job's snapshot whole, so series that vanish from the data vanish
     from /metrics. Rendering only concatenates bytes; the unfiltered output is cached
-    until the next change, so repeated scrapes cost a lookup.
+    until the next change, so repeated scrapes cost a lookup. Bodies are grouped by
+    tenant, so a scrape for one tenant reads only that tenant's pieces.
     """
 
     def __init__(self) -> None:
         self._families: dict[str, Family] = {}
         self._snapshots: dict[SnapshotKey, Snapshot] = {}
-        self._bodies: dict[str, dict[SnapshotKey, bytes]] = {}
+        # family -> tenant ("" for series of no tenant) -> snapshot key -> body
+        self._bodies: dict[str, dict[str, dict[SnapshotKey, bytes]]] = {}
         self._cache: dict[bool, bytes] = {}
 
     def register(self, families: Iterable[Family]) -> None:
@@ -41,9 +43,10 @@ class SnapshotStore:
         """Replace the snapshot for `key`."""
         self._drop_bodies(key)
         self._snapshots[key] = snapshot
+        group = snapshot.tenant or ""
         for name, body in snapshot.bodies.items():
             if body:
-                self._bodies[name][key] = body
+                self._bodies[name].setdefault(group, {})[key] = body
         self._cache.clear()
 
     def remove(self, key: SnapshotKey) -> None:
@@ -57,28 +60,35 @@ class SnapshotStore:
 
     def _drop_bodies(self, key: SnapshotKey) -> None:
         old = self._snapshots.get(key)
-        if old is not None:
-            for name in old.bodies:
-                self._bodies[name].pop(key, None)
+        if old is None:
+            return
+        group = old.tenant or ""
+        for name in old.bodies:
+            groups = self._bodies[name]
+            bodies = groups.get(group)
+            if bodies is not None:
+                bodies.pop(key, None)
+                if not bodies:
+                    del groups[group]
 
     def render(self, openmetrics: bool, tenants: frozenset[str] | None = None) -> bytes:
         """Exposition bytes for all tenants, or only `tenants` (non-tenant series always)."""
         if tenants is None and openmetrics in self._cache:
             return self._cache[openmetrics]
+        wanted = None if tenants is None else sorted({"", *tenants})
         parts: list[bytes] = []
         for name in sorted(self._bodies):
-            bodies = self._bodies[name]
-            keys = sorted(k for k in bodies if tenants is None or self._visible(k, tenants))
-            if keys:
-                parts.append(self._families[name].header(openmetrics))
-                parts.extend(bodies[k] for k in keys)
+            groups = self._bodies[name]
+            selected = sorted(groups) if wanted is None else [g for g in wanted if g in groups]
+            if not selected:
+                continue
+            parts.append(self._families[name].header(openmetrics))
+            for group in selected:
+                bodies = groups[group]
+                parts.extend(bodies[k] for k in sorted(bodies))
         if openmetrics:
             parts.append(OPENMETRICS_EOF)
         output = b"".join(parts)
         if tenants is None:
             self._cache[openmetrics] = output
         return output
-
-    def _visible(self, key: SnapshotKey, tenants: frozenset[str]) -> bool:
-        tenant = self._snapshots[key].tenant
-        return tenant is None or tenant in tenants
