@@ -13,7 +13,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from exporter.auth import Authenticator
+from exporter.access import AccessPolicy
 from exporter.config import Config, ConfigError, Job, PlatformSpec, load_config
 from exporter.platform.collector import PlatformCollector, poll_key
 from exporter.readiness import Readiness
@@ -31,7 +31,8 @@ from exporter.settings import Settings, split_address
 from exporter.sql.collector import SqlCollector, snapshot_key
 from exporter.sql.engines import Engines
 from exporter.store import SnapshotStore
-from exporter.webconfig import WebConfig, load_web_config, ssl_context
+from exporter.tls import configure, server_context
+from exporter.webconfig import WebConfig, check_scopes, load_web_config
 
 log = structlog.get_logger(__name__)
 # Per-host limit: one platform host serving many tenants gets a bounded number of
@@ -49,7 +50,7 @@ class Exporter:
         self.config = config
         self.settings = settings
         self.web_config = web_config or WebConfig()
-        self.authenticator = Authenticator(self.web_config)
+        self.policy = AccessPolicy.of(self.web_config)
         self.store = SnapshotStore()
         self.engines = Engines()
         self.sql = SqlCollector(self.store, self.engines, config.limits.max_concurrent_queries)
@@ -110,14 +111,14 @@ class Exporter:
             readiness=self.readiness,
             tenants=lambda: self.config.tenants,
             stats=self._stats,
-            authenticator=lambda: self.authenticator,
+            policy=lambda: self.policy,
             reload=self.reload if self.settings.enable_reload else None,
         )
         self._runner = web.AppRunner(make_app(endpoints), access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = split_address(self.settings.listen_address)
         tls = self.web_config.tls_server_config
-        context = self._ssl = ssl_context(tls) if tls is not None else None
+        context = self._ssl = server_context(tls) if tls is not None else None
         site = web.TCPSite(self._runner, host, port, ssl_context=context)
         await site.start()
         self.port = bound_port(site)
@@ -125,15 +126,15 @@ class Exporter:
             "exporter started",
             listen=f"{host or '*'}:{self.port}",
             tls=context is not None,
-            auth=self.authenticator.required,
+            auth=self.web_config.auth_required,
             tenants=len(self.config.tenants),
             jobs=len(self.config.jobs) + len(self.config.platforms),
         )
-        if context is None or not self.authenticator.required:
+        if context is None or not self.web_config.auth_required:
             log.warning(
                 "endpoints not protected",
                 tls=context is not None,
-                auth=self.authenticator.required,
+                auth=self.web_config.auth_required,
                 hint="pass --web.config.file with tls_server_config and credentials",
             )
 
@@ -161,6 +162,7 @@ class Exporter:
             try:
                 config = load_config(self.settings.config) if self.settings.config else None
                 web = self._load_web_config()
+                self._check_access(config or self.config, web)
             except ConfigError as exc:
                 failed = config_snapshot(False, self._loaded_at, self.config.digest)
                 self.store.put(CONFIG_KEY, failed)
@@ -172,20 +174,29 @@ class Exporter:
                 await self.apply(config)
             return []
 
+    def _check_access(self, config: Config, web: WebConfig | None) -> None:
+        """Refuse a reload that would widen access.
+
+        Scopes naming unknown tenants, or credentials switched off: an emptied user list
+        must not open the endpoints.
+        """
+        source = str(self.settings.web_config_file or "web config")
+        check_scopes(web or self.web_config, config.tenants, source)
+        if web is not None and self.web_config.auth_required and not web.auth_required:
+            raise ConfigError(
+                source, ["reload would switch authentication off; restart to do that"]
+            )
+
     def _apply_web_config(self, web: WebConfig) -> None:
         """New credentials apply at once; new certificates to connections from now on."""
         tls = web.tls_server_config
         if (tls is None) != (self._ssl is None):
             log.warning("tls change needs a restart", tls_now=self._ssl is not None)
         elif tls is not None and self._ssl is not None:
-            # Loading into the serving context swaps certificates for new handshakes.
-            replacement = ssl_context(tls)
-            self._ssl.load_cert_chain(tls.cert_file, tls.key_file)
-            if tls.client_ca_file is not None:
-                self._ssl.load_verify_locations(tls.client_ca_file)
-            self._ssl.verify_mode = replacement.verify_mode
-            self._ssl.minimum_version = replacement.minimum_version
-        self.web_config, self.authenticator = web, Authenticator(web)
+            # Settings loaded into the serving context apply to new handshakes. CAs can
+            # only be added to a live context: dropping one needs a restart.
+            configure(self._ssl, tls)
+        self.web_config, self.policy = web, AccessPolicy.of(web)
 
     def _load_web_config(self) -> WebConfig | None:
         path = self.settings.web_config_file

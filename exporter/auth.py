@@ -1,13 +1,14 @@
-"""Who is asking: basic auth (bcrypt) and bearer tokens (SHA-256), with failure rate limits."""
+"""Who is asking: basic auth (bcrypt) and bearer tokens (SHA-256)."""
 
+import asyncio
 import base64
 import binascii
 import functools
 import hashlib
 import hmac
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import bcrypt
@@ -16,7 +17,12 @@ from exporter.webconfig import WebConfig
 
 CACHE_SIZE = 1024
 CACHE_SECONDS = 300.0
-MAX_FAILURES, FAILURE_WINDOW = 10, 60.0
+# bcrypt reads at most 72 bytes of a password; Go's bcrypt (exporter-toolkit) compares
+# that prefix, so a longer password is checked the same way instead of failing.
+BCRYPT_MAX_BYTES = 72
+# One hashing thread, as exporter-toolkit serialises bcrypt: attackers' guesses queue here
+# and never take the default executor that DNS lookups and gzip share.
+_BCRYPT_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
 
 
 @functools.cache
@@ -30,7 +36,7 @@ def _dummy_hash() -> bytes:
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller; `tenants` None means every tenant."""
+    """An authenticated caller; `tenants` None means every tenant (operators)."""
 
     name: str
     tenants: frozenset[str] | None = None
@@ -39,91 +45,100 @@ class Principal:
 ANONYMOUS = Principal("anonymous")
 
 
+@dataclass(frozen=True)
+class BasicCredential:
+    """A decoded `Authorization: Basic` credential."""
+
+    user: str
+    password: bytes
+
+    @property
+    def cache_key(self) -> bytes:
+        """What a successful check is remembered by (never the password itself)."""
+        return hashlib.sha256(self.user.encode() + b"\0" + self.password).digest()
+
+
+def decode_basic(credential: str) -> BasicCredential | None:
+    """The user and password of a Basic credential, or None if it is malformed."""
+    try:
+        raw = base64.b64decode(credential.encode("ascii"), validate=True)
+        user, sep, password = raw.partition(b":")
+        if not sep:
+            return None
+        return BasicCredential(user.decode("utf-8"), password)
+    except (binascii.Error, UnicodeError):
+        return None
+
+
 class Authenticator:
     """Checks credentials against a web config; caches bcrypt successes for a while."""
 
     def __init__(self, config: WebConfig) -> None:
-        self._users = {u: h.encode() for u, h in config.basic_auth_users.items()}
+        self._users = {u: h.encode() for u, h in (config.basic_auth_users or {}).items()}
         self._tokens = [
-            (t.sha256.encode(), Principal(t.name, frozenset(t.tenants) if t.tenants else None))
-            for t in config.bearer_tokens
+            (
+                t.sha256.encode(),
+                Principal(t.name, frozenset(t.tenants) if t.tenants is not None else None),
+            )
+            for t in config.bearer_tokens or []
         ]
         self.required = config.auth_required
         self.offers_basic = bool(self._users)
         self._cache: OrderedDict[bytes, float] = OrderedDict()
-        self._lock = threading.Lock()
 
-    def authenticate(self, header: str | None) -> Principal | None:
-        """The principal for an Authorization header, or None if it does not prove one."""
+    def quick(self, header: str | None) -> Principal | BasicCredential | None:
+        """Decide without hashing: a principal, None (refused), or a credential to hash.
+
+        Bearer tokens and cached basic logins are decided here, on the event loop, so they
+        never wait behind bcrypt work.
+        """
         if not self.required:
             return ANONYMOUS
-        if not header:
-            return None
-        scheme, _, credential = header.partition(" ")
+        scheme, _, credential = (header or "").partition(" ")
         if scheme.lower() == "bearer":
             return self._bearer(credential.strip())
-        if scheme.lower() == "basic":
-            return self._basic(credential.strip())
-        return None
+        if scheme.lower() != "basic":
+            return None
+        basic = decode_basic(credential.strip())
+        if basic is None:
+            return None
+        return Principal(basic.user) if self._cached(basic.cache_key) else basic
+
+    async def authenticate(self, header: str | None) -> Principal | None:
+        """The principal for an Authorization header, or None if it does not prove one."""
+        decided = self.quick(header)
+        if not isinstance(decided, BasicCredential):
+            return decided
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(_BCRYPT_POOL, self.check_basic, decided):
+            return None
+        self._remember(decided.cache_key)
+        return Principal(decided.user)
+
+    def check_basic(self, basic: BasicCredential) -> bool:
+        """bcrypt-check a credential (slow on purpose: run it off the event loop)."""
+        stored = self._users.get(basic.user)
+        try:
+            ok = bcrypt.checkpw(basic.password[:BCRYPT_MAX_BYTES], stored or _dummy_hash())
+        except ValueError:  # e.g. a NUL byte bcrypt will not hash: not a valid login
+            return False
+        return ok and stored is not None
 
     def _bearer(self, token: str) -> Principal | None:
-        digest = hashlib.sha256(token.encode()).hexdigest().encode()
+        # Headers arrive with undecodable bytes as surrogates; hash them as they came.
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest().encode()
         found = None
         for expected, principal in self._tokens:  # compare with every token: constant time
             if hmac.compare_digest(digest, expected):
                 found = principal
         return found
 
-    def _basic(self, credential: str) -> Principal | None:
-        try:
-            user, _, password = base64.b64decode(credential, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
-        if self._cached(key):
-            return Principal(user)
-        stored = self._users.get(user)
-        ok = bcrypt.checkpw(password.encode(), stored or _dummy_hash()) and stored is not None
-        if not ok:
-            return None
-        self._remember(key)
-        return Principal(user)
-
     def _cached(self, key: bytes) -> bool:
-        with self._lock:
-            expires = self._cache.get(key)
+        expires = self._cache.get(key)
         return expires is not None and expires > time.monotonic()
 
     def _remember(self, key: bytes) -> None:
-        with self._lock:  # checks run in worker threads
-            self._cache[key] = time.monotonic() + CACHE_SECONDS
-            self._cache.move_to_end(key)
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-
-
-class FailureLimiter:
-    """Blocks a client address after too many failed authentications in a window."""
-
-    def __init__(self, limit: int = MAX_FAILURES, window: float = FAILURE_WINDOW) -> None:
-        self._limit, self._window = limit, window
-        self._failures: dict[str, deque[float]] = {}
-
-    def blocked_for(self, client: str) -> float:
-        """Seconds until `client` may try again; 0 when it may now."""
-        failures = self._recent(client)
-        if len(failures) < self._limit:
-            return 0.0
-        return max(0.0, failures[0] + self._window - time.monotonic())
-
-    def failed(self, client: str) -> None:
-        """Record a failed attempt."""
-        self._failures.setdefault(client, deque()).append(time.monotonic())
-        if len(self._failures) > 10_000:  # bound memory under a spray of addresses
-            self._failures = {c: d for c, d in self._failures.items() if self._recent(c)}
-
-    def _recent(self, client: str) -> deque[float]:
-        failures = self._failures.get(client, deque())
-        while failures and failures[0] < time.monotonic() - self._window:
-            failures.popleft()
-        return failures
+        self._cache[key] = time.monotonic() + CACHE_SECONDS
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)

@@ -13,7 +13,7 @@ from exporter import __version__, logs
 from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.settings import Settings
-from exporter.webconfig import load_web_config
+from exporter.webconfig import check_scopes, load_web_config
 
 log = structlog.get_logger(__name__)
 EXIT_CONFIG = 2
@@ -30,13 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--log.level",
         dest="log_level",
-        choices=["debug", "info", "warning", "error"],
+        choices=["debug", "info", "warn", "warning", "error"],
         help="env COCKPIT_LOG_LEVEL, default info",
     )
     common.add_argument(
         "--log.format",
         dest="log_format",
-        choices=["console", "json"],
+        choices=["console", "logfmt", "json"],
         help="env COCKPIT_LOG_FORMAT, default console",
     )
     parser = argparse.ArgumentParser(
@@ -157,7 +157,10 @@ def _run(settings: Settings) -> int:
         return fail("no configuration: pass --config FILE or set COCKPIT_CONFIG")
     try:
         config = _load(settings.config)
-        web = load_web_config(settings.web_config_file) if settings.web_config_file else None
+        web = None
+        if settings.web_config_file is not None:
+            web = load_web_config(settings.web_config_file)
+            check_scopes(web, config.tenants, str(settings.web_config_file))
     except ConfigError as exc:
         return fail(str(exc))
     return asyncio.run(serve(config, settings, web))

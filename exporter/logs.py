@@ -1,32 +1,91 @@
-"""structlog set-up for our events and for the libraries that log through `logging`."""
+"""structlog set-up for our events and for the libraries that log through `logging`.
+
+Logs never carry secrets by construction: exceptions are rendered as type, message and
+stack only (never frame locals), aiohttp's parse errors lose the raw request bytes they
+quote, and any key that names a credential is redacted as a second line of defence.
+"""
 
 import logging
 import logging.config
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
+
+from exporter.limits import TokenBucket
 
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
+    "warn": logging.WARNING,
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+# Keys whose values are credentials whatever an event's author meant to put there.
+_SECRET_KEY = re.compile(
+    r"(^|_)(password|passwd|secret|token|authorization|credentials?|cookie|api_key)($|_)",
+    re.IGNORECASE,
+)
+REDACTED = "[redacted]"
+# Malformed requests are logged at most this often (per second, with this burst).
+_BAD_REQUEST_RATE, _BAD_REQUEST_BURST = 1.0, 10
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Replace the value of every key that names a credential."""
+    for key in event:
+        if _SECRET_KEY.search(key):
+            event[key] = REDACTED
+    return event
+
+
+class _BadRequestFilter(logging.Filter):
+    """Malformed requests logged without their bytes, and at a bounded rate.
+
+    aiohttp logs them with an exception that quotes the raw request (headers included):
+    keep the status and the kind of error, drop the bytes, and bound how many such lines
+    an attacker can make us write.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bucket = TokenBucket(_BAD_REQUEST_RATE, _BAD_REQUEST_BURST)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not self._bucket.allow():
+            return False
+        record.msg, record.args = "bad http request: %s %s", (exc.code, type(exc).__name__)
+        record.exc_info, record.exc_text, record.levelno = None, None, logging.WARNING
+        record.levelname = "WARNING"
+        return True
 
 
 def configure(level: str, fmt: str) -> None:
-    """Render every event (ours and APScheduler's/aiohttp's) as console text or JSON."""
+    """Render every event (ours and APScheduler's/aiohttp's) as console, logfmt or JSON."""
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
     ]
     renderer: structlog.typing.Processor
-    if fmt == "json":
-        shared.append(structlog.processors.dict_tracebacks)
-        renderer = structlog.processors.JSONRenderer()
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # Plain text of the stack: dict_tracebacks would add every frame's locals.
+        shared.append(structlog.processors.format_exc_info)
+        json = fmt == "json"
+        renderer = (
+            structlog.processors.JSONRenderer() if json else structlog.processors.LogfmtRenderer()
+        )
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -49,8 +108,15 @@ def _route_stdlib(
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {"structlog": formatter},
-            "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "structlog"}},
-            "root": {"handlers": ["stderr"], "level": level.upper()},
+            "filters": {"bad_requests": {"()": _BadRequestFilter}},
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "structlog",
+                    "filters": ["bad_requests"],
+                }
+            },
+            "root": {"handlers": ["stderr"], "level": _LEVELS[level]},
             # APScheduler announces every job execution at INFO; our own line covers that.
             "loggers": {"apscheduler": {"level": "WARNING"}},
         }

@@ -138,11 +138,12 @@ def build_info_snapshot() -> Snapshot:
 
 
 def config_snapshot(success: bool, loaded_at: float, digest: str) -> Snapshot:
-    """Reload state of the configuration; not tied to a tenant."""
+    """Reload state of the configuration: operators only, it changes with any tenant's config."""
     as_number = int(digest[:12], 16) if digest else 0
     bodies = {
         RELOAD_SUCCESS.name: f"{RELOAD_SUCCESS.name} {int(success)}\n",
         RELOAD_TIMESTAMP.name: f"{RELOAD_TIMESTAMP.name} {format_value(loaded_at)}\n",
         CONFIG_HASH.name: f"{CONFIG_HASH.name} {as_number}\n",
     }
-    return Snapshot(tenant=None, bodies={k: v.encode() for k, v in bodies.items()})
+    encoded = {k: v.encode() for k, v in bodies.items()}
+    return Snapshot(tenant=None, bodies=encoded, operators_only=True)

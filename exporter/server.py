@@ -2,16 +2,15 @@
 
 import asyncio
 import gzip
-import math
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
-from exporter.auth import ANONYMOUS, Authenticator, FailureLimiter, Principal
+from exporter import access
+from exporter.access import AccessPolicy, principal_of, route_of
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE
 from exporter.landing import render_landing
 from exporter.readiness import Readiness
@@ -22,8 +21,6 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Large bodies are compressed off the event loop so collection keeps running meanwhile.
 _GZIP_INLINE_LIMIT = 256 * 1024
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
-PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,7 @@ class Endpoints:
     readiness: Readiness
     tenants: Callable[[], Collection[str]]
     stats: Callable[[], Collection[JobStats]]
-    authenticator: Callable[[], Authenticator]
+    policy: Callable[[], AccessPolicy]
     reload: Callable[[], Awaitable[list[str]]] | None = None
 
 
@@ -51,12 +48,6 @@ def wants_openmetrics(accept: str) -> bool:
         except ValueError:
             continue
     return False
-
-
-def principal_of(request: web.Request) -> Principal:
-    """The caller the auth middleware identified."""
-    principal = request.get(PRINCIPAL)
-    return principal if isinstance(principal, Principal) else ANONYMOUS
 
 
 def selected_tenants(request: web.Request, known: Collection[str]) -> frozenset[str] | None:
@@ -109,11 +100,8 @@ class MetricsHandler:
 
 def make_app(endpoints: Endpoints) -> web.Application:
     """The aiohttp application; small request limit since we accept no bodies."""
-    limiter = FailureLimiter()
-    app = web.Application(
-        client_max_size=64 * 1024,
-        middlewares=[_request_log, _auth_middleware(endpoints.authenticator, limiter)],
-    )
+    app = web.Application(client_max_size=64 * 1024, middlewares=[_request_log])
+    access.install(app, endpoints.policy)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -150,36 +138,6 @@ def _reload_handler(reload: Callable[[], Awaitable[list[str]]]) -> Handler:
     return handle
 
 
-def _auth_middleware(
-    authenticator: Callable[[], Authenticator], limiter: FailureLimiter
-) -> Middleware:
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        auth = authenticator()
-        if request.path in PUBLIC_PATHS or not auth.required:
-            return await handler(request)
-        client = request.remote or "unknown"
-        wait = limiter.blocked_for(client)
-        if wait:
-            raise web.HTTPTooManyRequests(headers={"Retry-After": str(math.ceil(wait))})
-        header = request.headers.get("Authorization")
-        if (header or "")[:6].lower() == "basic ":
-            # bcrypt is slow on purpose: keep it off the event loop.
-            principal = await asyncio.to_thread(auth.authenticate, header)
-        else:
-            principal = auth.authenticate(header)
-        if principal is None:
-            limiter.failed(client)
-            scheme = (header or "").partition(" ")[0][:16] or "none"
-            log.warning("authentication failed", client=client, path=request.path, scheme=scheme)
-            challenge = {"WWW-Authenticate": 'Basic realm="cockpit-exporter"'}
-            raise web.HTTPUnauthorized(headers=challenge if auth.offers_basic else None)
-        request[PRINCIPAL] = principal
-        return await handler(request)
-
-    return check
-
-
 @web.middleware
 async def _request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
@@ -195,7 +153,7 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
         log.info(
             "http request",
             method=request.method,
-            path=request.path,
+            path=route_of(request),
             status=status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             client=request.remote,

@@ -16,8 +16,8 @@ class Settings(BaseSettings):
 
     config: Path | None = None
     listen_address: str = ":9610"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    log_format: Literal["console", "logfmt", "json"] = "console"
     ready_grace_period: Duration = 120.0
     web_config_file: Path | None = None
     enable_reload: bool = False

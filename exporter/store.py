@@ -6,14 +6,29 @@ from dataclasses import dataclass
 from exporter.exposition import OPENMETRICS_EOF, Family
 
 SnapshotKey = tuple[str, str, str]
+# Group of series that belong to no tenant but only operators may read (configuration
+# state changes with every tenant's config). '#' cannot start a tenant id.
+OPERATORS_GROUP = "#operators"
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The rendered sample lines of one collection run, by metric family name."""
+    """The rendered sample lines of one collection run, by metric family name.
+
+    `tenant` None marks series of the exporter itself: readable by every caller, or, with
+    `operators_only`, only by callers that see all tenants.
+    """
 
     tenant: str | None
     bodies: Mapping[str, bytes]
+    operators_only: bool = False
+
+    @property
+    def group(self) -> str:
+        """Which group of the store's bodies the snapshot belongs to."""
+        if self.tenant is not None:
+            return self.tenant
+        return OPERATORS_GROUP if self.operators_only else ""
 
 
 class SnapshotStore:
@@ -43,7 +58,7 @@ class SnapshotStore:
         """Replace the snapshot for `key`."""
         self._drop_bodies(key)
         self._snapshots[key] = snapshot
-        group = snapshot.tenant or ""
+        group = snapshot.group
         for name, body in snapshot.bodies.items():
             if body:
                 self._bodies[name].setdefault(group, {})[key] = body
@@ -62,7 +77,7 @@ class SnapshotStore:
         old = self._snapshots.get(key)
         if old is None:
             return
-        group = old.tenant or ""
+        group = old.group
         for name in old.bodies:
             groups = self._bodies[name]
             bodies = groups.get(group)
@@ -72,7 +87,7 @@ class SnapshotStore:
                     del groups[group]
 
     def render(self, openmetrics: bool, tenants: frozenset[str] | None = None) -> bytes:
-        """Exposition bytes for all tenants, or only `tenants` (non-tenant series always)."""
+        """Exposition bytes for all tenants, or only `tenants` plus the exporter's public series."""
         if tenants is None and openmetrics in self._cache:
             return self._cache[openmetrics]
         wanted = None if tenants is None else sorted({"", *tenants})

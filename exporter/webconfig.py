@@ -1,42 +1,62 @@
-"""The web configuration file, in Prometheus exporter-toolkit's format plus bearer tokens.
+"""The web configuration file: Prometheus exporter-toolkit's format plus bearer tokens.
 
 ```yaml
 tls_server_config: {cert_file: ..., key_file: ..., client_ca_file: ..., client_auth_type: ...}
+http_server_config: {headers: {X-Frame-Options: deny}}
+rate_limit: {interval: 100ms, burst: 20}
 basic_auth_users: {alice: <bcrypt hash>}
 bearer_tokens:                       # our extension
   - {name: acme-grafana, sha256: <hex of the token's SHA-256>, tenants: [acme]}
 ```
+
+Relative paths resolve against the file's directory, as in exporter-toolkit. Everything that
+would widen access by being empty (a file, a user list, a token's tenants) is an error.
 """
 
 import re
-import ssl
+from collections import Counter
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from exporter.config import ConfigError, pydantic_problems
+from exporter.durations import parse_duration
 from exporter.fields import Model, TenantId
+from exporter.tls import GO_CIPHERS, GO_CURVES, HTTP2_CIPHERS, VERSIONS, TlsError, server_context
 
-BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+# bcrypt's cost is 4..31; a hash outside that would fail every login at request time.
+BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
-_VERSIONS = {
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
+# exporter-toolkit's settable headers and, where it restricts them, their allowed values.
+HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
 }
-# Python's ssl module verifies any certificate it requests, so the toolkit's two modes
-# that accept unverified client certificates cannot be offered.
-_CLIENT_AUTH = {
-    "NoClientCert": ssl.CERT_NONE,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
-}
+# Python's ssl verifies every client certificate it asks for: modes that accept
+# unverified certificates cannot be offered.
+UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
+TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
 
 
 def _bcrypt(value: str) -> str:
     if not BCRYPT.fullmatch(value):
-        raise ValueError("must be a bcrypt hash ($2y$...), e.g. from `htpasswd -nBC 10 user`")
+        raise ValueError(
+            "must be a bcrypt hash with a cost of 4 to 31 ($2y$10$...),"
+            " e.g. from `htpasswd -nBC 10 user`"
+        )
     return value
 
 
@@ -46,22 +66,123 @@ def _sha256(value: str) -> str:
     return value
 
 
-class TlsServerConfig(Model):
-    """Server certificate and, optionally, client certificate verification."""
+def _known(table: Collection[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in table:
+            raise ValueError(f"unknown {what} {value!r}; known: {', '.join(sorted(table))}")
+        return value
 
-    cert_file: Path
-    key_file: Path
+    return AfterValidator(check)
+
+
+def _interval(value: object) -> float:
+    """A duration that may be 0 (rate limiting off), as in exporter-toolkit."""
+    if value in (0, "0", "0s"):
+        return 0.0
+    return parse_duration(value)
+
+
+GoCipher = Annotated[str, _known(GO_CIPHERS, "cipher suite")]
+GoCurve = Annotated[str, _known(GO_CURVES, "curve")]
+
+
+class TlsServerConfig(Model):
+    """Server certificate, client certificate policy and protocol settings."""
+
+    cert: str | None = None
+    key: SecretStr | None = None
+    client_ca: str | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_auth_type: str = "NoClientCert"
     client_ca_file: Path | None = None
-    client_auth_type: Literal[
-        "NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"
-    ] = "NoClientCert"
-    min_version: Literal["TLS12", "TLS13"] = "TLS12"
+    client_allowed_sans: list[str] | None = None
+    min_version: TlsVersion = "TLS12"
+    max_version: TlsVersion = "TLS13"
+    cipher_suites: list[GoCipher] | None = None
+    prefer_server_cipher_suites: bool = True
+    curve_preferences: list[GoCurve] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        # The toolkit treats `cert_file: ""` as not given; so do we, so both say "missing".
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != ""}
+        return data
 
     @model_validator(mode="after")
-    def _ca_when_verifying(self) -> "TlsServerConfig":
-        if self.client_auth_type != "NoClientCert" and self.client_ca_file is None:
-            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file")
+    def _consistent(self) -> "TlsServerConfig":
+        for problem in self._problems():
+            raise ValueError(problem)
         return self
+
+    def _problems(self) -> Iterator[str]:
+        if (self.cert is None) == (self.cert_file is None):
+            yield "set exactly one of cert or cert_file"
+        if (self.key is None) == (self.key_file is None):
+            yield "set exactly one of key or key_file"
+        if self.client_ca is not None and self.client_ca_file is not None:
+            yield "set at most one of client_ca or client_ca_file"
+        yield from self._client_auth_problems()
+        if VERSIONS[self.min_version] > VERSIONS[self.max_version]:
+            yield f"min_version {self.min_version} is above max_version {self.max_version}"
+        if self.curve_preferences and len(self.curve_preferences) > 1:
+            yield (
+                "curve_preferences: Python's ssl module can restrict key exchange to one curve"
+                " only (SSLContext.set_ecdh_curve); list one curve, or leave the key out for"
+                " OpenSSL's defaults, which offer every curve Go knows"
+            )
+
+    def _client_auth_problems(self) -> Iterator[str]:
+        mode = self.client_auth_type
+        if mode in UNVERIFIED_CLIENT_AUTH:
+            yield (
+                f"client_auth_type {mode} accepts client certificates without verifying them,"
+                " which Python's ssl module cannot do; use RequireAndVerifyClientCert"
+                " with client_ca_file"
+            )
+        elif mode not in ("NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
+            yield f"invalid client_auth_type {mode!r}"
+        elif mode == "NoClientCert" and (self.client_ca or self.client_ca_file):
+            yield "a client CA is set but client_auth_type is NoClientCert"
+        elif mode == "NoClientCert" and self.client_allowed_sans is not None:
+            yield "client_allowed_sans needs a client_auth_type that verifies certificates"
+
+    def relative_to(self, directory: Path) -> "TlsServerConfig":
+        """A copy whose relative file paths are joined to `directory`."""
+        paths = {"cert_file": self.cert_file, "key_file": self.key_file}
+        paths["client_ca_file"] = self.client_ca_file
+        update = {k: directory / v for k, v in paths.items() if v is not None}
+        return self.model_copy(update=update)
+
+
+class HttpServerConfig(Model):
+    """Response headers; `http2` is accepted for compatibility (we serve HTTP/1.1)."""
+
+    http2: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _allowed_headers(self) -> "HttpServerConfig":
+        for name, value in self.headers.items():
+            if name not in HEADERS:
+                raise ValueError(f"header {name!r} can not be configured; allowed: {_names()}")
+            allowed = HEADERS[name]
+            if allowed and value not in allowed:
+                raise ValueError(f"header {name}: {value!r} is not one of {', '.join(allowed)}")
+        return self
+
+
+def _names() -> str:
+    return ", ".join(HEADERS)
+
+
+class RateLimit(Model):
+    """A token bucket over all requests: one token per `interval`, at most `burst` saved."""
+
+    interval: Annotated[float, BeforeValidator(_interval)] = 0.0
+    burst: int = Field(0, ge=0)
 
 
 class BearerToken(Model):
@@ -69,17 +190,60 @@ class BearerToken(Model):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.@-]+$")
     sha256: Annotated[str, AfterValidator(_sha256)]
-    tenants: list[TenantId] | None = None
+    tenants: list[TenantId] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _null_is_not_everything(self) -> "BearerToken":
+        # Leaving the key out makes an operators' token; an explicit null (an empty
+        # template) must not.
+        if "tenants" in self.model_fields_set and self.tenants is None:
+            raise ValueError("tenants is null: list tenants, or leave the key out")
+        return self
 
 
 class WebConfig(Model):
-    """TLS and credentials for the HTTP endpoints."""
+    """TLS, headers, rate limit and credentials for the HTTP endpoints."""
 
     tls_server_config: TlsServerConfig | None = None
-    basic_auth_users: dict[str, Annotated[str, AfterValidator(_bcrypt)]] = Field(
-        default_factory=dict
+    http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
+    rate_limit: RateLimit | None = None
+    basic_auth_users: dict[str, Annotated[str, AfterValidator(_bcrypt)]] | None = Field(
+        None, min_length=1
     )
-    bearer_tokens: list[BearerToken] = Field(default_factory=list)
+    bearer_tokens: list[BearerToken] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _checks(self) -> "WebConfig":
+        for problem in self._problems():
+            raise ValueError(problem)
+        return self
+
+    def _problems(self) -> Iterator[str]:
+        for key in ("basic_auth_users", "bearer_tokens"):
+            if key in self.model_fields_set and getattr(self, key) is None:
+                yield f"{key} is null: list entries, or leave the key out"
+        tokens = self.bearer_tokens or []
+        for what, values in (
+            ("sha256", [t.sha256 for t in tokens]),
+            ("name", [t.name for t in tokens]),
+        ):
+            repeated = sorted(v for v, n in Counter(values).items() if n > 1)
+            if repeated:
+                shown = "(hash not shown)" if what == "sha256" else ", ".join(repeated)
+                yield f"bearer_tokens: the same {what} is used more than once {shown}"
+        yield from self._http2_problems()
+
+    def _http2_problems(self) -> Iterator[str]:
+        tls, http = self.tls_server_config, self.http_server_config
+        if tls is None or not http.http2 or not tls.cipher_suites or tls.min_version == "TLS13":
+            return
+        if not HTTP2_CIPHERS & set(tls.cipher_suites):
+            # exporter-toolkit refuses this file; refusing it too keeps one file valid for all.
+            yield (
+                "cipher_suites lacks the AES_128_GCM_SHA256 suite HTTP/2 needs (exporter-toolkit"
+                " refuses this file): add TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 or set"
+                " http_server_config.http2: false"
+            )
 
     @property
     def auth_required(self) -> bool:
@@ -91,30 +255,45 @@ def load_web_config(path: Path) -> WebConfig:
     """Read and check a web config file; every problem is reported with its location."""
     source = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(source, [f"invalid YAML: {exc}"]) from None
+    if not document:
+        raise ConfigError(source, [_EMPTY])
+    if not isinstance(document, dict):
+        raise ConfigError(source, ["expected a mapping of settings at the top level"])
     try:
         config = WebConfig.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(source, list(pydantic_problems(exc, WebConfig))) from None
     if config.tls_server_config is not None:
-        ssl_context(config.tls_server_config, source)  # fail now, not at the first handshake
+        tls = config.tls_server_config.relative_to(path.parent)
+        config = config.model_copy(update={"tls_server_config": tls})
+        try:
+            server_context(tls)  # fail now, not at the first handshake
+        except TlsError as exc:
+            raise ConfigError(source, [f"tls_server_config: {exc}"]) from None
     return config
 
 
-def ssl_context(tls: TlsServerConfig, source: str = "web config") -> ssl.SSLContext:
-    """A server-side SSL context for the TLS settings."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = _VERSIONS[tls.min_version]
-    try:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-        if tls.client_ca_file is not None:
-            context.load_verify_locations(tls.client_ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        where = "tls_server_config"
-        raise ConfigError(source, [f"{where}: cannot load certificates: {exc}"]) from None
-    context.verify_mode = _CLIENT_AUTH[tls.client_auth_type]
-    return context
+_EMPTY = (
+    "the file is empty; an empty web config would serve without TLS or credentials: to do"
+    " that on purpose, leave out --web.config.file"
+)
+
+
+def check_scopes(config: WebConfig, tenants: Collection[str], source: str) -> None:
+    """Refuse tokens scoped to tenants the exporter config does not have.
+
+    A typo in a scope must fail loudly, not quietly grant nothing (or, later, someone else's).
+    """
+    problems = []
+    for index, token in enumerate(config.bearer_tokens or []):
+        unknown = sorted(set(token.tenants or ()) - set(tenants))
+        if unknown:
+            where = f"bearer_tokens[{index}].tenants"
+            problems.append(f"{where}: unknown tenant(s) {', '.join(unknown)} ({token.name})")
+    if problems:
+        raise ConfigError(source, problems)

@@ -164,7 +164,7 @@ async def test_failed_logins_are_rate_limited_and_logged_without_the_secret(prot
     status, _ = await get(protected.url + "/metrics", headers=bearer(OPS_TOKEN))
     assert status == 429
     failures = [e for e in logs if e["event"] == "authentication failed"]
-    assert len(failures) == 10 and failures[0]["scheme"] == "Bearer"
+    assert len(failures) == 10 and failures[0]["scheme"] == "bearer"
     assert "wrong-secret-xyz" not in repr(logs)
     assert (await get(protected.url + "/healthz"))[0] == 200
 
@@ -215,7 +215,7 @@ TLS_AB = "tls_server_config: {cert_file: a, key_file: b, client_auth_type: "
         ("basic_auth_users: {ops: plaintext}\n", "basic_auth_users.ops: must be a bcrypt hash"),
         ("bearer_tokens: [{name: x, sha256: abc}]\n", "bearer_tokens[0].sha256: must be the"),
         ("tls_server_config: {cert_file: /no/c, key_file: /no/k}\n", "cannot load certificates"),
-        (TLS_AB + "RequireAndVerifyClientCert}\n", "needs client_ca_file"),
+        (TLS_AB + "NoClientCert, client_ca_file: c}\n", "client CA is set but client_auth"),
         (TLS_AB + "RequestClientCert}\n", "client_auth_type"),
         ("bogus: 1\n", "bogus: unknown key; allowed here: basic_auth_users, bearer_tokens"),
     ],

@@ -63,19 +63,19 @@ async def http_latency(store: SnapshotStore) -> float:
     """Median wall time of a full /metrics GET over loopback, client in another process."""
     from aiohttp import web
 
-    from exporter.auth import Authenticator
+    from exporter.access import AccessPolicy
     from exporter.readiness import Readiness
     from exporter.server import Endpoints, make_app
     from exporter.webconfig import WebConfig
 
-    authenticator = Authenticator(WebConfig())
+    policy = AccessPolicy.of(WebConfig())
     app = make_app(
         Endpoints(
             store=store,
             readiness=Readiness(0),
             tenants=lambda: [f"t{t}" for t in range(TENANTS)],
             stats=lambda: [],
-            authenticator=lambda: authenticator,
+            policy=lambda: policy,
         )
     )
     runner = web.AppRunner(app, access_log=None)
