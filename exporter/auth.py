@@ -125,8 +125,12 @@ class Authenticator:
         return ok and stored is not None
 
     def _bearer(self, token: str) -> Principal | None:
-        # Headers arrive with undecodable bytes as surrogates; hash them as they came.
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest().encode()
+        try:
+            # Headers arrive with undecodable bytes as surrogates; hash them as they came.
+            raw = token.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate no byte sequence produces
+            return None
+        digest = hashlib.sha256(raw).hexdigest().encode()
         found = None
         for expected, principal in self._tokens:  # compare with every token: constant time
             if hmac.compare_digest(digest, expected):

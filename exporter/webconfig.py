@@ -75,6 +75,13 @@ def _known(table: Collection[str], what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _scalar_text(value: object) -> object:
+    """YAML scalars as Go's YAML reads them into a string (`X-XSS-Protection: 1`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else value
+
+
 def _interval(value: object) -> float:
     """A duration that may be 0 (rate limiting off), as in exporter-toolkit."""
     if value in (0, "0", "0s"):
@@ -161,7 +168,7 @@ class HttpServerConfig(Model):
     """Response headers; `http2` is accepted for compatibility (we serve HTTP/1.1)."""
 
     http2: bool = True
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, Annotated[str, BeforeValidator(_scalar_text)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _allowed_headers(self) -> "HttpServerConfig":

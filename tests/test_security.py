@@ -3,7 +3,6 @@
 import base64
 import hashlib
 import ssl
-import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +14,7 @@ from exporter.config import ConfigError
 from exporter.webconfig import WebConfig, load_web_config
 from tests.conftest import ScratchDatabase, parse_samples
 from tests.test_sql_collection import two_tenants
+from tests.tls_helpers import make_ca, make_cert
 
 PASSWORD = "correct horse battery staple"
 ACME_TOKEN = "acme-token-5f1d0c3e8a7b"
@@ -23,37 +23,6 @@ OPS_TOKEN = "ops-token-9e2b7a4c1d6f"
 
 def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def openssl(directory: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
-
-
-def make_ca(directory: Path, name: str) -> None:
-    """A self-signed CA `name`.crt / `name`.key."""
-    openssl(directory, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-            f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}")  # fmt: skip
-
-
-def make_cert(directory: Path, name: str, ca: str, extension: str) -> None:
-    """A certificate `name`.crt / `name`.key signed by `ca`, with one X.509 extension."""
-    (directory / f"{name}.ext").write_text(extension + "\n")
-    openssl(
-        directory,
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        f"/CN={name}",
-    )
-    openssl(directory, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey",
-            f"{ca}.key", "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
-            "-extfile", f"{name}.ext")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
