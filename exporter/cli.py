@@ -12,12 +12,12 @@ from pydantic import ValidationError
 from exporter import __version__, logs
 from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
+from exporter.exitcodes import fail
 from exporter.settings import Settings
 from exporter.webconfig import check_scopes, load_web_config
 
 log = structlog.get_logger(__name__)
-EXIT_CONFIG = 2
-_COMMANDS = ("run", "check-config", "demo", "simulate", "render")
+_COMMANDS = ("run", "check-config", "demo", "simulate", "render", "grafana")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,7 +99,26 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--out", type=Path, help="directory for the dashboards' JSON files")
     render.add_argument("--config", type=Path, help="the exporter config (for alertmanager)")
     render.add_argument("--runbooks", help="base URL of docs/runbooks.md (for rules)")
+    _grafana_parser(commands)
     return parser
+
+
+def _grafana_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    grafana = commands.add_parser("grafana", help="set up Grafana for the cockpit")
+    actions = grafana.add_subparsers(dest="grafana_command", required=True)
+    sync = actions.add_parser(
+        "sync", help="create the orgs and teams that `render grafana` files refer to"
+    )
+    sync.add_argument("--config", type=Path, required=True, help="the exporter config")
+    sync.add_argument("--url", required=True, help="Grafana's base URL")
+    sync.add_argument(
+        "--basic-auth-file",
+        type=Path,
+        help="file holding a Grafana Admin's user:password (needed to create orgs)",
+    )
+    sync.add_argument("--token-file", type=Path, help="file holding a token (orgs must exist)")
+    sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sync.add_argument("--record", type=Path, help="write each tenant's org id here (JSON)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,13 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or (args[0] not in _COMMANDS and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "run")
     options = _parser().parse_args(args)
-    if options.command == "check-config":
-        return _check_config(options.file)
-    if options.command == "render":
-        # Only rendering needs the Grafana SDK and the renderers; the exporter starts without.
-        from exporter.render.cli import render  # noqa: PLC0415
-
-        return render(options)
+    if options.command in ("check-config", "render", "grafana"):
+        return _tool(options)
     try:
         settings = _settings(options)
     except ValidationError as exc:
@@ -138,6 +152,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_demo(settings, options.dir))
     return _run(settings)
+
+
+def _tool(options: argparse.Namespace) -> int:
+    """Commands that run once and exit, without the exporter's settings or logging."""
+    if options.command == "check-config":
+        return _check_config(options.file)
+    if options.command == "render":
+        # Only rendering needs the Grafana SDK and the renderers; the exporter starts without.
+        from exporter.render.cli import render  # noqa: PLC0415
+
+        return render(options)
+    from exporter.grafana.command import run  # noqa: PLC0415 - as for render
+
+    return run(options)
 
 
 def _settings(options: argparse.Namespace) -> Settings:
@@ -182,9 +210,3 @@ def _check_config(path: Path) -> int:
         sys.stderr.write(f"warning: {warning}\n")
     sys.stdout.write(f"{path}: OK, {len(config.tenants)} tenant(s), {len(config.jobs)} job(s)\n")
     return 0
-
-
-def fail(message: str) -> int:
-    """Print a CLI error and return the configuration-error exit code."""
-    sys.stderr.write(f"cockpit-exporter: {message}\n")
-    return EXIT_CONFIG

@@ -265,10 +265,16 @@ def _alerting_checks(model: schema.ConfigFile) -> Iterator[str]:
 
 def _grafana_checks(model: schema.ConfigFile) -> Iterator[str]:
     owners: dict[int, int] = {}
+    landing = model.grafana.landing_org_id if model.grafana is not None else None
     for index, tenant in enumerate(model.tenants):
         if tenant.grafana is None:
             continue
         org = tenant.grafana.org_id
+        if org == landing:
+            yield (
+                f"tenants[{index}].grafana.org_id: org {org} is grafana.landing_org_id, the"
+                " empty org for users no mapping matches"
+            )
         if org in owners:
             yield (
                 f"tenants[{index}].grafana.org_id: org {org} is already tenants[{owners[org]}]'s;"

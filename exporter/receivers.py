@@ -1,11 +1,17 @@
 """Config sections for the tools around the exporter: alert receivers and Grafana orgs."""
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from exporter.fields import HttpUrl, Model
+from exporter.fields import HttpUrl, Model, matching
+
+# Grafana splits org_mapping on spaces and commas and each entry on ':', so a group name
+# holding one of them would silently map another group (or grant another role).
+GROUP = re.compile(r"[^\s:,\\\"'\[\]]+")
+GroupName = Annotated[str, matching(GROUP, "identity-provider group name")]
 
 
 class Webhook(Model):
@@ -56,11 +62,27 @@ class Alerting(Model):
 
 
 class TenantGrafana(Model):
-    """The tenant's Grafana org and who from the identity provider gets into it."""
+    """The tenant's Grafana org and who from the identity provider gets into it.
+
+    No Admin role: an org admin can add a datasource pointing past the tenant proxy.
+    """
 
     org_id: int = Field(ge=2)
-    group: str | None = None
-    role: Literal["Viewer", "Editor", "Admin"] = "Viewer"
+    group: GroupName | None = None
+    role: Literal["Viewer", "Editor"] = "Viewer"
+
+
+class GrafanaOAuth(Model):
+    """Grafana's generic OAuth login; groups from the identity provider pick the org."""
+
+    name: str = Field("SSO", min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret_file: Path
+    auth_url: HttpUrl
+    token_url: HttpUrl
+    api_url: HttpUrl
+    scopes: str = "openid profile email groups"
+    org_attribute_path: str = Field("groups", min_length=1)
 
 
 class Grafana(Model):
@@ -69,5 +91,7 @@ class Grafana(Model):
     prometheus_url: HttpUrl
     tenant_proxy_url: HttpUrl
     tenant_header: str = Field("X-Cockpit-Tenant", pattern=r"^[A-Za-z0-9-]+$")
-    operators_group: str = "cockpit-operators"
+    operators_group: GroupName = "cockpit-operators"
     dashboards_path: str = "/var/lib/grafana/dashboards/cockpit"
+    landing_org_id: int = Field(ge=2)
+    oauth: GrafanaOAuth | None = None

@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import logging
 from pathlib import Path
 
 import bcrypt
@@ -275,10 +276,15 @@ def test_redaction_runs_in_the_configured_chain(capsys: pytest.CaptureFixture[st
     """The configured processors redact before rendering, in every format."""
     from exporter import logs
 
-    for fmt in ("console", "logfmt", "json"):
-        logs.configure("debug", fmt)
-        structlog.get_logger("t").warning("oops", password="marker-secret-1")
-    logs.configure("info", "console")
+    try:
+        for fmt in ("console", "logfmt", "json"):
+            logs.configure("debug", fmt)
+            structlog.get_logger("t").warning("oops", password="marker-secret-1")
+    finally:  # later tests must not write to this test's captured stderr
+        structlog.reset_defaults()
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
     err = capsys.readouterr().err
     assert err.count("oops") == 3 and err.count(REDACTED) == 3
     assert "marker-secret-1" not in err

@@ -1,5 +1,6 @@
 """`render grafana`: per-tenant org provisioning, checked file by file as Grafana reads it."""
 
+import configparser
 import json
 import subprocess
 import sys
@@ -15,6 +16,13 @@ CONFIG = """
 grafana:
   prometheus_url: http://prometheus:9090
   tenant_proxy_url: http://prom-label-proxy:8080
+  landing_org_id: 5
+  oauth:
+    client_id: cockpit
+    client_secret_file: /run/secrets/grafana-oauth
+    auth_url: https://idp.example.com/authorize
+    token_url: https://idp.example.com/token
+    api_url: https://idp.example.com/userinfo
 tenants:
   - {id: acme, grafana: {org_id: 2, group: acme-ops, role: Editor}}
   - {id: globex, grafana: {org_id: 3}}
@@ -76,8 +84,9 @@ def test_every_org_is_accounted_for(out: Path) -> None:
     providers = load(out / "provisioning/dashboards/cockpit.yaml")["providers"]
     assert sources == orgs == {p["orgId"] for p in providers}
     assert all(p["allowUiUpdates"] is False for p in providers)
-    mapping = (out / "grafana.ini.d/cockpit-org-mapping.ini").read_text()
-    entries = mapping.split("org_mapping = ", 1)[1].split()
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(out / "grafana.ini")
+    entries = ini["auth.generic_oauth"]["org_mapping"].split()
     assert {int(e.split(":")[1]) for e in entries} == orgs
     assert "acme-ops:2:Editor" in entries and "cockpit-globex:3:Viewer" in entries
     for org in orgs:
@@ -106,3 +115,101 @@ def test_org_ids_must_be_unique_and_complete() -> None:
     config = parse_config(CONFIG + "  - {id: hooli}\n", "x")
     with pytest.raises(ConfigError, match=r"tenant 'hooli': set grafana\.org_id"):
         datasources(config)
+
+
+def grafana_ini(out: Path) -> configparser.ConfigParser:
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(out / "grafana.ini")
+    return ini
+
+
+def test_grafana_ini_is_safe_by_default(out: Path) -> None:
+    """The settings Grafana's docs name for a closed setup: strict roles from org_mapping only
+    (no role_attribute_path, which Grafana would merge into every mapped org), unmapped users
+    never in org 1, PKCE, secure cookies, no anonymous access, no sign-up, no login form."""
+    ini = grafana_ini(out)
+    oauth = ini["auth.generic_oauth"]
+    assert oauth["role_attribute_strict"] == "true" and oauth["role_attribute_path"] == ""
+    assert oauth["org_attribute_path"] == "groups" and oauth["use_pkce"] == "true"
+    assert oauth["allow_assign_grafana_admin"] == "false"
+    assert oauth["client_secret"] == "$__file{/run/secrets/grafana-oauth}"
+    assert ini["users"]["auto_assign_org_id"] == "5" and ini["users"]["allow_sign_up"] == "false"
+    assert ini["users"]["allow_org_create"] == "false"
+    assert ini["auth.anonymous"]["enabled"] == "false"
+    assert ini["auth"]["disable_login_form"] == "true"
+    assert ini["security"]["cookie_secure"] == "true"
+    assert ini["security"]["cookie_samesite"] == "lax"
+
+
+def split_org_mapping(value: str) -> list[list[str]]:
+    """Grafana's own reading of org_mapping: entries split on spaces and commas, each on ':'
+    (org_role_mapper.go splitOrgMapping; util.SplitString)."""
+    return [entry.split(":") for entry in value.replace(",", " ").split()]
+
+
+def test_org_mapping_reads_back_as_written(out: Path) -> None:
+    """Every entry has exactly group:org:role with a valid role; operators are Admin only in
+    org 1; tenant orgs get Viewer or Editor, never Admin; the landing org maps nobody."""
+    entries = split_org_mapping(grafana_ini(out)["auth.generic_oauth"]["org_mapping"])
+    assert all(len(e) == 3 and e[2] in ("Viewer", "Editor", "Admin") for e in entries)
+    assert [e for e in entries if e[2] == "Admin"] == [["cockpit-operators", "1", "Admin"]]
+    assert ["acme-ops", "2", "Editor"] in entries and ["cockpit-initech", "4", "Viewer"] in entries
+    assert not [e for e in entries if e[1] == "5"]
+
+
+def test_env_file_carries_the_same_settings(out: Path) -> None:
+    """GF_<SECTION>_<KEY> with dots turned into underscores, one per ini key, same values."""
+    ini = grafana_ini(out)
+    expected = {
+        f"GF_{section.upper().replace('.', '_')}_{key.upper()}": value
+        for section in ini.sections()
+        for key, value in ini[section].items()
+    }
+    lines = (out / "grafana.env").read_text().splitlines()
+    assert dict(line.split("=", 1) for line in lines) == expected
+    assert expected["GF_AUTH_GENERIC_OAUTH_ORG_MAPPING"].startswith("cockpit-operators:1:Admin")
+
+
+def test_label_proxy_command_enforces_the_tenant_label(out: Path) -> None:
+    """prom-label-proxy listens where the tenant datasources point, takes the tenant from the
+    header the datasources send, refuses queries naming another tenant, and guards label APIs."""
+    args = (out / "prom-label-proxy.args").read_text().split()
+    assert args == [
+        "prom-label-proxy",
+        "-insecure-listen-address=0.0.0.0:8080",
+        "-upstream=http://prometheus:9090",
+        "-label=tenant",
+        "-header-name=X-Cockpit-Tenant",
+        "-error-on-replace",
+        "-enable-label-apis",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("group: acme-ops", "group: Platform Operators"), "identity-provider group name"),
+        (("group: acme-ops", "group: 'ops:1:Admin'"), "identity-provider group name"),
+        (("group: acme-ops", "group: 'a,b'"), "identity-provider group name"),
+        (("role: Editor", "role: Admin"), "role"),
+        (("landing_org_id: 5", "landing_org_id: 3"), "org 3 is grafana.landing_org_id"),
+        (("landing_org_id: 5", "landing_org_id: 1"), "landing_org_id"),
+        (("  landing_org_id: 5\n", ""), "landing_org_id"),
+    ],
+)
+def test_unsafe_grafana_settings_are_refused(change: tuple[str, str], expected: str) -> None:
+    """Group names Grafana would split, Admin for a tenant, and a landing org that is org 1
+    or a tenant's are config errors."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(CONFIG.replace(*change), "x")
+    assert any(expected in p for p in caught.value.problems), caught.value.problems
+
+
+def test_without_oauth_local_logins_stay_and_nothing_maps(tmp_path: Path) -> None:
+    """No oauth section: no generic_oauth settings, the login form stays (local admin)."""
+    from exporter.render.grafana_ini import ini, settings
+
+    config = parse_config(CONFIG.partition("  oauth:")[0] + "tenants:\n  - {id: acme}\n", "x")
+    assert config.grafana is not None
+    text = ini(settings(config, config.grafana))
+    assert "generic_oauth" not in text and "disable_login_form = false" in text

@@ -4,8 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from exporter.cli import fail
 from exporter.config import ConfigError, load_config
+from exporter.exitcodes import fail
 from exporter.grafana.build import render_all
 from exporter.render.alertmanager import render_alertmanager
 from exporter.render.grafana import write_provisioning

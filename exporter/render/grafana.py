@@ -1,9 +1,9 @@
 """Grafana provisioning from the tenant config: org 1 for operators, one org per tenant.
 
 Each tenant org gets one datasource (pinned uid, not editable) that goes through a
-tenant-enforcing query proxy and names its tenant in a header kept in secureJsonData, a
-dashboard provider whose dashboards are fixed to that tenant, and an `org_mapping` entry that
-lets the tenant's identity-provider group in.
+tenant-enforcing query proxy and names its tenant in a header kept in secureJsonData, and a
+dashboard provider whose dashboards are fixed to that tenant. Beside them: the server
+settings (grafana.ini and GF_* variables, see grafana_ini.py) and the label proxy's command.
 """
 
 import json
@@ -14,9 +14,8 @@ from exporter.config import Config, ConfigError
 from exporter.grafana.build import build
 from exporter.grafana.panels import BOARDS
 from exporter.receivers import Grafana
+from exporter.render.grafana_ini import OPERATORS_ORG, env, ini, label_proxy_args, settings
 from exporter.render.yamlout import dump
-
-OPERATORS_ORG = 1
 
 
 def _settings(config: Config) -> Grafana:
@@ -87,17 +86,6 @@ def providers(config: Config) -> dict[str, Any]:
     }
 
 
-def org_mapping(config: Config) -> str:
-    """The `[auth.generic_oauth]` snippet mapping identity-provider groups to orgs and roles."""
-    grafana = _settings(config)
-    pairs = [f"{grafana.operators_group}:{OPERATORS_ORG}:Admin"]
-    pairs += [
-        f"{org.group or 'cockpit-' + tenant}:{org.org_id}:{org.role}"
-        for tenant, org in config.grafana_orgs.items()
-    ]
-    return "[auth.generic_oauth]\norg_mapping = " + " ".join(pairs) + "\n"
-
-
 def fixed_to_tenant(dashboard: dict[str, Any], tenant: str) -> dict[str, Any]:
     """A copy of `dashboard` whose tenant variable is a hidden constant."""
     fixed: dict[str, Any] = json.loads(json.dumps(dashboard))
@@ -116,7 +104,9 @@ def write_provisioning(config: Config, out: Path) -> list[Path]:
     files: dict[Path, str] = {
         out / "provisioning" / "datasources" / "cockpit.yaml": dump(datasources(config)),
         out / "provisioning" / "dashboards" / "cockpit.yaml": dump(providers(config)),
-        out / "grafana.ini.d" / "cockpit-org-mapping.ini": org_mapping(config),
+        out / "grafana.ini": ini(settings(config, _settings(config))),
+        out / "grafana.env": env(settings(config, _settings(config))),
+        out / "prom-label-proxy.args": "\n".join(label_proxy_args(_settings(config))) + "\n",
     }
     boards = [build(board) for board in BOARDS]
     for board in boards:

@@ -1,0 +1,32 @@
+"""`cockpit-exporter grafana sync`: the command line around exporter/grafana/sync.py."""
+
+import argparse
+import asyncio
+import json
+import sys
+
+from exporter.config import ConfigError, load_config
+from exporter.exitcodes import EXIT_FAILED, fail
+from exporter.grafana.sync import SyncError, authorization, record, sync, wanted_orgs
+
+
+def run(options: argparse.Namespace) -> int:
+    """Plan, print and (unless --dry-run) apply; --record writes the org ids."""
+    try:
+        config = load_config(options.config)
+        auth = authorization(options.basic_auth_file, options.token_file)
+        steps, done = asyncio.run(sync(config, options.url, auth, options.dry_run))
+    except ConfigError as exc:
+        return fail(str(exc))
+    except SyncError as exc:
+        return fail(f"grafana sync: {exc}", EXIT_FAILED)
+    out = sys.stdout
+    out.writelines(f"plan: {step}\n" for step in steps)
+    if options.dry_run:
+        out.write("dry run: nothing changed\n")
+        return 0
+    out.writelines(f"{line}\n" for line in done or ["nothing to change"])
+    if options.record is not None:
+        ids = record(wanted_orgs(config))
+        options.record.write_text(json.dumps(ids, indent=2, sort_keys=True) + "\n")
+    return 0
