@@ -82,6 +82,7 @@ async def test_scoped_token_may_not_reload(served) -> None:
 @pytest.mark.parametrize(
     ("replacement", "problem"),
     [
+        (None, "cannot read file"),
         ("", "the file is empty"),
         ("basic_auth_users:\n", "basic_auth_users is null"),
         ("http_server_config: {headers: {X-Frame-Options: deny}}\n", "switch authentication off"),
@@ -90,12 +91,15 @@ async def test_scoped_token_may_not_reload(served) -> None:
     ],
 )
 async def test_reload_that_would_widen_access_keeps_the_old_credentials(
-    served, replacement: str, problem: str
+    served, replacement: str | None, problem: str
 ) -> None:
-    """An emptied, credential-less or badly scoped web config is refused on reload: the old
-    credentials stay in force and the reload metric says it failed."""
+    """A missing, emptied, credential-less or badly scoped web config is refused on reload:
+    the old credentials stay in force and the reload metric says it failed."""
     running, web = served
-    web.write_text(replacement)
+    if replacement is None:
+        web.unlink()
+    else:
+        web.write_text(replacement)
     problems = await running.exporter.reload()
     assert any(problem in p for p in problems), problems
     assert await status(running.url + "/metrics") == 401
