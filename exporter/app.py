@@ -22,6 +22,7 @@ from exporter.scheduler import Scheduler
 from exporter.selfmetrics import (
     BUILD_INFO,
     CONFIG_FAMILIES,
+    JOB_FAMILIES,
     JobStats,
     build_info_snapshot,
     config_snapshot,
@@ -97,7 +98,7 @@ class Exporter:
 
     async def start(self, schedule: bool = True) -> None:
         """Publish initial state, start the schedule and listen for scrapes."""
-        self.store.register([BUILD_INFO, *CONFIG_FAMILIES])
+        self.store.register([BUILD_INFO, *CONFIG_FAMILIES, *JOB_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, self.config.digest))
         self._add_jobs(self.config.jobs, self.config.platforms)

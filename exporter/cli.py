@@ -208,5 +208,6 @@ def _check_config(path: Path) -> int:
         return fail(str(exc))
     for warning in config.warnings:
         sys.stderr.write(f"warning: {warning}\n")
-    sys.stdout.write(f"{path}: OK, {len(config.tenants)} tenant(s), {len(config.jobs)} job(s)\n")
+    jobs = len(config.jobs) + len(config.platforms)
+    sys.stdout.write(f"{path}: OK, {len(config.tenants)} tenant(s), {jobs} job(s)\n")
     return 0

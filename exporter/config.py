@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 
 from exporter import schema
 from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana
+from exporter.reference import exported_owners
 
 _DRIVERS = {"mysql": "mysql+aiomysql", "mariadb": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}
 
@@ -310,10 +311,16 @@ def _parameter_checks(model: schema.ConfigFile, qi: int, query: schema.Query) ->
 
 def _metric_clashes(queries: list[schema.Query]) -> Iterator[str]:
     first: dict[str, tuple[str, schema.Metric]] = {}
+    owned = exported_owners()
     for qi, query in enumerate(queries):
         in_query: set[str] = set()
         for mi, metric in enumerate(query.metrics):
             where = f"queries[{qi}].metrics[{mi}].name"
+            if metric.name in owned:
+                yield (
+                    f"{where}: metric {metric.name!r} is exported by {owned[metric.name]};"
+                    " one name has one owner, pick another name"
+                )
             if metric.name in in_query:
                 yield f"{where}: metric {metric.name!r} appears twice in this query"
             in_query.add(metric.name)

@@ -1,6 +1,7 @@
 """Prometheus text 0.0.4 and OpenMetrics 1.0 encoding helpers."""
 
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -8,10 +9,14 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 OPENMETRICS_EOF = b"# EOF\n"
 SCHEDULED_NOTE = " Collected on a schedule, not at scrape time."
+# Lone UTF-16 surrogates (JSON's "\ud800", truncated UTF-16) have no UTF-8 form.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def escape_label_value(value: str) -> str:
-    """Escape a label value for both exposition formats."""
+    """Escape a label value for both exposition formats; lone surrogates become U+FFFD."""
+    if not value.isascii():
+        value = _SURROGATE.sub("\ufffd", value)
     if "\\" in value or '"' in value or "\n" in value:
         return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return value

@@ -42,14 +42,24 @@ class SnapshotStore:
 
     def __init__(self) -> None:
         self._families: dict[str, Family] = {}
+        self._owners: dict[str, str] = {}
         self._snapshots: dict[SnapshotKey, Snapshot] = {}
         # family -> tenant ("" for series of no tenant) -> snapshot key -> body
         self._bodies: dict[str, dict[str, dict[SnapshotKey, bytes]]] = {}
         self._cache: dict[bool, bytes] = {}
 
-    def register(self, families: Iterable[Family]) -> None:
-        """Declare families whose headers scrapes write; bodies may refer only to these."""
+    def register(self, families: Iterable[Family], owner: str = "exporter") -> None:
+        """Declare families whose headers scrapes write; bodies may refer only to these.
+
+        Each name has one owner (a source kind, or the exporter itself): a second owner
+        would put duplicate series on /metrics, so it is refused, as client_python does.
+        """
         for family in families:
+            current = self._owners.setdefault(family.name, owner)
+            if current != owner:
+                raise ValueError(
+                    f"metric {family.name!r} is exported by both {current} and {owner}"
+                )
             self._families[family.name] = family
             self._bodies.setdefault(family.name, {})
         self._cache.clear()

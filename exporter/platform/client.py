@@ -142,12 +142,12 @@ class TenantClient:
         self, endpoint: str, url: str, query: dict[str, str], deadline: float
     ) -> object:
         headers = {"Authorization": f"Bearer {await self._access_token(deadline)}"}
-        body = await self._send(endpoint, deadline, self._session.get(
+        body = await self._send(endpoint, self._session.get(
             url, params=query, headers=headers, timeout=self._timeout(deadline)
         ))  # fmt: skip
         return _json(endpoint, body)
 
-    async def _send(self, endpoint: str, deadline: float, request: Any) -> bytes:
+    async def _send(self, endpoint: str, request: Any) -> bytes:
         """Perform one request, count it, and turn error statuses into exceptions."""
         started, code = time.monotonic(), "error"
         try:
@@ -194,7 +194,7 @@ class TenantClient:
             self._spec.token_url, data=form, timeout=self._timeout(deadline)
         )
         try:
-            body = _json("token", await self._send("token", deadline, request))
+            body = _json("token", await self._send("token", request))
         except _UnauthorizedError:
             raise CollectionError("auth", "token: HTTP 401, client id or secret refused") from None
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):

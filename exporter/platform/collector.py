@@ -21,7 +21,7 @@ from exporter.platform.render import (
     render_schedules,
 )
 from exporter.platform.runs import RunTracker
-from exporter.selfmetrics import JOB_FAMILIES, JobStats
+from exporter.selfmetrics import JobStats
 from exporter.store import Snapshot, SnapshotKey, SnapshotStore
 
 log = structlog.get_logger(__name__)
@@ -59,7 +59,7 @@ class PlatformCollector:
 
     def add(self, specs: Iterable[PlatformSpec]) -> None:
         """Register tenants; their self-metrics show at once, data after the first poll."""
-        self._store.register([*JOB_FAMILIES, *families.DATA_FAMILIES, *families.CLIENT_FAMILIES])
+        self._store.register([*families.DATA_FAMILIES, *families.CLIENT_FAMILIES], SOURCE)
         for spec in specs:
             stats = {
                 e: JobStats(spec.tenant, SOURCE, e, reasons=PLATFORM_REASONS) for e in ENDPOINTS
@@ -109,6 +109,7 @@ class PlatformCollector:
         started = time.perf_counter()
         try:
             lines = await self._fetch(tenant, endpoint, deadline)
+            bodies = lines.bodies()
         except CollectionError as exc:
             error: CollectionError | None = exc
         except Exception as exc:
@@ -121,8 +122,7 @@ class PlatformCollector:
         duration = time.perf_counter() - started
         if error is None:
             publish_success(
-                self._store, key, stats, duration=duration, series=lines.series,
-                bodies=lines.bodies(),
+                self._store, key, stats, duration=duration, series=lines.series, bodies=bodies,
             )  # fmt: skip
             return
         # Run counters stay: they are totals so far, still true when a poll fails.

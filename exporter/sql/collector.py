@@ -10,7 +10,7 @@ from exporter.config import Job, MetricSpec
 from exporter.errors import CollectionError
 from exporter.exposition import SCHEDULED_NOTE, Family
 from exporter.outcomes import publish_failure, publish_success
-from exporter.selfmetrics import JOB_FAMILIES, JobStats
+from exporter.selfmetrics import JobStats
 from exporter.sql.engines import Engines
 from exporter.sql.series import SeriesResult, build_series
 from exporter.sql.source import Statements, fetch
@@ -43,8 +43,7 @@ class SqlCollector:
     def add(self, jobs: Iterable[Job]) -> None:
         """Register jobs and publish an initial snapshot so their state is visible at once."""
         jobs = list(jobs)
-        self._store.register(JOB_FAMILIES)
-        self._store.register(data_family(m) for job in jobs for m in job.query.metrics)
+        self._store.register((data_family(m) for job in jobs for m in job.query.metrics), SOURCE)
         for job in jobs:
             key = snapshot_key(job)
             stats = self.stats.setdefault(key, JobStats(job.tenant, SOURCE, job.query.name))
