@@ -1,36 +1,31 @@
-"""Wire config, collectors, scheduler and HTTP server into a running exporter."""
+"""Wire config, sources, collection and the HTTP server into a running exporter."""
 
 import asyncio
 import os
 import signal
 import ssl
 import time
-from collections.abc import Coroutine, Sequence
-from functools import partial
-from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
 
 from exporter.access import AccessPolicy
-from exporter.config import Config, ConfigError, Job, PlatformSpec, load_config
-from exporter.platform.collector import PlatformCollector, poll_key
+from exporter.collection import Collection
+from exporter.config import Config, ConfigError, load_config
 from exporter.readiness import Readiness
-from exporter.reconcile import diff
-from exporter.scheduler import Scheduler
 from exporter.selfmetrics import (
     BUILD_INFO,
     CONFIG_FAMILIES,
     JOB_FAMILIES,
-    JobStats,
     build_info_snapshot,
     config_snapshot,
 )
 from exporter.server import Endpoints, bound_port, make_app
 from exporter.settings import Settings, split_address
-from exporter.sql.collector import SqlCollector, snapshot_key
-from exporter.sql.engines import Engines
+from exporter.sources.base import Job, Resources
+from exporter.sources.registry import all_jobs, make_sources
+from exporter.sources.runner import Runner
 from exporter.store import SnapshotStore
 from exporter.tls import configure, server_context
 from exporter.webconfig import WebConfig, check_scopes, load_web_config
@@ -43,7 +38,7 @@ CONFIG_KEY = ("", "exporter", "config")
 
 
 class Exporter:
-    """One running exporter: collection in the background, snapshots served over HTTP."""
+    """One running exporter: the wiring of collection, snapshots and the HTTP endpoints."""
 
     def __init__(
         self, config: Config, settings: Settings, web_config: WebConfig | None = None
@@ -53,14 +48,13 @@ class Exporter:
         self.web_config = web_config or WebConfig()
         self.policy = AccessPolicy.of(self.web_config)
         self.store = SnapshotStore()
-        self.engines = Engines()
-        self.sql = SqlCollector(self.store, self.engines, config.limits.max_concurrent_queries)
-        self.platform = PlatformCollector(self.store, self._http)
+        resources = Resources(self._http, config.limits.max_concurrent_queries)
+        self.sources = make_sources(resources)
+        self.runner = Runner(self.store, self.sources)
         self.readiness = Readiness(settings.ready_grace_period)
-        self.scheduler = Scheduler()
+        self.collection = Collection(self.runner, self.readiness)
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
-        self._inflight: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
         self._ssl: ssl.SSLContext | None = None
         self._loaded_at = time.time()
@@ -73,37 +67,17 @@ class Exporter:
         return self._session
 
     async def run_job(self, job: Job) -> None:
-        """Collect one SQL job now (the scheduler calls this; tests may too)."""
-        await self._tracked(self.sql.run(job))
-        self.readiness.done(snapshot_key(job))
-
-    async def poll_platform(self, spec: PlatformSpec) -> None:
-        """Poll one tenant's platform API now."""
-        await self._tracked(self.platform.run(spec.tenant))
-        self.readiness.done(poll_key(spec.tenant))
-
-    async def _tracked(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` as an in-flight run that shutdown waits for."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
-        try:
-            await work
-        finally:
-            if task is not None:
-                self._inflight.discard(task)
-
-    def _stats(self) -> list[JobStats]:
-        return [*self.sql.stats.values(), *self.platform.stats]
+        """Collect one job now (the scheduler does this by id; tests may call it)."""
+        await self.collection.run(job.id)
 
     async def start(self, schedule: bool = True) -> None:
         """Publish initial state, start the schedule and listen for scrapes."""
         self.store.register([BUILD_INFO, *CONFIG_FAMILIES, *JOB_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, self.config.digest))
-        self._add_jobs(self.config.jobs, self.config.platforms)
+        self.collection.add(all_jobs(self.config))
         if schedule:
-            self.scheduler.start()
+            self.collection.scheduler.start()
         await self._serve()
 
     async def _serve(self) -> None:
@@ -111,7 +85,7 @@ class Exporter:
             store=self.store,
             readiness=self.readiness,
             tenants=lambda: self.config.tenants,
-            stats=self._stats,
+            stats=lambda: self.runner.stats,
             policy=lambda: self.policy,
             reload=self.reload if self.settings.enable_reload else None,
         )
@@ -129,7 +103,7 @@ class Exporter:
             tls=context is not None,
             auth=self.web_config.auth_required,
             tenants=len(self.config.tenants),
-            jobs=len(self.config.jobs) + len(self.config.platforms),
+            jobs=len(self.runner.jobs()),
         )
         if context is None or not self.web_config.auth_required:
             log.warning(
@@ -138,24 +112,6 @@ class Exporter:
                 auth=self.web_config.auth_required,
                 hint="pass --web.config.file with tls_server_config and credentials",
             )
-
-    def _add_jobs(self, jobs: Sequence[Job], specs: Sequence[PlatformSpec]) -> None:
-        self.sql.add(jobs)
-        self.platform.add(specs)
-        self.readiness.expect(snapshot_key(job) for job in jobs)
-        self.readiness.expect(poll_key(spec.tenant) for spec in specs)
-        for job in jobs:
-            self._schedule_job(job)
-        for spec in specs:
-            self._schedule_platform(spec)
-
-    def _schedule_job(self, job: Job) -> None:
-        job_id = f"{job.tenant}/sql/{job.query.name}"
-        self.scheduler.add(job_id, job.query.interval, partial(self.run_job, job))
-
-    def _schedule_platform(self, spec: PlatformSpec) -> None:
-        job_id = f"{spec.tenant}/platform"
-        self.scheduler.add(job_id, spec.interval, partial(self.poll_platform, spec))
 
     async def reload(self) -> list[str]:
         """Re-read the config (and web config) files; keep the old ones if either is bad."""
@@ -205,49 +161,18 @@ class Exporter:
 
     async def apply(self, config: Config) -> None:
         """Switch to `config`: start new jobs, stop removed ones, keep unchanged snapshots."""
-        jobs = diff({j.key: j for j in self.config.jobs}, {j.key: j for j in config.jobs})
-        platforms = diff(
-            {s.tenant: s for s in self.config.platforms}, {s.tenant: s for s in config.platforms}
-        )
-        for job in jobs.removed:
-            self.scheduler.remove(f"{job.tenant}/sql/{job.query.name}")
-            self.sql.remove(job)
-            self.readiness.forget(snapshot_key(job))
-        for spec in platforms.removed:
-            self.scheduler.remove(f"{spec.tenant}/platform")
-            self.platform.remove(spec.tenant)
-            self.readiness.forget(poll_key(spec.tenant))
-        self._add_jobs(jobs.added, platforms.added)
-        for job in jobs.changed:
-            self.sql.add([job])
-            self._schedule_job(job)
-        for spec in platforms.changed:
-            self.platform.update(spec)
-            self._schedule_platform(spec)
+        changes = await self.collection.apply(all_jobs(config))
         self.config = config
-        await self.engines.retain({job.database.pool_key for job in config.jobs})
         self._loaded_at = time.time()
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, config.digest))
-        log.info("config reloaded", jobs=jobs.summary, platforms=platforms.summary)
+        log.info("config reloaded", jobs=changes.summary)
 
     async def stop(self) -> None:
         """Stop gracefully: not ready, no new runs, a grace period for running ones, close."""
         self.readiness.stopping()
-        # Pause, not shut down: APScheduler's shutdown cancels the runs in progress, and
-        # those get the grace period first.
-        self.scheduler.pause()
-        if self._inflight:
-            grace = self.settings.shutdown_grace_period
-            _, late = await asyncio.wait(set(self._inflight), timeout=grace)
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning("runs cancelled at shutdown", runs=len(late), grace_seconds=grace)
-                await asyncio.wait(late, timeout=1.0)
-        self.scheduler.shutdown()
+        await self.collection.stop(self.settings.shutdown_grace_period)
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.engines.close()
         if self._session is not None:
             await self._session.close()
         log.info("exporter stopped")

@@ -75,8 +75,8 @@ class DatabaseSpec:
 
 
 @dataclass(frozen=True)
-class Job:
-    """One (tenant, query) pair: the unit of scheduling and of snapshots."""
+class QueryJob:
+    """One (tenant, query) pair: what a SQL job runs."""
 
     tenant: str
     query: QuerySpec
@@ -114,7 +114,7 @@ class Config:
 
     source: str
     tenants: tuple[str, ...]
-    jobs: tuple[Job, ...]
+    jobs: tuple[QueryJob, ...]
     limits: schema.Limits
     warnings: tuple[str, ...] = ()
     platforms: tuple[PlatformSpec, ...] = ()
@@ -425,13 +425,13 @@ def _platform(
     )
 
 
-def _jobs(model: schema.ConfigFile, databases: dict[str, DatabaseSpec]) -> Iterator[Job]:
+def _jobs(model: schema.ConfigFile, databases: dict[str, DatabaseSpec]) -> Iterator[QueryJob]:
     params = {tenant.id: tenant.params for tenant in model.tenants}
     for query in model.queries:
         spec = _query_spec(query, model.defaults)
         for tenant_id in query.tenants or [t.id for t in model.tenants]:
             if tenant_id in databases:
-                yield Job(tenant_id, spec, databases[tenant_id], params[tenant_id])
+                yield QueryJob(tenant_id, spec, databases[tenant_id], params[tenant_id])
 
 
 def _query_spec(query: schema.Query, defaults: schema.Defaults) -> QuerySpec:

@@ -1,8 +1,8 @@
 """Every metric family the exporter itself defines: what rules and dashboards may refer to."""
 
 from exporter.exposition import Family
-from exporter.platform import families as platform
 from exporter.selfmetrics import BUILD_INFO, CONFIG_FAMILIES, JOB_FAMILIES
+from exporter.sources.platform import families as platform
 
 _SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
 # Who exports each family: a configured metric may not take one of these names.

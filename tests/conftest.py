@@ -13,8 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import Exporter
-from exporter.config import Config, Job, parse_config
+from exporter.config import Config, parse_config
+from exporter.selfmetrics import JobStats
 from exporter.settings import Settings
+from exporter.sources.base import Job
 
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
@@ -98,15 +100,26 @@ class RunningExporter:
         tls = self.exporter.web_config.tls_server_config is not None
         return f"{'https' if tls else 'http'}://127.0.0.1:{self.exporter.port}"
 
-    def job(self, tenant: str, query: str) -> Job:
-        return next(j for j in self.exporter.config.jobs if j.key == (tenant, query))
+    def job(self, tenant: str, name: str, kind: str = "sql") -> Job:
+        jobs = self.exporter.runner.jobs()
+        return next(j for j in jobs if (j.tenant, j.kind, j.name) == (tenant, kind, name))
 
     async def run(self, tenant: str, query: str) -> None:
         await self.exporter.run_job(self.job(tenant, query))
 
     async def run_all(self) -> None:
-        for job in self.exporter.config.jobs:
-            await self.exporter.run_job(job)
+        """Run every SQL job once (platform polls need a simulator: tests poll them)."""
+        for job in self.exporter.runner.jobs():
+            if job.kind == "sql":
+                await self.exporter.run_job(job)
+
+    def stats(self, tenant: str, source: str, query: str) -> JobStats:
+        """The self-metrics of one part of one job."""
+        return next(
+            s
+            for s in self.exporter.runner.stats
+            if (s.tenant, s.source, s.query) == (tenant, source, query)
+        )
 
     async def get(
         self, path: str = "/metrics", decompress: bool = True, **kwargs: Any

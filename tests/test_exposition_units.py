@@ -3,8 +3,8 @@
 import pytest
 
 from exporter.exposition import Family, escape_label_value, format_value, label_block
-from exporter.platform.models import Process
-from exporter.platform.render import render_processes
+from exporter.sources.platform.models import Process
+from exporter.sources.platform.render import render_processes
 from exporter.store import Snapshot, SnapshotStore
 
 GAUGE = Family("cockpit_x", "gauge", "X.")

@@ -210,7 +210,7 @@ async def test_reload_picks_up_a_rotated_database_password(
     try:
         exporter = await make_exporter(config.read_text(), config=config)
         await exporter.run("a", "q")
-        stats = exporter.exporter.sql.stats[("a", "sql", "q")]
+        stats = exporter.stats("a", "sql", "q")
         assert stats.success, stats.last_error
         admin(f"ALTER USER '{user}'@'%' IDENTIFIED BY '{new}'")
         for (thread,) in admin(
@@ -222,9 +222,11 @@ async def test_reload_picks_up_a_rotated_database_password(
         secret.write_text(new)
         assert await exporter.exporter.reload() == []
         await exporter.run("a", "q")
-        assert exporter.exporter.sql.stats[("a", "sql", "q")].success
+        assert exporter.stats("a", "sql", "q").success
         assert exporter.exporter.config.digest == load_config(config).digest
-        assert len(exporter.exporter.engines._databases) == 1  # the old pool is closed
+        assert (
+            len(exporter.exporter.sources["sql"].engines._databases) == 1
+        )  # the old pool is closed
     finally:
         admin(f"DROP USER '{user}'@'%'")
 
@@ -251,4 +253,4 @@ async def test_job_removed_while_running_does_not_come_back(
     await running
     samples = await exporter.samples()
     assert not any(("tenant", "b") in labels for _, labels in samples)
-    assert ("b", "sql", "q") not in exporter.exporter.sql.stats
+    assert not [s for s in exporter.exporter.runner.stats if s.tenant == "b"]

@@ -24,13 +24,12 @@ async def sim() -> AsyncIterator[RunningSimulator]:
 
 def stats(exporter, tenant: str, endpoint: str):
     return next(
-        s for s in exporter.exporter.platform.stats if (s.tenant, s.query) == (tenant, endpoint)
+        s for s in exporter.exporter.runner.stats if (s.tenant, s.query) == (tenant, endpoint)
     )
 
 
 async def poll(exporter, tenant: str) -> None:
-    spec = next(s for s in exporter.exporter.config.platforms if s.tenant == tenant)
-    await exporter.exporter.poll_platform(spec)
+    await exporter.exporter.run_job(exporter.job(tenant, "poll", "platform"))
 
 
 def ok(exporter, tenant: str) -> bool:
@@ -43,7 +42,7 @@ async def test_pagination_collects_every_item(
     """With pages of two items, every agent still arrives exactly once."""
     exporter = await make_exporter(sim.config(tmp_path, page_size=2))
     await poll(exporter, "t0001")
-    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.runner.stats]
     samples = await exporter.samples(params={"tenant": "t0001"})
     agents = sim.tenant("t0001").world.agents
     up = [k for k in samples if k[0] == "cockpit_agent_up"]
@@ -70,7 +69,7 @@ async def test_finished_runs_match_the_simulator_exactly(make_exporter, tmp_path
         for _ in range(40):
             clock.now += 45  # platform time moves on: runs queue, start and finish
             await poll(exporter, "t0001")
-        assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+        assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.runner.stats]
         after = sim.finished("t0001")
         samples = await exporter.samples()
     finally:
@@ -83,7 +82,7 @@ async def test_finished_runs_match_the_simulator_exactly(make_exporter, tmp_path
         if name == "cockpit_runs_finished_total" and v
     }
     assert counted == {k: v for k, v in expected.items() if v}
-    tracker = exporter.exporter.platform._tenants["t0001"].tracker
+    tracker = exporter.exporter.sources["platform"].tenant("t0001/platform/poll").tracker
     assert len(tracker.counted) < sum(after.values())  # de-duplication memory stays bounded
 
 
@@ -105,7 +104,7 @@ async def test_retry_after_is_honoured(
     started = time.monotonic()
     await asyncio.gather(poll(exporter, "t0001"), heal())
     assert time.monotonic() - started >= 1.9
-    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.runner.stats]
     samples = await exporter.samples()
     assert (
         samples[
@@ -145,7 +144,7 @@ async def test_expired_and_revoked_tokens_are_replaced(
     assert ok(exporter, "t0001")
     tenant.tokens.clear()  # the platform revokes every token
     await poll(exporter, "t0001")
-    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.runner.stats]
     samples = await exporter.samples()
     assert samples[key("cockpit_platform_token_refreshes_total", tenant="t0001")] == 3
     assert (
@@ -183,7 +182,7 @@ async def test_server_errors_are_retried_then_succeed(
         tenant.faults = tenant.faults.model_copy(update={"error_rate": 0.0})
 
     await asyncio.gather(poll(exporter, "t0001"), heal())
-    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.platform.stats]
+    assert ok(exporter, "t0001"), [s.last_error for s in exporter.exporter.runner.stats]
     samples = await exporter.samples()
     assert (
         samples[

@@ -2,8 +2,8 @@
 
 from datetime import UTC, datetime
 
-from exporter.platform.models import Run
-from exporter.platform.runs import RunTracker
+from exporter.sources.platform.models import Run
+from exporter.sources.platform.runs import RunTracker
 
 NOW = 1_800_000_000.0
 

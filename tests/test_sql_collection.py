@@ -129,7 +129,7 @@ async def test_timeout_kills_the_query_and_the_next_run_succeeds(
     )
     assert running[0][0] == 0, "the timed-out query is still running on the server"
     job = exporter.job("acme", "slow")
-    object.__setattr__(job, "params", {"delay": 0})
+    object.__setattr__(job.spec, "params", {"delay": 0})
     await exporter.run("acme", "slow")
     samples = await exporter.samples()
     assert samples[key("cockpit_collection_success", **labels)] == 1
@@ -161,7 +161,7 @@ queries:
 """
     exporter = await make_exporter(config, schedule=True)
     await asyncio.sleep(4.5)
-    stats = {s.tenant: s for s in exporter.exporter.sql.stats.values()}
+    stats = {s.tenant: s for s in exporter.exporter.runner.stats}
     assert stats["fast"].runs >= 3
     assert stats["fast"].errors == {"timeout": 0, "connect": 0, "query": 0, "value": 0}
     assert stats["fast"].duration < 0.5
@@ -245,9 +245,11 @@ async def test_non_numeric_value_fails_the_query_not_the_process(
         labels = {"tenant": "acme", "source": "sql", "query": query}
         assert samples[key("cockpit_collection_success", **labels)] == 0
         assert samples[key("cockpit_collection_errors_total", reason="value", **labels)] == 1
-    stats = exporter.exporter.sql.stats
-    assert "non-numeric value 'new' in column status" in stats[("acme", "sql", "bad")].last_error
-    assert "column(s) nope not in result" in stats[("acme", "sql", "missing")].last_error
+    assert (
+        "non-numeric value 'new' in column status"
+        in exporter.stats("acme", "sql", "bad").last_error
+    )
+    assert "column(s) nope not in result" in exporter.stats("acme", "sql", "missing").last_error
     ok = {"tenant": "acme", "source": "sql", "query": "work_items"}
     assert samples[key("cockpit_collection_success", **ok)] == 1
 
@@ -261,7 +263,7 @@ async def test_sql_error_has_reason_query(database: ScratchDatabase, make_export
 """
     exporter = await make_exporter(two_tenants(database.dsn, broken))
     await exporter.run("acme", "broken")
-    stats = exporter.exporter.sql.stats[("acme", "sql", "broken")]
+    stats = exporter.stats("acme", "sql", "broken")
     assert stats.errors["query"] == 1
     assert "no_such_table" in stats.last_error
 
@@ -276,7 +278,7 @@ async def test_tenants_sharing_a_dsn_share_one_pool(
         )
     )
     await exporter.run_all()
-    engines = exporter.exporter.engines._databases
+    engines = exporter.exporter.sources["sql"].engines._databases
     assert len(engines) == 1
     (only,) = engines.values()
     assert only.engine.pool.size() == 2
@@ -297,6 +299,6 @@ async def test_connection_dropped_by_the_server_is_replaced(
     for (thread,) in ids:
         admin(f"KILL {thread}")
     await exporter.run("acme", "work_items")
-    stats = exporter.exporter.sql.stats[("acme", "sql", "work_items")]
+    stats = exporter.stats("acme", "sql", "work_items")
     assert stats.runs == 2 and stats.success, stats.last_error
     assert sum(stats.errors.values()) == 0

@@ -5,10 +5,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from exporter.exposition import escape_label_value, format_value
-from exporter.platform import families as f
-from exporter.platform.families import AGENT_STATUSES, DURATION_BUCKETS, FINAL_STATUSES
-from exporter.platform.models import Agent, Process, Schedule
-from exporter.platform.runs import RunTracker
+from exporter.sources.platform import families as f
+from exporter.sources.platform.families import AGENT_STATUSES, DURATION_BUCKETS, FINAL_STATUSES
+from exporter.sources.platform.models import Agent, Process, Schedule
+from exporter.sources.platform.runs import RunTracker
 
 Bodies = dict[str, bytes]
 

@@ -21,8 +21,8 @@ from tenacity import (
 from exporter.config import PlatformSpec
 from exporter.errors import CollectionError
 from exporter.exposition import escape_label_value, format_value
-from exporter.platform import families
-from exporter.platform.models import parse_page
+from exporter.sources.platform import families
+from exporter.sources.platform.models import parse_page
 
 T = TypeVar("T")
 ENDPOINTS = ("token", "processes", "agents", "schedules", "runs")

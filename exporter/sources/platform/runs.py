@@ -11,8 +11,8 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
-from exporter.platform.families import DURATION_BUCKETS, FINAL_STATUSES
-from exporter.platform.models import Run
+from exporter.sources.platform.families import DURATION_BUCKETS, FINAL_STATUSES
+from exporter.sources.platform.models import Run
 
 
 @dataclass

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.errors import CollectionError
-from exporter.sql.engines import Database
+from exporter.sources.sql.engines import Database
 
 log = structlog.get_logger(__name__)
 _KILL_TIMEOUT = 5.0

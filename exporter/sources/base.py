@@ -1,0 +1,99 @@
+"""What every source kind is: the Job it schedules, the Parts a run yields, the Source protocol."""
+
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from exporter.errors import CollectionError
+from exporter.exposition import Family
+from exporter.store import SnapshotKey
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scheduled collection; `id` keys the scheduler, readiness and reload diffs alike.
+
+    `spec` is the source kind's own settings (a frozen dataclass), so two jobs are equal
+    exactly when nothing about them changed.
+    """
+
+    tenant: str
+    kind: str
+    name: str
+    interval: float
+    timeout: float
+    spec: Any
+
+    @property
+    def id(self) -> str:
+        """`tenant/kind/name`: unique across all sources."""
+        return f"{self.tenant}/{self.kind}/{self.name}"
+
+    def key(self, part: str) -> SnapshotKey:
+        """The snapshot key of one part of this job's output."""
+        return (self.tenant, self.kind, part)
+
+
+@dataclass
+class Part:
+    """One named outcome of a run (the `query` label): its series, or why it failed.
+
+    On failure `bodies` are series still true without this run (counters so far); an
+    untracked part is a plain snapshot without self-metrics (e.g. client counters).
+    """
+
+    name: str
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    series: int = 0
+    error: CollectionError | None = None
+    duration: float | None = None
+    nulls: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    tracked: bool = True
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the process shares with every source."""
+
+    http: Callable[[], aiohttp.ClientSession]  # the process-wide session, made on first use
+    max_concurrent_queries: int
+
+
+class Source(Protocol):
+    """A kind of source: how its jobs are prepared, collected and released."""
+
+    kind: str
+    reasons: tuple[str, ...]  # error reasons its self-metrics count
+    crash_reason: str  # the reason an unexpected exception in collect counts as
+
+    def families(self, jobs: Sequence[Job]) -> Iterable[Family]:
+        """The metric families these jobs export (the registry refuses a second owner)."""
+        ...
+
+    def parts(self, job: Job) -> tuple[str, ...]:
+        """Names of the tracked parts a run of `job` yields."""
+        ...
+
+    def open(self, job: Job) -> None:
+        """Prepare `job` (new, or changed: keep what should survive, e.g. run counts)."""
+        ...
+
+    def close(self, job: Job) -> None:
+        """Release what `open` prepared; the job is gone."""
+        ...
+
+    def collect(self, job: Job, deadline: float) -> AsyncIterator[Part]:
+        """Run `job` once, yielding each part as soon as it is known."""
+        ...
+
+    async def retain(self, jobs: Sequence[Job]) -> None:
+        """After a reload: `jobs` are all this kind has now; free anything else."""
+        ...
+
+    async def aclose(self) -> None:
+        """At shutdown: close connections."""
+        ...

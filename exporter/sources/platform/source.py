@@ -1,0 +1,128 @@
+"""The platform source: one job per tenant polls processes, agents, schedules and runs.
+
+Each endpoint is a part of its own, plus the client's request counters.
+"""
+
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+
+from exporter.config import Config, PlatformSpec
+from exporter.errors import PLATFORM_REASONS, CollectionError
+from exporter.exposition import Family
+from exporter.sources.base import Job, Part, Resources
+from exporter.sources.platform import families, models
+from exporter.sources.platform.client import TenantClient
+from exporter.sources.platform.render import (
+    Lines,
+    display_names,
+    render_agents,
+    render_processes,
+    render_runs,
+    render_schedules,
+)
+from exporter.sources.platform.runs import RunTracker
+
+KIND = "platform"
+# Processes first: the others are labelled with process names.
+ENDPOINTS = ("processes", "agents", "schedules", "runs")
+
+
+def jobs(config: Config) -> list[Job]:
+    """One poll job per tenant with a platform section."""
+    return [Job(s.tenant, KIND, "poll", s.interval, s.timeout, s) for s in config.platforms]
+
+
+@dataclass
+class _Tenant:
+    spec: PlatformSpec
+    client: TenantClient
+    tracker: RunTracker
+    process_names: dict[str, str]
+
+
+class PlatformSource:
+    """Polls every tenant's API through the one shared HTTP session."""
+
+    kind = KIND
+    reasons: tuple[str, ...] = PLATFORM_REASONS
+    crash_reason = "decode"
+
+    def __init__(self, resources: Resources) -> None:
+        self._resources = resources
+        self._tenants: dict[str, _Tenant] = {}
+
+    def families(self, jobs: Sequence[Job]) -> Iterable[Family]:
+        """The platform's fixed families."""
+        return [*families.DATA_FAMILIES, *families.CLIENT_FAMILIES] if jobs else []
+
+    def parts(self, job: Job) -> tuple[str, ...]:
+        """One part per endpoint."""
+        return ENDPOINTS
+
+    def open(self, job: Job) -> None:
+        """A new tenant, or a changed spec (new secret, URL, timeouts): run counts carry on."""
+        spec: PlatformSpec = job.spec
+        tenant = self._tenants.get(job.id)
+        if tenant is None:
+            client = TenantClient(self._resources.http(), spec)
+            tracker = RunTracker(spec.overlap, spec.lookback, spec.history)
+            self._tenants[job.id] = _Tenant(spec, client, tracker, {})
+            return
+        tenant.spec = spec
+        tenant.client = TenantClient(self._resources.http(), spec, tenant.client.stats)
+
+    def close(self, job: Job) -> None:
+        """Forget the tenant's cursor, counters and client."""
+        self._tenants.pop(job.id, None)
+
+    def tenant(self, job_id: str) -> _Tenant:
+        """The live state of one tenant's poll (tests inspect its run tracker)."""
+        return self._tenants[job_id]
+
+    async def collect(self, job: Job, deadline: float) -> AsyncIterator[Part]:
+        """Poll every endpoint within the deadline; each endpoint fails on its own."""
+        tenant = self._tenants[job.id]
+        for endpoint in ENDPOINTS:
+            started = time.perf_counter()
+            try:
+                lines = await self._fetch(tenant, endpoint, deadline)
+                part = Part(endpoint, lines.bodies(), lines.series)
+            except CollectionError as exc:
+                # Run counters stay: they are totals so far, still true when a poll fails.
+                kept = self._runs(tenant).bodies() if endpoint == "runs" else {}
+                part = Part(endpoint, kept, error=exc)
+            part.duration = time.perf_counter() - started
+            yield part
+        yield Part("client", tenant.client.stats.render(), tracked=False)
+
+    async def _fetch(self, tenant: _Tenant, endpoint: str, deadline: float) -> Lines:
+        tenant_id, client = tenant.spec.tenant, tenant.client
+        if endpoint == "runs":
+            since = tenant.tracker.since(time.time())
+            items = await client.fetch_all("runs", {"updated_since": _rfc3339(since)}, deadline)
+            tenant.tracker.update(models.parse_items("runs", models.Run, items), time.time())
+            return self._runs(tenant)
+        items = await client.fetch_all(endpoint, {}, deadline)
+        if endpoint == "processes":
+            processes = models.parse_items(endpoint, models.Process, items)
+            tenant.process_names = display_names((p.id, p.name) for p in processes)
+            return render_processes(tenant_id, processes)
+        if endpoint == "agents":
+            return render_agents(tenant_id, models.parse_items(endpoint, models.Agent, items))
+        schedules = models.parse_items(endpoint, models.Schedule, items)
+        return render_schedules(tenant_id, schedules, tenant.process_names)
+
+    @staticmethod
+    def _runs(tenant: _Tenant) -> Lines:
+        return render_runs(tenant.spec.tenant, tenant.tracker, tenant.process_names)
+
+    async def retain(self, jobs: Sequence[Job]) -> None:
+        """Nothing shared to free: the HTTP session is the process's."""
+
+    async def aclose(self) -> None:
+        """Nothing to close: the process closes the HTTP session."""
+
+
+def _rfc3339(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

@@ -1,0 +1,92 @@
+"""The SQL source: each (tenant, query) is a job; a run is one query on the tenant's database."""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+import structlog
+
+from exporter.config import Config, MetricSpec, QueryJob
+from exporter.errors import REASONS
+from exporter.exposition import SCHEDULED_NOTE, Family
+from exporter.sources.base import Job, Part, Resources
+from exporter.sources.sql.engines import Engines
+from exporter.sources.sql.fetch import Statements, fetch
+from exporter.sources.sql.series import build_series
+
+log = structlog.get_logger(__name__)
+KIND = "sql"
+
+
+def data_family(metric: MetricSpec) -> Family:
+    """The exposition family of a configured metric."""
+    return Family(metric.name, metric.type, metric.help.rstrip() + SCHEDULED_NOTE)
+
+
+def jobs(config: Config) -> list[Job]:
+    """One job per (tenant, query) of the config."""
+    return [
+        Job(q.tenant, KIND, q.query.name, q.query.interval, q.query.timeout, q) for q in config.jobs
+    ]
+
+
+class SqlSource:
+    """Runs configured queries; pools are shared per connection target."""
+
+    kind = KIND
+    reasons: tuple[str, ...] = REASONS
+    crash_reason = "query"
+
+    def __init__(self, resources: Resources) -> None:
+        self.engines = Engines()
+        self._limit = asyncio.Semaphore(resources.max_concurrent_queries)
+        self._statements = Statements()
+
+    def families(self, jobs: Sequence[Job]) -> Iterable[Family]:
+        """The configured metrics of these queries."""
+        return [data_family(m) for job in jobs for m in _spec(job).query.metrics]
+
+    def parts(self, job: Job) -> tuple[str, ...]:
+        """A query's one part is the query itself."""
+        return (job.name,)
+
+    def open(self, job: Job) -> None:
+        """Nothing to prepare: pools open on first use."""
+
+    def close(self, job: Job) -> None:
+        """Nothing per job: pools are shared and retained by `retain`."""
+
+    async def collect(self, job: Job, deadline: float) -> AsyncIterator[Part]:
+        """Run the query and render its rows (the runner enforces nothing else)."""
+        spec = _spec(job)
+        database = self.engines.get(spec.database)
+        # Wait for the database's own slot first, so a slow database queues its own
+        # jobs without holding global slots that other tenants need.
+        async with database.slots, self._limit:
+            statement = self._statements.get(spec.query.sql, database)
+            rows = await fetch(database, statement, spec.params, spec.query.timeout)
+        query = spec.query
+        result = build_series(rows.columns, rows.rows, query.metrics, job.tenant, query.max_series)
+        if result.duplicates or result.dropped:
+            log.warning(
+                "series skipped", tenant=job.tenant, query=job.name,
+                duplicates=result.duplicates, over_limit=result.dropped,
+                max_series=query.max_series,
+            )  # fmt: skip
+        bodies = {name: "".join(lines).encode() for name, lines in result.lines.items()}
+        yield Part(
+            job.name, bodies, result.series, nulls=result.nulls,
+            duplicates=result.duplicates, dropped=result.dropped,
+        )  # fmt: skip
+
+    async def retain(self, jobs: Sequence[Job]) -> None:
+        """Close pools no query uses any more (a changed password makes a new pool)."""
+        await self.engines.retain({_spec(job).database.pool_key for job in jobs})
+
+    async def aclose(self) -> None:
+        """Close every pool."""
+        await self.engines.close()
+
+
+def _spec(job: Job) -> QueryJob:
+    spec: QueryJob = job.spec
+    return spec
