@@ -1,48 +1,21 @@
 """HTTP access to one tenant's platform API: tokens, retries, pagination, request metrics."""
 
-import json
-import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_before_delay,
-    wait_exponential_jitter,
-)
 
 from exporter.config import PlatformSpec
 from exporter.errors import CollectionError
 from exporter.exposition import escape_label_value, format_value
+from exporter.sources.http import Caller, ClientCredentials, UnauthorizedError, decode_json
 from exporter.sources.platform import families
 from exporter.sources.platform.models import parse_page
 
-T = TypeVar("T")
 ENDPOINTS = ("token", "processes", "agents", "schedules", "runs")
 MAX_PAGES = 10_000
-# Refresh this long before expiry (at most a tenth of the lifetime), so no call races it.
-REFRESH_MARGIN = 30.0
-_backoff = wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5)
-
-
-class _StatusError(Exception):
-    """An HTTP error status, with the server's Retry-After if it sent one."""
-
-    def __init__(self, status: int, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.retry_after = retry_after
-
-
-class _UnauthorizedError(Exception):
-    """The API refused the token."""
 
 
 @dataclass
@@ -62,6 +35,17 @@ class ClientStats:
         self.requests[(endpoint, code)] += 1
         self.seconds[endpoint] += seconds
         self.timed[endpoint] += 1
+
+    def retried(self, endpoint: str) -> None:
+        """Count one retry."""
+        self.retries[endpoint] += 1
+
+    def token(self, ok: bool) -> None:
+        """Count one token fetch."""
+        if ok:
+            self.token_refreshes += 1
+        else:
+            self.token_failures += 1
 
     def render(self) -> dict[str, bytes]:
         """Sample lines of the client families."""
@@ -98,11 +82,12 @@ class TenantClient:
     def __init__(
         self, session: aiohttp.ClientSession, spec: PlatformSpec, stats: ClientStats | None = None
     ) -> None:
-        self._session = session
         self._spec = spec
         self.stats = stats or ClientStats(spec.tenant)
-        self._token: str | None = None
-        self._refresh_at = 0.0
+        self._caller = Caller(session, spec.request_timeout, self.stats)
+        self._credentials = ClientCredentials(
+            spec.token_url, spec.client_id, spec.client_secret, spec.scope
+        )
 
     async def fetch_all(
         self, endpoint: str, params: dict[str, str], deadline: float
@@ -130,136 +115,22 @@ class TenantClient:
         url = f"{self._spec.base_url}/api/v1/{endpoint}"
         call = partial(self._get_once, endpoint, url, query, deadline)
         try:
-            return await self._retrying(endpoint, deadline, call)
-        except _UnauthorizedError:
-            self._token = None
+            return await self._caller.retrying(endpoint, deadline, call)
+        except UnauthorizedError:
+            self._credentials.forget()
         try:
-            return await self._retrying(endpoint, deadline, call)
-        except _UnauthorizedError:
+            return await self._caller.retrying(endpoint, deadline, call)
+        except UnauthorizedError:
             raise CollectionError("auth", f"{endpoint}: HTTP 401 even with a new token") from None
 
     async def _get_once(
         self, endpoint: str, url: str, query: dict[str, str], deadline: float
     ) -> object:
-        headers = {"Authorization": f"Bearer {await self._access_token(deadline)}"}
-        body = await self._send(endpoint, self._session.get(
-            url, params=query, headers=headers, timeout=self._timeout(deadline)
-        ))  # fmt: skip
-        return _json(endpoint, body)
-
-    async def _send(self, endpoint: str, request: Any) -> bytes:
-        """Perform one request, count it, and turn error statuses into exceptions."""
-        started, code = time.monotonic(), "error"
-        try:
-            async with request as response:
-                code = str(response.status)
-                if response.status == 401:
-                    raise _UnauthorizedError
-                if response.status >= 400:
-                    raise _StatusError(response.status, _retry_after(response.headers))
-                return bytes(await response.read())
-        finally:
-            self.stats.request(endpoint, code, time.monotonic() - started)
-
-    def _timeout(self, deadline: float) -> aiohttp.ClientTimeout:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        return aiohttp.ClientTimeout(total=min(self._spec.request_timeout, remaining))
-
-    async def _access_token(self, deadline: float) -> str:
-        if self._token is not None and time.monotonic() < self._refresh_at:
-            return self._token
-        try:
-            token, ttl = await self._retrying(
-                "token", deadline, lambda: self._fetch_token(deadline)
-            )
-        except CollectionError as exc:
-            self.stats.token_failures += 1
-            raise CollectionError("auth", str(exc)) from None
-        self.stats.token_refreshes += 1
-        self._token = token
-        self._refresh_at = time.monotonic() + ttl - min(REFRESH_MARGIN, ttl / 10)
-        return token
-
-    async def _fetch_token(self, deadline: float) -> tuple[str, float]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self._spec.client_id,
-            "client_secret": self._spec.client_secret,
-        }
-        if self._spec.scope:
-            form["scope"] = self._spec.scope
-        request = self._session.post(
-            self._spec.token_url, data=form, timeout=self._timeout(deadline)
+        token = await self._credentials.token(self._caller, deadline)
+        request = self._caller.session.get(
+            url,
+            params=query,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=self._caller.timeout(deadline),
         )
-        try:
-            body = _json("token", await self._send("token", request))
-        except _UnauthorizedError:
-            raise CollectionError("auth", "token: HTTP 401, client id or secret refused") from None
-        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
-            raise CollectionError("decode", "token: response has no access_token")
-        ttl = body.get("expires_in", 300)
-        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
-            raise CollectionError("decode", "token: expires_in is not a positive number")
-        return body["access_token"], float(ttl)
-
-    async def _retrying(
-        self, endpoint: str, deadline: float, call: Callable[[], Awaitable[T]]
-    ) -> T:
-        """Run `call`, retrying transient failures with backoff until the poll deadline."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_transient),
-            wait=_wait,
-            stop=stop_before_delay(max(0.0, deadline - time.monotonic())),
-            before_sleep=lambda _: self.stats.retries.update([endpoint]),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await call()
-        except (CollectionError, _UnauthorizedError):
-            raise
-        except _StatusError as exc:
-            raise CollectionError("http", f"{endpoint}: {exc}") from None
-        except TimeoutError:
-            raise CollectionError("timeout", f"{endpoint}: no answer within the deadline") from None
-        except aiohttp.ClientError as exc:
-            raise CollectionError("connect", f"{endpoint}: {type(exc).__name__}: {exc}") from None
-        raise AssertionError("unreachable: tenacity either returns or raises")
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, _StatusError):
-        return exc.status == 429 or exc.status >= 500
-    return isinstance(exc, TimeoutError | aiohttp.ClientConnectionError)
-
-
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, _StatusError) and exc.retry_after is not None:
-        return exc.retry_after
-    return float(_backoff(state))
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
-    raw = headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _json(endpoint: str, body: bytes) -> object:
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise CollectionError("decode", f"{endpoint}: response body is not JSON") from None
+        return decode_json(endpoint, await self._caller.send(endpoint, request))
