@@ -1,21 +1,22 @@
 """Load the configuration file, check it as a whole and resolve secrets into runnable jobs."""
 
 import hashlib
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, get_args
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 from sqlalchemy import URL, make_url, text
 from sqlalchemy.exc import ArgumentError
 
 from exporter import schema
 from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana
 from exporter.reference import exported_owners
+from exporter.secrets import read_secret
+from exporter.sources.base import Job
 
 _DRIVERS = {"mysql": "mysql+aiomysql", "mariadb": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}
 
@@ -123,6 +124,7 @@ class Config:
     receivers: Mapping[str, tuple[Receiver, ...]] = field(default_factory=dict)
     grafana: Grafana | None = None
     grafana_orgs: Mapping[str, TenantGrafana] = field(default_factory=dict)
+    section_jobs: tuple[Job, ...] = ()  # jobs of the source kinds that own a tenant key
 
 
 def load_config(path: Path) -> Config:
@@ -140,14 +142,17 @@ def load_config(path: Path) -> Config:
 def parse_config(raw: str, source: str) -> Config:
     """Validate configuration text; `source` names it in error messages."""
     document = _parse_yaml(raw, source)
+    root = config_model()
     try:
-        model = schema.ConfigFile.model_validate(document)
+        model = root.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(source, list(pydantic_problems(exc, schema.ConfigFile))) from None
+        raise ConfigError(source, list(pydantic_problems(exc, root))) from None
     problems = list(_cross_checks(model))
     warnings: list[str] = []
     databases = _resolve_databases(model, problems, warnings)
     platforms = _resolve_platforms(model, problems)
+    section_jobs = _section_jobs(model, problems)
+    problems += _family_owners(model, section_jobs)
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -162,7 +167,51 @@ def parse_config(raw: str, source: str) -> Config:
         receivers={t.id: tuple(t.receivers) for t in model.tenants},
         grafana=model.grafana,
         grafana_orgs={t.id: t.grafana for t in model.tenants if t.grafana is not None},
+        section_jobs=tuple(section_jobs),
     )
+
+
+@cache
+def config_model() -> type[schema.ConfigFile]:
+    """The file's model: the fixed sections plus each source kind's tenant key."""
+    # Imported here: the registry imports the sources, which import this module.
+    from exporter.sources.registry import sections  # noqa: PLC0415
+
+    keys: dict[str, Any] = {k: (s.annotation | None, None) for k, s in sections().items()}
+    tenant = create_model("Tenant", __base__=schema.Tenant, **keys)
+    tenants: Any = (list[tenant], Field(min_length=1))
+    return create_model("ConfigFile", __base__=schema.ConfigFile, tenants=tenants)
+
+
+def _section_jobs(model: schema.ConfigFile, problems: list[str]) -> list[Job]:
+    from exporter.sources.registry import sections  # noqa: PLC0415 - as above
+
+    jobs: list[Job] = []
+    for key, section in sections().items():
+        for ti, tenant in enumerate(model.tenants):
+            value = getattr(tenant, key, None)
+            if value is None:
+                continue
+            try:
+                jobs += section.jobs(tenant.id, value, model.defaults, f"tenants[{ti}].{key}")
+            except ValueError as exc:
+                problems.append(str(exc))
+    return jobs
+
+
+def _family_owners(model: schema.ConfigFile, section_jobs: list[Job]) -> Iterator[str]:
+    """A metric name one source kind exports may not come from another (duplicate series)."""
+    from exporter.sources.registry import sections  # noqa: PLC0415 - as above
+
+    owners = exported_owners() | {
+        m.name: "the sql queries" for q in model.queries for m in q.metrics
+    }
+    for key, section in sections().items():
+        jobs = [j for j in section_jobs if j.kind == key]
+        for family in section.families(jobs):
+            owner = owners.setdefault(family.name, f"the {key} source")
+            if owner != f"the {key} source":
+                yield f"{key}: metric {family.name!r} is also exported by {owner}"
 
 
 def _parse_yaml(raw: str, source: str) -> Any:
@@ -359,7 +408,7 @@ def _database(
         # The parser's own message echoes the DSN, which may hold a password.
         raise ValueError(f"{where}.dsn: cannot parse the DSN (check host:port)") from None
     url = url.set(drivername=_DRIVERS.get(url.drivername, url.drivername))
-    password = _read_secret(db.password_file, db.password_env, where, "password")
+    password = read_secret(db.password_file, db.password_env, where, "password")
     if url.password is not None:
         if password is not None:
             raise ValueError(f"{where}.dsn: password given both in the DSN and in {where}")
@@ -367,21 +416,6 @@ def _database(
     elif password is not None:
         url = url.set(password=password)
     return DatabaseSpec(url=url, pool_size=defaults.pool_size)
-
-
-def _read_secret(file: Path | None, env: str | None, where: str, what: str) -> str | None:
-    if file is not None:
-        try:
-            return file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise ValueError(f"{where}.{what}_file: cannot read {file}: {reason}") from None
-    if env is not None:
-        value = os.environ.get(env)
-        if value is None:
-            raise ValueError(f"{where}.{what}_env: variable {env} is not set")
-        return value
-    return None
 
 
 def _resolve_platforms(model: schema.ConfigFile, problems: list[str]) -> list[PlatformSpec]:
@@ -405,7 +439,7 @@ def _platform(
     timeout = platform.timeout or defaults.timeout
     if timeout > interval:
         raise ValueError(f"{where}.timeout: timeout ({timeout:g}s) is longer than the interval")
-    secret = _read_secret(
+    secret = read_secret(
         platform.client_secret_file, platform.client_secret_env, where, "client_secret"
     )
     return PlatformSpec(

@@ -1,12 +1,29 @@
-"""Every source kind, one line each: what builds its Source and what derives its jobs."""
+"""Every source kind, one line each: what builds its Source, its jobs and its config section."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from exporter.config import Config
+from exporter.exposition import Family
+from exporter.schema import Defaults
 from exporter.sources.base import Job, Resources, Source
+from exporter.sources.http_json import config as http_json_config
+from exporter.sources.http_json import source as http_json
 from exporter.sources.platform import source as platform
 from exporter.sources.sql import source as sql
+
+if TYPE_CHECKING:
+    from exporter.config import Config
+
+
+@dataclass(frozen=True)
+class Section:
+    """A tenant key the kind owns (`tenants[].KEY`), and how it becomes jobs."""
+
+    key: str
+    annotation: Any  # the pydantic type of the value
+    jobs: Callable[[str, Any, Defaults, str], list[Job]]  # tenant, value, defaults, where
+    families: Callable[[Sequence[Job]], Iterable[Family]]
 
 
 @dataclass(frozen=True)
@@ -14,16 +31,33 @@ class Kind:
     """A source kind as the exporter wires it."""
 
     make: Callable[[Resources], Source]
-    jobs: Callable[[Config], list[Job]]
+    jobs: Callable[["Config"], list[Job]]
+    section: Section | None = None
+
+
+def _from_section(kind: str) -> Callable[["Config"], list[Job]]:
+    return lambda config: [job for job in config.section_jobs if job.kind == kind]
 
 
 KINDS: dict[str, Kind] = {
     sql.KIND: Kind(sql.SqlSource, sql.jobs),
     platform.KIND: Kind(platform.PlatformSource, platform.jobs),
+    http_json_config.KIND: Kind(
+        http_json.HttpJsonSource,
+        _from_section(http_json_config.KIND),
+        Section(
+            "http_json", list[http_json_config.Endpoint], http_json_config.jobs, http_json.families
+        ),
+    ),
 }
 
 
-def all_jobs(config: Config) -> list[Job]:
+def sections() -> dict[str, Section]:
+    """The tenant keys source kinds own."""
+    return {k.section.key: k.section for k in KINDS.values() if k.section is not None}
+
+
+def all_jobs(config: "Config") -> list[Job]:
     """Every job of every source kind the config asks for."""
     return [job for kind in KINDS.values() for job in kind.jobs(config)]
 
