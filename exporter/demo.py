@@ -70,7 +70,36 @@ def demo_config_text(directory: Path, platforms: dict[str, dict[str, object]]) -
     document = yaml.safe_load(CONFIG.format(tenants=tenants))
     for tenant in document["tenants"]:
         tenant["platform"] = platforms[tenant["id"]] | {"interval": "10s", "timeout": "5s"}
+    first = document["tenants"][0]
+    first["http_json"] = [_http_json_example(first["platform"])]
     return str(yaml.safe_dump(document, sort_keys=False))
+
+
+def _http_json_example(platform: dict[str, object]) -> dict[str, object]:
+    """The platform's agents read a second way, through the generic http_json source."""
+    return {
+        "name": "agent_versions",
+        "url": f"{platform['base_url']}/api/v1/agents",
+        "interval": "10s",
+        "timeout": "5s",
+        "auth": {
+            "oauth2": {
+                "token_url": platform["token_url"],
+                "client_id": platform["client_id"],
+                "client_secret_file": platform["client_secret_file"],
+            }
+        },
+        "pagination": {"cursor": {"param": "page_token", "path": "$.next_page_token"}},
+        "metrics": [
+            {
+                "name": "cockpit_demo_agents_by_version",
+                "type": "gauge",
+                "help": "Agents per version, read with the http_json source.",
+                "items": "$.items[*]",
+                "labels": {"version": "$.version"},
+            }
+        ],
+    }
 
 
 def seed(directory: Path, rng: random.Random) -> None:

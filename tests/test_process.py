@@ -55,7 +55,7 @@ def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 def test_demo_serves_three_tenants() -> None:
     """`cockpit-exporter demo` needs no MySQL and serves three tenants' SQL and platform
-    metrics."""
+    metrics, and acme's agents a second time through the http_json source (same count)."""
     port = free_port()
     process = start("demo", "--web.listen-address", f"127.0.0.1:{port}")
     try:
@@ -66,6 +66,9 @@ def test_demo_serves_three_tenants() -> None:
     for metric in ("cockpit_work_items", "cockpit_agent_up", "cockpit_runs_finished_total"):
         tenants = {dict(labels).get("tenant") for name, labels in samples if name == metric}
         assert tenants == {"acme", "globex", "initech"}, metric
+    by_version = [v for (n, _), v in samples.items() if n == "cockpit_demo_agents_by_version"]
+    acme_agents = [k for k in samples if k[0] == "cockpit_agent_up" and ("tenant", "acme") in k[1]]
+    assert by_version and sum(by_version) == len(acme_agents)
     assert code == 0, output
     assert f"http://127.0.0.1:{port}/" in output
 
