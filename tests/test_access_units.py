@@ -1,7 +1,6 @@
 """In-process tests of credentials, limits, scopes and log redaction: exact answers, no HTTP."""
 
 import base64
-import hashlib
 import logging
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from exporter.config import ConfigError
 from exporter.limits import FailureLimiter, TokenBucket, client_key
 from exporter.logs import REDACTED, redact
 from exporter.webconfig import WebConfig, check_scopes, load_web_config
+from tests.helpers import sha
 
 LONG_PASSWORD = "p" * 72 + "-this tail is past bcrypt's 72 bytes"
 
@@ -26,10 +26,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def sha(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def load(tmp_path: Path, text: str) -> WebConfig:

@@ -8,9 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-import yaml
 from aiohttp import web
 
 from exporter.render.alertmanager import render_alertmanager
@@ -19,6 +17,7 @@ from exporter.render.rules import render_rules
 from exporter.render.yamlout import dump
 from tests import platform_helpers
 from tests.conftest import ScratchDatabase, free_port
+from tests.helpers import exporter_config, spawn, wait_http
 
 TENANTS = ("t0001", "t0002", "t0003")
 
@@ -48,45 +47,6 @@ async def webhooks() -> AsyncIterator[tuple[Webhooks, str]]:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield hooks, f"http://127.0.0.1:{port}"
     await runner.cleanup()
-
-
-async def start(*command: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-
-
-async def wait_http(url: str, seconds: float = 30) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(int(seconds * 10)):
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} never answered")
-
-
-def exporter_config(
-    sim: platform_helpers.RunningSimulator, tmp_path: Path, hooks: str, dsn: str
-) -> str:
-    document = yaml.safe_load(sim.config(tmp_path, interval="1s", timeout="1s"))
-    document["alerting"] = {"operators": [{"webhook": {"url": f"{hooks}/operators"}}]}
-    for tenant in document["tenants"]:
-        tenant["receivers"] = [{"webhook": {"url": f"{hooks}/{tenant['id']}"}}]
-        tenant["mysql"] = {"dsn": dsn}
-    document["queries"] = [
-        {
-            "name": "items",
-            "sql": "SELECT COUNT(*) AS n FROM work_items",
-            "interval": "1s",
-            "timeout": "1s",
-            "metrics": [{"name": "cockpit_items", "type": "gauge", "help": "Items.", "value": "n"}],
-        }
-    ]
-    return yaml.safe_dump(document)
 
 
 async def test_pool_offline_pages_that_tenant_only(
@@ -133,7 +93,7 @@ async def test_pool_offline_pages_that_tenant_only(
             )
         )
         processes.append(
-            await start(
+            await spawn(
                 "prometheus-alertmanager",
                 f"--config.file={am_config}",
                 f"--storage.path={tmp_path / 'am'}",
@@ -141,7 +101,7 @@ async def test_pool_offline_pages_that_tenant_only(
                 "--cluster.listen-address=",
             )
         )
-        processes.append(await start(
+        processes.append(await spawn(
             "prometheus", f"--config.file={prom_config}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s",

@@ -10,7 +10,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from exporter.server import wants_openmetrics
 from tests.conftest import ScratchDatabase, key, parse_samples
-from tests.test_sql_collection import two_tenants
+from tests.helpers import two_tenants
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 

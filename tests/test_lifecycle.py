@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import ScratchDatabase, admin, free_port, parse_samples
-from tests.test_process import wait_ready
+from tests.helpers import wait_ready
 
 
 def sqlite_tenant(directory: Path, tenant: str, value: int) -> str:

@@ -2,11 +2,6 @@
 
 import base64
 import hashlib
-import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -15,42 +10,7 @@ from pathlib import Path
 import bcrypt
 
 from tests.conftest import ScratchDatabase, admin, free_port, parse_samples
-
-
-def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "exporter", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def wait_ready(port: int, process: subprocess.Popen[str], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # refused while starting, or a read timeout: try again
-            pass
-        time.sleep(0.2)
-    raise AssertionError("exporter did not become ready")
-
-
-def fetch(port: int, path: str = "/metrics", headers: dict[str, str] | None = None) -> str:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.read().decode()
-
-
-def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=20)
-    return process.returncode, output
+from tests.helpers import fetch, start, stop, wait_ready
 
 
 def test_demo_serves_three_tenants() -> None:

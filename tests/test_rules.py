@@ -13,6 +13,7 @@ import yaml
 from exporter.reference import exported_series_names
 from exporter.render.rules import render_rules
 from exporter.render.yamlout import dump
+from tests.helpers import selectors
 
 ROOT = Path(__file__).parent.parent
 RULES = ROOT / "alerts" / "cockpit.rules.yml"
@@ -30,20 +31,6 @@ def rules() -> list[dict]:
     return [
         rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
     ]
-
-
-def selectors(node: object) -> set[str]:
-    """Metric names selected anywhere in a parsed PromQL expression."""
-    found: set[str] = set()
-    if isinstance(node, promql_parser.VectorSelector):
-        found.add(node.name)
-    for attribute in ("lhs", "rhs", "expr", "vector_selector", "param"):
-        child = getattr(node, attribute, None)
-        if child is not None:
-            found |= selectors(child)
-    for child in getattr(node, "args", None) or ():
-        found |= selectors(child)
-    return found
 
 
 def test_committed_rules_are_the_rendered_ones() -> None:

@@ -11,7 +11,7 @@ import bcrypt
 import pytest
 
 from tests.conftest import free_port
-from tests.test_process import fetch, start, stop, wait_ready
+from tests.helpers import fetch, start, stop, wait_ready
 
 
 def raw_request(port: int, data: bytes) -> bytes:

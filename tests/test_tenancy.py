@@ -10,8 +10,7 @@ import bcrypt
 import pytest
 
 from tests.conftest import ScratchDatabase, parse_samples
-from tests.test_access_units import sha
-from tests.test_sql_collection import two_tenants
+from tests.helpers import sha, two_tenants
 
 OPS_TOKEN, ACME_TOKEN = "ops-token-3c9a51", "acme-token-77d2e0"
 PASSWORD = "a fine password"

@@ -14,7 +14,7 @@ from exporter.config import ConfigError
 from exporter.tls import GO_CIPHERS
 from exporter.webconfig import WebConfig, load_web_config
 from tests.conftest import ScratchDatabase
-from tests.test_sql_collection import two_tenants
+from tests.helpers import two_tenants
 from tests.tls_helpers import make_ca, make_cert
 
 SERVER = 'cert_file: "server.crt"\n  key_file: "server.key"\n'
