@@ -80,3 +80,56 @@ def test_one_owner_per_family_name() -> None:
 def test_label_block() -> None:
     """Pairs in order, values as given (already escaped)."""
     assert label_block([("tenant", "a"), ("q", 'x\\"')]) == '{tenant="a",q="x\\""}'
+
+
+def test_sql_series_exact_lines() -> None:
+    """Tenant first, labels in configured order, NULL values skipped and counted, a repeated
+    label set counted once as a duplicate, decimals kept exact, the limit counted."""
+    from decimal import Decimal
+
+    from exporter.config import MetricSpec
+    from exporter.sources.sql.series import build_series
+
+    metric = MetricSpec("cockpit_w", "gauge", "W.", ("queue", "status"), "w")
+    rows = [
+        ("b", "new", Decimal("2.25")),
+        ("a", "done", None),
+        ("b", "new", Decimal("1")),
+        ("c", 'x"y', 3),
+    ]
+    result = build_series(["queue", "status", "w"], rows, [metric], "acme", max_series=10)
+    assert result.lines == {
+        "cockpit_w": [
+            'cockpit_w{tenant="acme",queue="b",status="new"} 2.25\n',
+            'cockpit_w{tenant="acme",queue="c",status="x\\"y"} 3\n',
+        ]
+    }
+    assert (result.series, result.nulls, result.duplicates, result.dropped) == (2, 1, 1, 0)
+    limited = build_series(["queue", "status", "w"], rows, [metric], "acme", max_series=1)
+    assert (limited.series, limited.dropped) == (1, 1)
+
+
+def test_self_metrics_exact_lines() -> None:
+    """Each job's self-metrics, labelled tenant, source, query; every reason from 0."""
+    from exporter.selfmetrics import JobStats
+
+    stats = JobStats("acme", "sql", "q", reasons=("timeout", "query"))
+    stats.record_failure(0.5, "timeout", "slow")
+    bodies = stats.render()
+    labels = 'tenant="acme",source="sql",query="q"'
+    assert (
+        bodies["cockpit_collection_success"]
+        == f"cockpit_collection_success{{{labels}}} 0\n".encode()
+    )
+    assert (
+        bodies["cockpit_collection_runs_total"]
+        == f"cockpit_collection_runs_total{{{labels}}} 1\n".encode()
+    )
+    assert (
+        bodies["cockpit_collection_errors_total"]
+        == (
+            f'cockpit_collection_errors_total{{{labels},reason="query"}} 0\n'
+            f'cockpit_collection_errors_total{{{labels},reason="timeout"}} 1\n'
+        ).encode()
+    )
+    assert stats.last_error == "slow" and stats.series == 0
