@@ -14,6 +14,7 @@ from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.exitcodes import fail
 from exporter.settings import Settings
+from exporter.sources.registry import all_jobs
 from exporter.webconfig import check_scopes, load_web_config
 
 log = structlog.get_logger(__name__)
@@ -208,6 +209,6 @@ def _check_config(path: Path) -> int:
         return fail(str(exc))
     for warning in config.warnings:
         sys.stderr.write(f"warning: {warning}\n")
-    jobs = len(config.jobs) + len(config.platforms)
+    jobs = len(all_jobs(config))
     sys.stdout.write(f"{path}: OK, {len(config.tenants)} tenant(s), {jobs} job(s)\n")
     return 0

@@ -276,3 +276,23 @@ def test_examples_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("ACME_DB_PASSWORD", "example")
     monkeypatch.chdir(path.parent)
     load_config(path)
+
+
+def test_check_config_counts_every_source_kind(tmp_path: Path) -> None:
+    """A config without SQL still has jobs: platform polls and http_json endpoints count."""
+    secret = tmp_path / "secret"
+    secret.write_text("s\n")
+    text = f"""
+tenants:
+  - id: acme
+    platform: {{base_url: http://127.0.0.1:9, token_url: http://127.0.0.1:9/t,
+               client_id: c, client_secret_file: {secret}}}
+    http_json:
+      - {{name: a, url: http://127.0.0.1:9/a, metrics: [{{name: x_a, type: gauge, help: A.}}]}}
+      - {{name: b, url: http://127.0.0.1:9/b, metrics: [{{name: x_b, type: gauge, help: B.}}]}}
+"""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "1 tenant(s), 3 job(s)" in result.stdout
