@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 tools:
 	@command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq prometheus prometheus-alertmanager >/dev/null; }
 
+# `make demo PORT=9700` serves on another port.
 demo: $(STAMP)
-	$(VENV)/bin/cockpit-exporter demo
+	$(VENV)/bin/cockpit-exporter demo $(if $(PORT),--web.listen-address 127.0.0.1:$(PORT))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check exporter tests

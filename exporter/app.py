@@ -13,11 +13,11 @@ from aiohttp import web
 from exporter.access import AccessPolicy
 from exporter.collection import Collection
 from exporter.config import Config, ConfigError, load_config
+from exporter.exitcodes import fail
 from exporter.readiness import Readiness
 from exporter.selfmetrics import (
     BUILD_INFO,
     CONFIG_FAMILIES,
-    JOB_FAMILIES,
     build_info_snapshot,
     config_snapshot,
 )
@@ -35,6 +35,17 @@ log = structlog.get_logger(__name__)
 # connections; the total bounds sockets across all hosts.
 HTTP_LIMIT, HTTP_LIMIT_PER_HOST = 256, 64
 CONFIG_KEY = ("", "exporter", "config")
+
+
+class ListenError(Exception):
+    """The HTTP port could not be bound; says which address and what to change."""
+
+    def __init__(self, address: str, exc: OSError) -> None:
+        reason = exc.strerror or str(exc)
+        super().__init__(
+            f"cannot listen on {address}: {reason.lower()};"
+            " choose another with --web.listen-address"
+        )
 
 
 class Exporter:
@@ -59,6 +70,7 @@ class Exporter:
         self._ssl: ssl.SSLContext | None = None
         self._loaded_at = time.time()
         self.port = 0
+        self.links: dict[str, str] = {}  # extra links for the landing page (the demo's simulator)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -71,23 +83,27 @@ class Exporter:
         await self.collection.run(job.id)
 
     async def start(self, schedule: bool = True) -> None:
-        """Publish initial state, start the schedule and listen for scrapes."""
-        self.store.register([BUILD_INFO, *CONFIG_FAMILIES, *JOB_FAMILIES])
+        """Listen first (a taken port fails before any job starts), then publish and schedule."""
+        context = await self._serve()
+        self.store.register([BUILD_INFO, *CONFIG_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, self.config.digest))
         self.collection.add(all_jobs(self.config))
         if schedule:
             self.collection.scheduler.start()
-        await self._serve()
+        self._log_start(context)
 
-    async def _serve(self) -> None:
+    async def _serve(self) -> ssl.SSLContext | None:
         endpoints = Endpoints(
             store=self.store,
             readiness=self.readiness,
             tenants=lambda: self.config.tenants,
             stats=lambda: self.runner.stats,
+            jobs=self.runner.jobs,
             policy=lambda: self.policy,
             reload=self.reload if self.settings.enable_reload else None,
+            telemetry_path=self.settings.telemetry_path,
+            links=self.links,
         )
         self._runner = web.AppRunner(make_app(endpoints), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -95,8 +111,16 @@ class Exporter:
         tls = self.web_config.tls_server_config
         context = self._ssl = server_context(tls) if tls is not None else None
         site = web.TCPSite(self._runner, host, port, ssl_context=context)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ListenError(self.settings.listen_address, exc) from None
         self.port = bound_port(site)
+        return context
+
+    def _log_start(self, context: ssl.SSLContext | None) -> None:
+        host, _ = split_address(self.settings.listen_address)
         log.info(
             "exporter started",
             listen=f"{host or '*'}:{self.port}",
@@ -200,7 +224,10 @@ async def serve(config: Config, settings: Settings, web_config: WebConfig | None
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    await exporter.start()
+    try:
+        await exporter.start()
+    except ListenError as exc:
+        return fail(str(exc))
     await stop.wait()
     log.info("shutting down", grace_seconds=settings.shutdown_grace_period)
     await exporter.stop()

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from exporter import __version__, logs
 from exporter.app import serve
 from exporter.config import Config, ConfigError, format_location, load_config
-from exporter.exitcodes import fail
-from exporter.settings import Settings
+from exporter.exitcodes import EXIT_FAILED, fail
+from exporter.settings import Settings, split_address
 from exporter.sources.registry import all_jobs
 from exporter.webconfig import check_scopes, load_web_config
 
@@ -22,30 +22,67 @@ _COMMANDS = ("run", "check-config", "demo", "simulate", "render", "grafana")
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--web.listen-address",
-        dest="listen_address",
-        help="host:port to serve on (env COCKPIT_LISTEN_ADDRESS, default :9610)",
-    )
-    common.add_argument(
-        "--log.level",
-        dest="log_level",
-        choices=["debug", "info", "warn", "warning", "error"],
-        help="env COCKPIT_LOG_LEVEL, default info",
-    )
-    common.add_argument(
-        "--log.format",
-        dest="log_format",
-        choices=["console", "logfmt", "json"],
-        help="env COCKPIT_LOG_FORMAT, default console",
-    )
     parser = argparse.ArgumentParser(
         prog="cockpit-exporter", description="Multi-tenant Prometheus exporter."
     )
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", parents=[common], help="run the exporter (default)")
+    logging_flags, serving_flags = _logging_flags(), _serving_flags()
+    _run_parser(commands, [logging_flags, serving_flags])
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", type=Path)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also run every job once (queries, polls) and print what each would export",
+    )
+    demo = commands.add_parser(
+        "demo", parents=[logging_flags, serving_flags], help="run on generated demo data"
+    )
+    demo.add_argument("--dir", type=Path, help="where to keep demo databases (default: temp)")
+    _simulate_parser(commands, [logging_flags])
+    _render_parser(commands)
+    _grafana_parser(commands)
+    return parser
+
+
+def _logging_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--log.level",
+        dest="log_level",
+        choices=["debug", "info", "warn", "warning", "error"],
+        help="env COCKPIT_LOG_LEVEL, default info",
+    )
+    flags.add_argument(
+        "--log.format",
+        dest="log_format",
+        choices=["console", "logfmt", "json"],
+        help="env COCKPIT_LOG_FORMAT, default console",
+    )
+    return flags
+
+
+def _serving_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        help="host:port to serve on (env COCKPIT_LISTEN_ADDRESS, default :9610)",
+    )
+    flags.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        help="path of the metrics (env COCKPIT_TELEMETRY_PATH, default /metrics)",
+    )
+    return flags
+
+
+def _run_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    run = commands.add_parser("run", parents=parents, help="run the exporter (default)")
     run.add_argument("--config", type=Path, help="config file (env COCKPIT_CONFIG)")
     run.add_argument(
         "--web.config.file",
@@ -70,12 +107,19 @@ def _parser() -> argparse.ArgumentParser:
         dest="ready_grace_period",
         help="report ready after this long even if jobs are pending (default 120s)",
     )
-    check = commands.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("file", type=Path)
-    demo = commands.add_parser("demo", parents=[common], help="run on generated demo data")
-    demo.add_argument("--dir", type=Path, help="where to keep demo databases (default: temp)")
+
+
+def _simulate_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    parents: list[argparse.ArgumentParser],
+) -> None:
     simulate = commands.add_parser(
-        "simulate", parents=[common], help="serve a simulated platform API for N tenants"
+        "simulate", parents=parents, help="serve a simulated platform API for N tenants"
+    )
+    simulate.add_argument(
+        "--web.listen-address",
+        dest="sim_address",
+        help="host:port to serve on (default 127.0.0.1:9620; --host and --port also work)",
     )
     simulate.add_argument("--tenants", type=int, default=3)
     simulate.add_argument("--seed", type=int, default=1)
@@ -93,15 +137,22 @@ def _parser() -> argparse.ArgumentParser:
         dest="write_config",
         help="write an exporter config for the simulated tenants here",
     )
-    render = commands.add_parser(
-        "render", help="print Alertmanager routing or Prometheus rules for this exporter"
+
+
+def _render_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    render = commands.add_parser("render", help="print or write config for the tools around us")
+    targets = render.add_subparsers(dest="target", required=True)
+    alertmanager = targets.add_parser(
+        "alertmanager", help="print Alertmanager routing and receivers for the tenants"
     )
-    render.add_argument("target", choices=["alertmanager", "rules", "dashboards", "grafana"])
-    render.add_argument("--out", type=Path, help="directory for the dashboards' JSON files")
-    render.add_argument("--config", type=Path, help="the exporter config (for alertmanager)")
-    render.add_argument("--runbooks", help="base URL of docs/runbooks.md (for rules)")
-    _grafana_parser(commands)
-    return parser
+    alertmanager.add_argument("--config", type=Path, required=True, help="the exporter config")
+    rules = targets.add_parser("rules", help="print the Prometheus alert and recording rules")
+    rules.add_argument("--runbooks", help="base URL of docs/runbooks.md")
+    dashboards = targets.add_parser("dashboards", help="write the dashboards' JSON files")
+    dashboards.add_argument("--out", type=Path, required=True, help="directory to write to")
+    grafana = targets.add_parser("grafana", help="write Grafana provisioning for every org")
+    grafana.add_argument("--config", type=Path, required=True, help="the exporter config")
+    grafana.add_argument("--out", type=Path, required=True, help="directory to write to")
 
 
 def _grafana_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -136,18 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("\n".join(_setting_problems(exc)))
     logs.configure(settings.log_level, settings.log_format)
     if options.command == "simulate":
-        from exporter.simulator.main import run_simulator  # noqa: PLC0415 - as for the demo
-
-        return asyncio.run(
-            run_simulator(
-                tenants=options.tenants,
-                seed=options.seed,
-                host=options.host,
-                port=options.port,
-                speed=options.speed,
-                config=options.write_config,
-            )
-        )
+        return _simulate(options)
     if options.command == "demo":
         from exporter.demo import run_demo  # noqa: PLC0415 - only the demo needs its data code
 
@@ -155,10 +195,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(settings)
 
 
+def _simulate(options: argparse.Namespace) -> int:
+    from exporter.simulator.main import run_simulator  # noqa: PLC0415 - as for the demo
+
+    host, port = options.host, options.port
+    if options.sim_address is not None:
+        try:
+            bound, port = split_address(options.sim_address)
+        except ValueError as exc:
+            return fail(f"--web.listen-address: {exc}")
+        host = bound or "0.0.0.0"
+    try:
+        return asyncio.run(
+            run_simulator(
+                tenants=options.tenants,
+                seed=options.seed,
+                host=host,
+                port=port,
+                speed=options.speed,
+                config=options.write_config,
+            )
+        )
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        return fail(
+            f"cannot listen on {host}:{port}: {reason}; choose another with --web.listen-address"
+        )
+
+
 def _tool(options: argparse.Namespace) -> int:
     """Commands that run once and exit, without the exporter's settings or logging."""
     if options.command == "check-config":
-        return _check_config(options.file)
+        return _check_config(options.file, options.connect)
     if options.command == "render":
         # Only rendering needs the Grafana SDK and the renderers; the exporter starts without.
         from exporter.render.cli import render  # noqa: PLC0415
@@ -202,7 +270,7 @@ def _load(path: Path) -> Config:
     return config
 
 
-def _check_config(path: Path) -> int:
+def _check_config(path: Path, connect: bool) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -211,4 +279,11 @@ def _check_config(path: Path) -> int:
         sys.stderr.write(f"warning: {warning}\n")
     jobs = len(all_jobs(config))
     sys.stdout.write(f"{path}: OK, {len(config.tenants)} tenant(s), {jobs} job(s)\n")
-    return 0
+    if not connect:
+        return 0
+    logs.configure("error", "console")  # the table says what failed; no log lines between
+    from exporter.check import dry_run  # noqa: PLC0415 - only --connect needs the sources
+
+    if asyncio.run(dry_run(config)):
+        return 0
+    return fail(f"{path}: some jobs failed (see the table)", EXIT_FAILED)

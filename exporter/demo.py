@@ -12,8 +12,9 @@ from pathlib import Path
 import structlog
 import yaml
 
-from exporter.app import Exporter
+from exporter.app import Exporter, ListenError
 from exporter.config import parse_config
+from exporter.exitcodes import fail
 from exporter.settings import Settings
 from exporter.simulator.main import platform_blocks, start_simulator
 from exporter.simulator.server import Simulator
@@ -57,6 +58,14 @@ queries:
           help: Work items processed since the queue was created.}}
       - {{name: cockpit_oldest_new_item_timestamp_seconds, type: gauge, labels: [queue],
           value: oldest_new, help: Creation time of the oldest item still new; absent when none.}}
+  # Fails on purpose, every run: what a broken query looks like on /, in the self-metrics
+  # and on the dashboards.
+  - name: legacy_orders
+    tenants: [initech]
+    sql: SELECT COUNT(*) AS n FROM legacy_orders
+    metrics:
+      - {{name: cockpit_demo_legacy_orders, type: gauge, value: n,
+          help: Always fails in the demo (no such table).}}
 """
 
 
@@ -156,8 +165,14 @@ async def run_demo(settings: Settings, directory: Path | None) -> int:
         if "listen_address" not in settings.model_fields_set:
             settings = settings.model_copy(update={"listen_address": "127.0.0.1:9610"})
         exporter = Exporter(config, settings)
+        sim_stats = f"{sim_url}/admin/tenants/acme/stats"
+        exporter.links = {"platform simulator (acme's stats)": sim_stats}
+        try:
+            await exporter.start()
+        except ListenError as exc:
+            await sim_runner.cleanup()
+            return fail(str(exc))
         mutator = asyncio.create_task(_keep_mutating(where, rng))
-        await exporter.start()
         log.info(
             "demo running",
             url=f"http://127.0.0.1:{exporter.port}/",

@@ -20,7 +20,13 @@ METRIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 QUERY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Self-metrics live under these prefixes; user metrics there would collide with ours.
-RESERVED_METRIC_PREFIXES = ("cockpit_collection_", "cockpit_exporter_", "process_", "scrape_")
+RESERVED_METRIC_PREFIXES = (
+    "cockpit_collection_",
+    "cockpit_exporter_",
+    "process_",
+    "python_",
+    "scrape_",
+)
 RESERVED_LABELS = frozenset({"tenant", "source", "query", "job", "instance"})
 DSN_SCHEMES = ("mysql", "mariadb", "mysql+aiomysql", "sqlite", "sqlite+aiosqlite")
 

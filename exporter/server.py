@@ -1,20 +1,26 @@
 """HTTP endpoints: /metrics, /healthz, /readyz, the landing page and /-/reload, behind auth."""
 
 import asyncio
-import gzip
 import time
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
 
 from exporter import access
 from exporter.access import AccessPolicy, principal_of, route_of
-from exporter.exposition import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE
+from exporter.exposition import (
+    OPENMETRICS_CONTENT_TYPE,
+    OPENMETRICS_EOF,
+    PROMETHEUS_CONTENT_TYPE,
+)
+from exporter.gzipped import GzipPrefix
 from exporter.landing import render_landing
 from exporter.readiness import Readiness
+from exporter.runtime import RuntimeMetrics
 from exporter.selfmetrics import JobStats
+from exporter.sources.base import Job
 from exporter.store import SnapshotStore
 
 log = structlog.get_logger(__name__)
@@ -31,8 +37,11 @@ class Endpoints:
     readiness: Readiness
     tenants: Callable[[], Collection[str]]
     stats: Callable[[], Collection[JobStats]]
+    jobs: Callable[[], Collection[Job]]
     policy: Callable[[], AccessPolicy]
     reload: Callable[[], Awaitable[list[str]]] | None = None
+    telemetry_path: str = "/metrics"
+    links: Mapping[str, str] = field(default_factory=dict)
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -66,36 +75,52 @@ def selected_tenants(request: web.Request, known: Collection[str]) -> frozenset[
 
 
 class MetricsHandler:
-    """Serves pre-rendered snapshots; remembers the last gzip of the unfiltered output."""
+    """Serves pre-rendered snapshots plus the process's runtime metrics.
+
+    The unfiltered output is compressed once per change of the store, not per scrape.
+    """
 
     def __init__(self, endpoints: Endpoints) -> None:
         self._endpoints = endpoints
-        self._gzipped: tuple[bytes, bytes] | None = None
+        self._runtime = RuntimeMetrics()
+        self._gzipped: GzipPrefix | None = None
 
-    async def handle(self, request: web.Request) -> web.Response:
-        """Handle GET /metrics."""
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Handle GET on the telemetry path."""
         tenants = selected_tenants(request, self._endpoints.tenants())
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         body = self._endpoints.store.render(openmetrics, tenants)
+        # Process metrics are the operators': like the config series, not a tenant's.
+        tail = self._runtime.render(openmetrics) if tenants is None else b""
+        if openmetrics:
+            tail += OPENMETRICS_EOF
         headers = {
             "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else PROMETHEUS_CONTENT_TYPE,
             "Vary": "Accept, Accept-Encoding",
         }
         if "gzip" in request.headers.get("Accept-Encoding", "").lower():
             headers["Content-Encoding"] = "gzip"
-            body = await self._gzip(body)
-        return web.Response(body=body, headers=headers)
+            prefix = await self._gzip_prefix(body)
+            return web.Response(body=prefix.with_tail(tail), headers=headers)
+        # Two writes: the cached body is sent as it is, never copied to add the tail.
+        response = web.StreamResponse(headers=headers)
+        response.content_length = len(body) + len(tail)
+        await response.prepare(request)
+        await response.write(body)
+        await response.write(tail)
+        await response.write_eof()
+        return response
 
-    async def _gzip(self, body: bytes) -> bytes:
+    async def _gzip_prefix(self, body: bytes) -> GzipPrefix:
         cached = self._gzipped
-        if cached is not None and cached[0] is body:
-            return cached[1]
+        if cached is not None and cached.body is body:
+            return cached
         if len(body) < _GZIP_INLINE_LIMIT:
-            compressed = gzip.compress(body, compresslevel=1)
+            prefix = GzipPrefix(body)
         else:
-            compressed = await asyncio.to_thread(gzip.compress, body, 1)
-        self._gzipped = (body, compressed)
-        return compressed
+            prefix = await asyncio.to_thread(GzipPrefix, body)
+        self._gzipped = prefix
+        return prefix
 
 
 def make_app(endpoints: Endpoints) -> web.Application:
@@ -115,9 +140,13 @@ def make_app(endpoints: Endpoints) -> web.Application:
     async def landing(request: web.Request) -> web.Response:
         scope = principal_of(request).tenants
         stats = [s for s in endpoints.stats() if scope is None or s.tenant in scope]
-        return web.Response(text=render_landing(stats), content_type="text/html")
+        jobs = [j for j in endpoints.jobs() if scope is None or j.tenant in scope]
+        # Extra links (the demo's simulator) are for operators only.
+        links = endpoints.links if scope is None else {}
+        page = render_landing(stats, jobs, endpoints.telemetry_path, links)
+        return web.Response(text=page, content_type="text/html")
 
-    app.router.add_get("/metrics", MetricsHandler(endpoints).handle)
+    app.router.add_get(endpoints.telemetry_path, MetricsHandler(endpoints).handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", landing)
@@ -150,7 +179,9 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
         status = exc.status
         raise
     finally:
-        log.info(
+        # Scrapes every few seconds would drown the log at info: successes are debug.
+        emit = log.debug if status < 400 else log.info
+        emit(
             "http request",
             method=request.method,
             path=route_of(request),

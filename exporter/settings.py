@@ -16,12 +16,20 @@ class Settings(BaseSettings):
 
     config: Path | None = None
     listen_address: str = ":9610"
+    telemetry_path: str = "/metrics"
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     log_format: Literal["console", "logfmt", "json"] = "console"
     ready_grace_period: Duration = 120.0
     web_config_file: Path | None = None
     enable_reload: bool = False
     shutdown_grace_period: Duration = 10.0
+
+    @field_validator("telemetry_path")
+    @classmethod
+    def _valid_path(cls, path: str) -> str:
+        if not path.startswith("/") or path in ("/", "/healthz", "/readyz", "/-/reload"):
+            raise ValueError(f"invalid telemetry path {path!r}: a path like /metrics")
+        return path
 
     @field_validator("listen_address")
     @classmethod

@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from exporter.exposition import OPENMETRICS_EOF, Family
+from exporter.exposition import Family
 
 SnapshotKey = tuple[str, str, str]
 # Group of series that belong to no tenant but only operators may read (configuration
@@ -97,7 +97,10 @@ class SnapshotStore:
                     del groups[group]
 
     def render(self, openmetrics: bool, tenants: frozenset[str] | None = None) -> bytes:
-        """Exposition bytes for all tenants, or only `tenants` plus the exporter's public series."""
+        """Exposition bytes for all tenants, or only `tenants` plus the exporter's public series.
+
+        Without OpenMetrics' final `# EOF`: the HTTP layer ends the output.
+        """
         if tenants is None and openmetrics in self._cache:
             return self._cache[openmetrics]
         wanted = None if tenants is None else sorted({"", *tenants})
@@ -111,8 +114,6 @@ class SnapshotStore:
             for group in selected:
                 bodies = groups[group]
                 parts.extend(bodies[k] for k in sorted(bodies))
-        if openmetrics:
-            parts.append(OPENMETRICS_EOF)
         output = b"".join(parts)
         if tenants is None:
             self._cache[openmetrics] = output

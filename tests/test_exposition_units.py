@@ -46,7 +46,7 @@ def test_format_value(value: float, text: str) -> None:
 
 def test_store_renders_exact_bytes_and_groups() -> None:
     """Families sorted, headers once, tenants filtered, operators-only series hidden from
-    filtered scrapes, OpenMetrics counter names without _total and a final EOF."""
+    filtered scrapes, OpenMetrics counter names without _total (the HTTP layer adds EOF)."""
     store = SnapshotStore()
     store.register([GAUGE, COUNTER])
     store.put(("a", "s", "q"), Snapshot("a", {GAUGE.name: b'cockpit_x{tenant="a"} 1\n'}))
@@ -61,7 +61,7 @@ def test_store_renders_exact_bytes_and_groups() -> None:
         b'# HELP cockpit_x X.\n# TYPE cockpit_x gauge\ncockpit_x{tenant="b"} 2\n'
     )
     assert store.render(openmetrics=True).endswith(
-        b"# TYPE cockpit_y counter\n# HELP cockpit_y Y.\ncockpit_y_total 5\n# EOF\n"
+        b"# TYPE cockpit_y counter\n# HELP cockpit_y Y.\ncockpit_y_total 5\n"
     )
     store.remove(("a", "s", "q"))
     assert b'tenant="a"' not in store.render(openmetrics=False)
@@ -133,3 +133,21 @@ def test_self_metrics_exact_lines() -> None:
         ).encode()
     )
     assert stats.last_error == "slow" and stats.series == 0
+
+
+def test_gzip_prefix_continues_to_one_valid_member() -> None:
+    """A compressed body continued by different tails decompresses to body + tail each time,
+    as a single gzip member (what every HTTP client reads)."""
+    import gzip
+    import zlib
+
+    from exporter.gzipped import GzipPrefix
+
+    body = b"".join(b'cockpit_x{tenant="t%d"} %d\n' % (i, i) for i in range(5000))
+    prefix = GzipPrefix(body)
+    for tail in (b"", b"process_cpu_seconds_total 1.5\n", b"x" * 100_000):
+        data = prefix.with_tail(tail)
+        assert gzip.decompress(data) == body + tail
+        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        assert member.decompress(data) == body + tail and member.unused_data == b""
+    assert len(prefix.compressed) < len(body) / 5

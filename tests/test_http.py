@@ -40,14 +40,34 @@ async def test_unknown_tenant_is_a_client_error(exporter) -> None:
     assert "unknown tenant: nobody" in await response.text()
 
 
+def without_runtime(text: str) -> str:
+    """The exposition minus process_* and python_* lines, whose values change every scrape."""
+    runtime = ("process_", "python_", "# HELP process_", "# TYPE process_", "# HELP python_",
+               "# TYPE python_")  # fmt: skip
+    return "".join(line for line in text.splitlines(True) if not line.startswith(runtime))
+
+
 async def test_gzip_when_asked(exporter) -> None:
-    """Accept-Encoding: gzip gets a gzipped body equal to the plain one."""
-    plain = await exporter.scrape(headers={"Accept-Encoding": "identity"})
+    """Accept-Encoding: gzip gets a gzipped body equal to the plain one (runtime metrics
+    aside); the second answer reuses the compressed snapshot and is still whole."""
+    plain = without_runtime(await exporter.scrape(headers={"Accept-Encoding": "identity"}))
     response = await exporter.get(headers={"Accept-Encoding": "gzip"}, decompress=False)
     assert response.headers["Content-Encoding"] == "gzip"
-    assert gzip.decompress(await response.read()).decode() == plain
+    assert without_runtime(gzip.decompress(await response.read()).decode()) == plain
     again = await exporter.get(headers={"Accept-Encoding": "gzip"}, decompress=False)
-    assert gzip.decompress(await again.read()).decode() == plain
+    assert without_runtime(gzip.decompress(await again.read()).decode()) == plain
+    assert "process_resident_memory_bytes" in gzip.decompress(await again.read()).decode()
+
+
+async def test_runtime_metrics_for_operators_only(exporter) -> None:
+    """process_* and python_* come with unfiltered scrapes, in both formats, and never with a
+    tenant's: they describe the process every tenant shares."""
+    text = await exporter.scrape()
+    assert "process_cpu_seconds_total" in text and "python_info{" in text
+    openmetrics = await exporter.scrape(headers={"Accept": OPENMETRICS})
+    assert "process_cpu_seconds_total" in openmetrics and openmetrics.endswith("# EOF\n")
+    assert openmetrics.count("# EOF") == 1
+    assert "process_" not in await exporter.scrape(path="/metrics?tenant=acme")
 
 
 async def test_openmetrics_by_accept(exporter) -> None:
@@ -85,7 +105,7 @@ def test_accept_negotiation(accept: str, expected: bool) -> None:
 
 async def test_every_tenant_series_has_tenant_first_and_no_timestamps(exporter) -> None:
     """The tenant label comes first on tenant series; samples carry no timestamp."""
-    for line in (await exporter.scrape()).splitlines():
+    for line in without_runtime(await exporter.scrape()).splitlines():
         if line.startswith(("#", "cockpit_exporter_")):  # exporter-wide, not tenant series
             continue
         assert line.split("{", 1)[1].startswith('tenant="'), line

@@ -15,7 +15,7 @@ from exporter.render.yamlout import dump
 
 
 def render(options: argparse.Namespace) -> int:
-    """Run `cockpit-exporter render TARGET`."""
+    """Run `cockpit-exporter render TARGET` (argparse made sure each has its flags)."""
     if options.target == "dashboards":
         return _write_dashboards(options.out)
     if options.target == "grafana":
@@ -24,8 +24,6 @@ def render(options: argparse.Namespace) -> int:
         settings = RuleSettings(runbooks=options.runbooks) if options.runbooks else None
         sys.stdout.write(dump(render_rules(settings)))
         return 0
-    if options.config is None:
-        return fail("render alertmanager needs --config FILE")
     try:
         document = render_alertmanager(load_config(options.config))
     except ConfigError as exc:
@@ -34,18 +32,14 @@ def render(options: argparse.Namespace) -> int:
     return 0
 
 
-def _write_dashboards(out: Path | None) -> int:
-    if out is None:
-        return fail("render dashboards needs --out DIR")
+def _write_dashboards(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name, text in render_all().items():
         (out / name).write_text(text, encoding="utf-8")
     return 0
 
 
-def _write_grafana(config: Path | None, out: Path | None) -> int:
-    if config is None or out is None:
-        return fail("render grafana needs --config FILE and --out DIR")
+def _write_grafana(config: Path, out: Path) -> int:
     try:
         written = write_provisioning(load_config(config), out)
     except ConfigError as exc:

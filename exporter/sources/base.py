@@ -3,6 +3,7 @@
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -25,6 +26,7 @@ class Job:
     interval: float
     timeout: float
     spec: Any
+    target: str = ""  # where it collects from, safe to show (no password)
 
     @property
     def id(self) -> str:
@@ -97,3 +99,10 @@ class Source(Protocol):
     async def aclose(self) -> None:
         """At shutdown: close connections."""
         ...
+
+
+def safe_url(url: str) -> str:
+    """A URL to show: any user and password in it removed."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

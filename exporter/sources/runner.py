@@ -12,7 +12,7 @@ import structlog
 
 from exporter.errors import CollectionError
 from exporter.outcomes import publish_failure, publish_success
-from exporter.selfmetrics import JobStats
+from exporter.selfmetrics import JOB_FAMILIES, JobStats
 from exporter.sources.base import Job, Part, Source
 from exporter.store import Snapshot, SnapshotStore
 
@@ -35,6 +35,7 @@ class Runner:
         self._store = store
         self.sources = sources
         self._active: dict[str, _Active] = {}
+        store.register(JOB_FAMILIES)  # the self-metrics every run publishes
 
     @property
     def stats(self) -> list[JobStats]:
@@ -125,8 +126,6 @@ class Runner:
         stats.nulls += part.nulls
         stats.duplicates += part.duplicates
         stats.dropped += part.dropped
-        context = {"nulls": part.nulls} if job.kind == "sql" else {}
         publish_success(
-            self._store, key, stats, duration=duration, series=part.series, bodies=part.bodies,
-            **context,
-        )  # fmt: skip
+            self._store, key, stats, duration=duration, series=part.series, bodies=part.bodies
+        )

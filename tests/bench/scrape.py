@@ -75,6 +75,7 @@ async def http_latency(store: SnapshotStore) -> float:
             readiness=Readiness(0),
             tenants=lambda: [f"t{t}" for t in range(TENANTS)],
             stats=lambda: [],
+            jobs=lambda: [],
             policy=lambda: policy,
         )
     )

@@ -16,7 +16,7 @@ from exporter.durations import Duration
 from exporter.fields import HttpUrl, Model
 from exporter.schema import Defaults, LabelName, MetricName, QueryName
 from exporter.secrets import read_secret
-from exporter.sources.base import Job
+from exporter.sources.base import Job, safe_url
 
 KIND = "http_json"
 
@@ -193,7 +193,7 @@ def _job(tenant: str, endpoint: Endpoint, defaults: Defaults, where: str) -> Job
         metrics=tuple(endpoint.metrics),
         max_series=endpoint.max_series or defaults.max_series,
     )
-    return Job(tenant, KIND, endpoint.name, interval, timeout, spec)
+    return Job(tenant, KIND, endpoint.name, interval, timeout, spec, safe_url(endpoint.url))
 
 
 def _credentials(auth: Auth | None, where: str) -> Credentials | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from exporter.config import Config, PlatformSpec
 from exporter.errors import PLATFORM_REASONS, CollectionError
 from exporter.exposition import Family
-from exporter.sources.base import Job, Part, Resources
+from exporter.sources.base import Job, Part, Resources, safe_url
 from exporter.sources.platform import families, models
 from exporter.sources.platform.client import TenantClient
 from exporter.sources.platform.render import (
@@ -30,7 +30,10 @@ ENDPOINTS = ("processes", "agents", "schedules", "runs")
 
 def jobs(config: Config) -> list[Job]:
     """One poll job per tenant with a platform section."""
-    return [Job(s.tenant, KIND, "poll", s.interval, s.timeout, s) for s in config.platforms]
+    return [
+        Job(s.tenant, KIND, "poll", s.interval, s.timeout, s, safe_url(s.base_url))
+        for s in config.platforms
+    ]
 
 
 @dataclass

@@ -25,7 +25,8 @@ def data_family(metric: MetricSpec) -> Family:
 def jobs(config: Config) -> list[Job]:
     """One job per (tenant, query) of the config."""
     return [
-        Job(q.tenant, KIND, q.query.name, q.query.interval, q.query.timeout, q) for q in config.jobs
+        Job(q.tenant, KIND, q.query.name, q.query.interval, q.query.timeout, q, q.database.display)
+        for q in config.jobs
     ]
 
 
