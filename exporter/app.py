@@ -41,7 +41,8 @@ class ListenError(Exception):
     """The HTTP port could not be bound; says which address and what to change."""
 
     def __init__(self, address: str, exc: OSError) -> None:
-        reason = exc.strerror or str(exc)
+        # asyncio wraps the errno text in its own sentence: the errno alone reads better.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         super().__init__(
             f"cannot listen on {address}: {reason.lower()};"
             " choose another with --web.listen-address"

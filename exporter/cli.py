@@ -10,7 +10,7 @@ import structlog
 from pydantic import ValidationError
 
 from exporter import __version__, logs
-from exporter.app import serve
+from exporter.app import ListenError, serve
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.exitcodes import EXIT_FAILED, fail
 from exporter.settings import Settings, split_address
@@ -217,10 +217,7 @@ def _simulate(options: argparse.Namespace) -> int:
             )
         )
     except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
-        return fail(
-            f"cannot listen on {host}:{port}: {reason}; choose another with --web.listen-address"
-        )
+        return fail(str(ListenError(f"{host}:{port}", exc)))
 
 
 def _tool(options: argparse.Namespace) -> int:
