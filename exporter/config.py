@@ -254,13 +254,19 @@ def allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str
     for part in loc:
         if isinstance(part, int):
             continue
-        fields = getattr(current, "model_fields", {})
+        fields = _by_key(current)
         if part not in fields:
             return []
         current = _model_in(fields[part].annotation)
         if current is None:
             return []
-    return sorted(getattr(current, "model_fields", {}))
+    return sorted(_by_key(current))
+
+
+def _by_key(model: Any) -> dict[str, Any]:
+    """A model's fields by the key written in YAML (the alias where there is one)."""
+    fields = getattr(model, "model_fields", {})
+    return {(info.alias or name): info for name, info in fields.items()}
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -81,7 +81,7 @@ class Database(Model):
         scheme = dsn.split("://", 1)[0] if "://" in dsn else ""
         if scheme not in DSN_SCHEMES:
             raise ValueError(
-                "must start with mysql:// or sqlite:// "
+                "must start with mysql://, mariadb:// or sqlite:// "
                 "(e.g. mysql://user@host:3306/db or sqlite:///path/to/file.db)"
             )
         return dsn

@@ -143,3 +143,17 @@ def test_simulate_honours_its_listen_address(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.communicate(timeout=20)
+
+
+async def test_a_wrong_base_url_is_named_in_the_error(make_exporter, tmp_path: Path) -> None:
+    """`processes: HTTP 404 from <url>`: the URL shows which part of the config is wrong."""
+    from tests import platform_helpers
+
+    sim = await platform_helpers.start(1)
+    try:
+        exporter = await make_exporter(sim.config(tmp_path).replace("/t/t0001", "/t/nobody"))
+        await exporter.exporter.run_job(exporter.job("t0001", "poll", "platform"))
+        error = exporter.stats("t0001", "platform", "processes").last_error
+    finally:
+        await sim.runner.cleanup()
+    assert error == f"processes: HTTP 404 from {sim.url}/t/nobody/api/v1/processes", error

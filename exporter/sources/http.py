@@ -23,6 +23,7 @@ from tenacity import (
 )
 
 from exporter.errors import CollectionError
+from exporter.sources.base import safe_url
 
 T = TypeVar("T")
 # Refresh this long before expiry (at most a tenth of the lifetime), so no call races it.
@@ -49,8 +50,9 @@ class Counts(Protocol):
 class StatusError(Exception):
     """An HTTP error status, with the server's Retry-After if it sent one."""
 
-    def __init__(self, status: int, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status}")
+    def __init__(self, status: int, retry_after: float | None, url: str = "") -> None:
+        # The URL (without query or credentials) tells a wrong base_url from a wrong path.
+        super().__init__(f"HTTP {status} from {url}" if url else f"HTTP {status}")
         self.status = status
         self.retry_after = retry_after
 
@@ -76,7 +78,8 @@ class Caller:
                 if response.status == 401:
                     raise UnauthorizedError
                 if response.status >= 400:
-                    raise StatusError(response.status, retry_after(response.headers))
+                    url = safe_url(str(response.url))
+                    raise StatusError(response.status, retry_after(response.headers), url)
                 return bytes(await response.read())
         finally:
             self.counts.request(endpoint, code, time.monotonic() - started)
