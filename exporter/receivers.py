@@ -15,9 +15,10 @@ GroupName = Annotated[str, matching(GROUP, "identity-provider group name")]
 
 
 class Webhook(Model):
-    """POST alerts to a URL."""
+    """POST alerts to a URL, optionally with a bearer token read from a file."""
 
     url: HttpUrl
+    bearer_token_file: Path | None = None
 
 
 class Email(Model):
@@ -33,25 +34,50 @@ class Slack(Model):
     channel: str = Field(min_length=2)
 
 
+class PagerDuty(Model):
+    """Page through PagerDuty Events API v2; the routing key comes from a file."""
+
+    routing_key_file: Path
+
+
+class Opsgenie(Model):
+    """Alert through Opsgenie; the API key comes from a file."""
+
+    api_key_file: Path
+    api_url: HttpUrl | None = None  # the EU instance is https://api.eu.opsgenie.com/
+
+
 class Receiver(Model):
-    """Exactly one of webhook, email or slack."""
+    """Exactly one of webhook, email, slack, pagerduty or opsgenie."""
 
     webhook: Webhook | None = None
     email: Email | None = None
     slack: Slack | None = None
+    pagerduty: PagerDuty | None = None
+    opsgenie: Opsgenie | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Receiver":
-        if sum(x is not None for x in (self.webhook, self.email, self.slack)) != 1:
-            raise ValueError("set exactly one of webhook, email, slack")
+        kinds = (self.webhook, self.email, self.slack, self.pagerduty, self.opsgenie)
+        if sum(x is not None for x in kinds) != 1:
+            raise ValueError("set exactly one of webhook, email, slack, pagerduty, opsgenie")
         return self
 
 
 class Smtp(Model):
-    """Mail server for email receivers."""
+    """Mail server for email receivers; authentication's password comes from a file."""
 
     smarthost: str = Field(pattern=r"^[^:\s]+:\d+$")
     sender: str = Field(alias="from", min_length=3)
+    auth_username: str | None = None
+    auth_password_file: Path | None = None
+    require_tls: bool = True  # STARTTLS, as Alertmanager does by default
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "Smtp":
+        if (self.auth_username is None) != (self.auth_password_file is None):
+            raise ValueError("set auth_username and auth_password_file together")
+        return self
 
 
 class Alerting(Model):

@@ -13,13 +13,17 @@ from exporter.render.alertmanager import render_alertmanager
 
 CONFIG = """
 alerting:
-  operators: [{{webhook: {{url: "http://127.0.0.1:9/ops"}}}}]
-  smtp: {{smarthost: "mail.example.com:25", from: "cockpit@example.com"}}
+  operators:
+    - {{webhook: {{url: "http://127.0.0.1:9/ops", bearer_token_file: {slack}}}}}
+    - {{pagerduty: {{routing_key_file: {slack}}}}}
+  smtp: {{smarthost: "mail.example.com:587", from: "cockpit@example.com",
+          auth_username: cockpit, auth_password_file: {slack}}}
 tenants:
   - id: acme
     receivers:
       - {{webhook: {{url: "http://127.0.0.1:9/acme"}}}}
       - {{email: {{to: "oncall@acme.example"}}}}
+      - {{opsgenie: {{api_key_file: {slack}, api_url: "https://api.eu.opsgenie.com"}}}}
   - id: globex
     receivers: [{{slack: {{api_url_file: {slack}, channel: "#globex-alerts"}}}}]
   - id: initech
@@ -100,3 +104,20 @@ def test_render_needs_alerting_and_smtp_for_email() -> None:
         parse_config("alerting: {operators: [{}]}\ntenants: [{id: a}]\n", "x")
     with pytest.raises(ConfigError, match="alerting: needed to render"):
         render_alertmanager(parse_config("tenants: [{id: a}]\n", "x"))
+
+
+def test_every_receiver_secret_is_a_file_reference(rendered: Path) -> None:
+    """PagerDuty, Opsgenie, webhook bearer tokens and the SMTP password are referenced by
+    file; no secret text is in the rendered configuration."""
+    document = yaml.safe_load(rendered.read_text())
+    operators = next(r for r in document["receivers"] if r["name"] == "operators")
+    secret = operators["pagerduty_configs"][0]["routing_key_file"]
+    assert operators["webhook_configs"][0]["http_config"]["authorization"] == {
+        "type": "Bearer", "credentials_file": secret,
+    }  # fmt: skip
+    acme = next(r for r in document["receivers"] if r["name"] == "tenant-acme")
+    assert acme["opsgenie_configs"][0]["api_key_file"] == secret
+    assert acme["opsgenie_configs"][0]["api_url"] == "https://api.eu.opsgenie.com/"
+    assert document["global"]["smtp_auth_password_file"] == secret
+    assert document["global"]["smtp_require_tls"] is True
+    assert "hooks.slack.com" not in rendered.read_text()

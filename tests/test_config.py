@@ -69,7 +69,7 @@ def config_with(tenants: str = TENANT, queries: str = "", top: str = "") -> str:
         ),
         pytest.param(
             config_with(tenants='  - id: t1\n    mysql: {dsn: "postgres://u@h/db"}\n'),
-            "tenants[0].mysql.dsn: must start with mysql:// or sqlite://",
+            "tenants[0].mysql.dsn: must start with mysql://, mariadb:// or sqlite://",
             id="dsn-scheme",
         ),
         pytest.param(

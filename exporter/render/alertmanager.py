@@ -9,7 +9,7 @@ so one tenant's outage never silences another tenant's alerts.
 from typing import Any
 
 from exporter.config import Config, ConfigError
-from exporter.receivers import Receiver
+from exporter.receivers import Receiver, Smtp
 
 OPERATORS = "operators"
 GROUP_BY = ["alertname", "tenant"]
@@ -49,34 +49,64 @@ def render_alertmanager(config: Config) -> dict[str, Any]:
         "receivers": receivers,
         "inhibit_rules": _inhibitions(),
     }
-    smtp = config.alerting.smtp
-    if smtp is not None:
-        document["global"] = {"smtp_smarthost": smtp.smarthost, "smtp_from": smtp.sender}
+    if config.alerting.smtp is not None:
+        document["global"] = _smtp(config.alerting.smtp)
     return document
 
 
+def _smtp(smtp: Smtp) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "smtp_smarthost": smtp.smarthost,
+        "smtp_from": smtp.sender,
+        "smtp_require_tls": smtp.require_tls,
+    }
+    if smtp.auth_username is not None:
+        settings["smtp_auth_username"] = smtp.auth_username
+        settings["smtp_auth_password_file"] = str(smtp.auth_password_file)
+    return settings
+
+
 def _receiver(name: str, receivers: tuple[Receiver, ...] | list[Receiver]) -> dict[str, Any]:
+    """One Alertmanager receiver; every secret is referenced by file, never inlined."""
     out: dict[str, Any] = {"name": name}
     for receiver in receivers:
-        if receiver.webhook is not None:
-            out.setdefault("webhook_configs", []).append(
-                {"url": receiver.webhook.url, "send_resolved": True}
-            )
-        if receiver.email is not None:
-            out.setdefault("email_configs", []).append(
-                {"to": receiver.email.to, "send_resolved": True}
-            )
-        if receiver.slack is not None:
-            out.setdefault("slack_configs", []).append(
-                {
-                    "api_url_file": str(receiver.slack.api_url_file),
-                    "channel": receiver.slack.channel,
-                    "send_resolved": True,
-                    "title": "{{ .CommonLabels.tenant }}: {{ .CommonAnnotations.summary }}",
-                    "text": "{{ range .Alerts }}{{ .Annotations.description }}\n{{ end }}",
-                }
-            )
+        key, entry = _entry(receiver)
+        out.setdefault(key, []).append(entry | {"send_resolved": True})
     return out
+
+
+def _entry(receiver: Receiver) -> tuple[str, dict[str, Any]]:
+    if receiver.webhook is not None:
+        hook: dict[str, Any] = {"url": receiver.webhook.url}
+        if receiver.webhook.bearer_token_file is not None:
+            credentials = str(receiver.webhook.bearer_token_file)
+            hook["http_config"] = {
+                "authorization": {"type": "Bearer", "credentials_file": credentials}
+            }
+        return "webhook_configs", hook
+    if receiver.email is not None:
+        return "email_configs", {"to": receiver.email.to}
+    if receiver.slack is not None:
+        return "slack_configs", {
+            "api_url_file": str(receiver.slack.api_url_file),
+            "channel": receiver.slack.channel,
+            "title": "{{ .CommonLabels.tenant }}: {{ .CommonAnnotations.summary }}",
+            "text": "{{ range .Alerts }}{{ .Annotations.description }}\n{{ end }}",
+        }
+    if receiver.pagerduty is not None:
+        return "pagerduty_configs", {
+            "routing_key_file": str(receiver.pagerduty.routing_key_file),
+            "description": "{{ .CommonLabels.tenant }}: {{ .CommonAnnotations.summary }}",
+        }
+    opsgenie = receiver.opsgenie
+    assert opsgenie is not None  # Receiver checks that exactly one is set
+    entry: dict[str, Any] = {
+        "api_key_file": str(opsgenie.api_key_file),
+        "message": "{{ .CommonLabels.tenant }}: {{ .CommonAnnotations.summary }}",
+    }
+    if opsgenie.api_url is not None:
+        entry["api_url"] = opsgenie.api_url + "/"
+    return "opsgenie_configs", entry
 
 
 def _inhibitions() -> list[dict[str, Any]]:
