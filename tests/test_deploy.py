@@ -78,3 +78,65 @@ def test_dockerfile_installs_the_package_and_runs_the_console_script() -> None:
     assert 'ENTRYPOINT ["cockpit-exporter"]' in dockerfile
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'cockpit-exporter = "exporter.cli:main"' in pyproject
+
+
+def test_image_is_multi_stage_non_root_with_a_healthcheck() -> None:
+    """Wheels built in one stage, installed in the next; a numeric non-root user; the
+    healthcheck asks /healthz on the port the image exposes."""
+    lines = (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+    froms = [line for line in lines if line.startswith("FROM ")]
+    assert len(froms) == 2 and froms[0].endswith(" AS build")
+    assert any(line.startswith("COPY --from=build /wheels") for line in lines)
+    user = next(line.split()[1] for line in lines if line.startswith("USER "))
+    assert user.isdigit() and int(user) != 0
+    exposed = next(line.split()[1] for line in lines if line.startswith("EXPOSE "))
+    health = " ".join(lines[lines.index(next(x for x in lines if x.startswith("HEALTHCHECK"))) :])
+    assert f"http://127.0.0.1:{exposed}/healthz" in health
+
+
+def test_systemd_unit_runs_valid_flags_in_a_sandbox() -> None:
+    """The unit's command line parses with the exporter's own parser; it runs as a system
+    user with the sandboxing options; reload is SIGHUP."""
+    import configparser
+    import shlex
+
+    from exporter.cli import _parser
+
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment, method-assign]
+    unit.read(ROOT / "deploy" / "cockpit-exporter.service")
+    service = unit["Service"]
+    command = shlex.split(service["ExecStart"])
+    assert command[0].endswith("/cockpit-exporter")
+    options = _parser().parse_args(["run", *command[1:]])
+    assert str(options.config) == "/etc/cockpit/config.yaml"
+    assert split_address(options.listen_address)[1] == 9610
+    assert service["User"] != "root" and service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    for option, value in {
+        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+        "PrivateTmp": "yes", "CapabilityBoundingSet": "", "RestrictNamespaces": "yes",
+    }.items():  # fmt: skip
+        assert service[option] == value, option
+
+
+def test_wheel_and_sdist_build(tmp_path: Path) -> None:
+    """`python -m build` makes a wheel and an sdist; the wheel has the console script and every
+    source package, and setuptools has nothing to warn about in the metadata."""
+    import sys
+    import zipfile
+
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "SetuptoolsDeprecationWarning" not in result.stdout + result.stderr
+    wheel = next(tmp_path.glob("cockpit_exporter-*.whl"))
+    assert next(tmp_path.glob("cockpit_exporter-*.tar.gz"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for module in ("exporter/sources/http_json/source.py", "exporter/sources/sql/source.py"):
+        assert module in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert (
+        "cockpit-exporter = exporter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    )
