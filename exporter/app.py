@@ -26,6 +26,7 @@ from exporter.settings import Settings, split_address
 from exporter.sources.base import Job, Resources
 from exporter.sources.registry import all_jobs, make_sources
 from exporter.sources.runner import Runner
+from exporter.state import State, open_store
 from exporter.store import SnapshotStore
 from exporter.tls import configure, server_context
 from exporter.webconfig import WebConfig, check_scopes, load_web_config
@@ -60,7 +61,12 @@ class Exporter:
         self.web_config = web_config or WebConfig()
         self.policy = AccessPolicy.of(self.web_config)
         self.store = SnapshotStore()
-        resources = Resources(self._http, config.limits.max_concurrent_queries)
+        self.state = State(
+            open_store(
+                settings.state_dir, settings.state_mysql_dsn, settings.state_mysql_password_file
+            )
+        )
+        resources = Resources(self._http, config.limits.max_concurrent_queries, self.state)
         self.sources = make_sources(resources)
         self.runner = Runner(self.store, self.sources)
         self.readiness = Readiness(settings.ready_grace_period)
@@ -89,7 +95,9 @@ class Exporter:
         self.store.register([BUILD_INFO, *CONFIG_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, self.config.digest))
-        self.collection.add(all_jobs(self.config))
+        jobs = all_jobs(self.config)
+        self.collection.add(jobs)
+        await self._prune_state(jobs)
         if schedule:
             self.collection.scheduler.start()
         self._log_start(context)
@@ -186,11 +194,18 @@ class Exporter:
 
     async def apply(self, config: Config) -> None:
         """Switch to `config`: start new jobs, stop removed ones, keep unchanged snapshots."""
-        changes = await self.collection.apply(all_jobs(config))
+        jobs = all_jobs(config)
+        changes = await self.collection.apply(jobs)
+        await self._prune_state(jobs)
         self.config = config
         self._loaded_at = time.time()
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, config.digest))
         log.info("config reloaded", jobs=changes.summary)
+
+    async def _prune_state(self, jobs: list[Job]) -> None:
+        removed = await self.state.prune((j.id for j in jobs), self.settings.state_retention)
+        if removed:
+            log.info("state of removed jobs deleted", jobs=len(removed))
 
     async def stop(self) -> None:
         """Stop gracefully: not ready, no new runs, a grace period for running ones, close."""
@@ -200,6 +215,8 @@ class Exporter:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        if self.state.store is not None:
+            await self.state.store.close()
         log.info("exporter stopped")
 
 

@@ -15,6 +15,7 @@ from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.exitcodes import EXIT_FAILED, fail
 from exporter.settings import Settings, split_address
 from exporter.sources.registry import all_jobs
+from exporter.state import open_store
 from exporter.webconfig import check_scopes, load_web_config
 
 log = structlog.get_logger(__name__)
@@ -106,6 +107,28 @@ def _run_parser(
         "--ready.grace-period",
         dest="ready_grace_period",
         help="report ready after this long even if jobs are pending (default 120s)",
+    )
+    run.add_argument(
+        "--state.dir",
+        dest="state_dir",
+        type=Path,
+        help="where run cursors and counters are kept across restarts (default data/state)",
+    )
+    run.add_argument(
+        "--state.mysql-dsn",
+        dest="state_mysql_dsn",
+        help="keep that state in a MySQL table instead (mysql://user@host:port/database)",
+    )
+    run.add_argument(
+        "--state.mysql-password-file",
+        dest="state_mysql_password_file",
+        type=Path,
+        help="password for --state.mysql-dsn",
+    )
+    run.add_argument(
+        "--state.retention",
+        dest="state_retention",
+        help="how long the state of removed tenants is kept (default 24h)",
     )
 
 
@@ -249,6 +272,10 @@ def _setting_problems(exc: ValidationError) -> list[str]:
 def _run(settings: Settings) -> int:
     if settings.config is None:
         return fail("no configuration: pass --config FILE or set COCKPIT_CONFIG")
+    try:
+        open_store(settings.state_dir, settings.state_mysql_dsn, settings.state_mysql_password_file)
+    except ValueError as exc:
+        return fail(str(exc))
     try:
         config = _load(settings.config)
         web = None

@@ -164,6 +164,7 @@ async def run_demo(settings: Settings, directory: Path | None) -> int:
         config = parse_config(demo_config_text(where, blocks), "demo")
         if "listen_address" not in settings.model_fields_set:
             settings = settings.model_copy(update={"listen_address": "127.0.0.1:9610"})
+        settings = settings.model_copy(update={"state_dir": where / "state"})
         exporter = Exporter(config, settings)
         sim_stats = f"{sim_url}/admin/tenants/acme/stats"
         exporter.links = {"platform simulator (acme's stats)": sim_stats}

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     web_config_file: Path | None = None
     enable_reload: bool = False
     shutdown_grace_period: Duration = 10.0
+    # Durable collection state: run cursors and counters survive restarts.
+    state_dir: Path | None = Path("data/state")
+    state_mysql_dsn: str | None = None  # instead of state_dir, for replicas without disks
+    state_mysql_password_file: Path | None = None
+    state_retention: Duration = 86400.0
 
     @field_validator("telemetry_path")
     @classmethod

@@ -153,7 +153,9 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 
 
 @pytest.fixture
-async def make_exporter() -> AsyncIterator[Callable[..., Any]]:
+async def make_exporter(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Callable[..., Any]]:
     """Factory starting an exporter on a free port from YAML text (not scheduled by default)."""
     started: list[Exporter] = []
 
@@ -161,6 +163,7 @@ async def make_exporter() -> AsyncIterator[Callable[..., Any]]:
         config_text: str, schedule: bool = False, web_config: Any = None, **settings: Any
     ) -> RunningExporter:
         config: Config = parse_config(config_text, "test")
+        settings.setdefault("state_dir", tmp_path_factory.mktemp("state"))
         exporter = Exporter(config, Settings(listen_address="127.0.0.1:0", **settings), web_config)
         await exporter.start(schedule=schedule)
         started.append(exporter)

@@ -23,7 +23,7 @@ PLATFORM_START = 1_800_000_000.0
 _VARYING = re.compile(
     r"^((?:cockpit_collection_duration_seconds|cockpit_collection_last_success_timestamp_seconds"
     r"|cockpit_platform_request_duration_seconds_sum|cockpit_exporter_config\w*"
-    r"|cockpit_exporter_build_info)\S*) .*$",
+    r"|cockpit_exporter_build_info|cockpit_platform_runs_lag_seconds)\S*) .*$",
     re.MULTILINE,
 )
 
@@ -67,7 +67,7 @@ async def render() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         config = parse_config(_config(directory, simulator.config(directory)), "golden")
-        exporter = Exporter(config, Settings(listen_address="127.0.0.1:0"))
+        exporter = Exporter(config, Settings(listen_address="127.0.0.1:0", state_dir=None))
         await exporter.start(schedule=False)
         try:
             if hasattr(exporter, "poll_platform"):  # the code before the Sources interface

@@ -9,6 +9,7 @@ import aiohttp
 
 from exporter.errors import CollectionError
 from exporter.exposition import Family
+from exporter.state import State
 from exporter.store import SnapshotKey
 
 
@@ -63,6 +64,7 @@ class Resources:
 
     http: Callable[[], aiohttp.ClientSession]  # the process-wide session, made on first use
     max_concurrent_queries: int
+    state: State = field(default_factory=lambda: State(None))
 
 
 class Source(Protocol):

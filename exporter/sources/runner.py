@@ -14,6 +14,7 @@ from exporter.errors import CollectionError
 from exporter.outcomes import publish_failure, publish_success
 from exporter.selfmetrics import JOB_FAMILIES, JobStats
 from exporter.sources.base import Job, Part, Source
+from exporter.state import ERRORS as STATE_ERRORS
 from exporter.store import Snapshot, SnapshotStore
 
 log = structlog.get_logger(__name__)
@@ -35,7 +36,7 @@ class Runner:
         self._store = store
         self.sources = sources
         self._active: dict[str, _Active] = {}
-        store.register(JOB_FAMILIES)  # the self-metrics every run publishes
+        store.register([*JOB_FAMILIES, STATE_ERRORS])  # self-metrics any run may publish
 
     @property
     def stats(self) -> list[JobStats]:

@@ -1,6 +1,7 @@
 """HTTP access to one tenant's platform API: tokens, retries, pagination, request metrics."""
 
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -93,7 +94,12 @@ class TenantClient:
         self, endpoint: str, params: dict[str, str], deadline: float
     ) -> list[dict[str, Any]]:
         """Every item of a paginated list endpoint."""
-        items: list[dict[str, Any]] = []
+        return [item async for page in self.pages(endpoint, params, deadline) for item in page]
+
+    async def pages(
+        self, endpoint: str, params: dict[str, str], deadline: float
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The items of each page in turn, so a caller can keep what arrived before a failure."""
         token: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
@@ -101,9 +107,9 @@ class TenantClient:
             if token is not None:
                 query["page_token"] = token
             page = parse_page(endpoint, await self.get(endpoint, query, deadline))
-            items.extend(page.items)
+            yield page.items
             if page.next_page_token is None:
-                return items
+                return
             if page.next_page_token in seen:
                 raise CollectionError("decode", f"{endpoint}: page token repeats; pagination loops")
             token = page.next_page_token

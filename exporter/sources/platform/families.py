@@ -53,10 +53,16 @@ RUNS_OLDEST_QUEUED = _family(
     "gauge",
     "Unix time the oldest waiting run was queued; its age is time() minus this.",
 )
+RUNS_LAG = Family(
+    "cockpit_platform_runs_lag_seconds",
+    "gauge",
+    "How far behind the platform the run counts are: now minus the time up to which every "
+    "run is known (0 right after a complete poll). Absent before the first complete poll.",
+)
 DATA_FAMILIES = (
     AGENTS, AGENT_UP, AGENT_ENABLED, AGENT_HEARTBEAT, AGENT_INFO, PROCESS_ENABLED, PROCESS_INFO,
     SCHEDULE_ENABLED, SCHEDULE_NEXT, SCHEDULE_LAST, SCHEDULE_SUCCESS, SCHEDULE_INFO,
-    RUNS_FINISHED, RUN_DURATION, RUNS_QUEUED, RUNS_RUNNING, RUNS_OLDEST_QUEUED,
+    RUNS_FINISHED, RUN_DURATION, RUNS_QUEUED, RUNS_RUNNING, RUNS_OLDEST_QUEUED, RUNS_LAG,
 )  # fmt: skip
 
 REQUESTS = Family(

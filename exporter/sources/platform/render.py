@@ -102,9 +102,14 @@ def render_schedules(
     return lines
 
 
-def render_runs(tenant: str, tracker: RunTracker, process_names: Mapping[str, str]) -> Lines:
-    """Finished-run counters, duration histograms, and queued/running gauges per process."""
+def render_runs(
+    tenant: str, tracker: RunTracker, process_names: Mapping[str, str], now: float
+) -> Lines:
+    """Finished-run counters, duration histograms, queued/running gauges per process, lag."""
     lines = Lines(tenant)
+    lag = tracker.lag(now)
+    if lag is not None:
+        lines.add(f.RUNS_LAG.name, {}, lag)
     process_ids = set(process_names) | {p for p, _ in tracker.finished}
     process_ids |= {r.process_id for r in tracker.active.values()}
     for process_id in sorted(process_ids):

@@ -9,7 +9,8 @@ running; the finished runs it sees are history and not counted (unless within `l
 
 import bisect
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from exporter.sources.platform.families import DURATION_BUCKETS, FINAL_STATUSES
 from exporter.sources.platform.models import Run
@@ -32,7 +33,12 @@ class Histogram:
 
 @dataclass
 class RunTracker:
-    """Cursor, de-duplication and counts of one tenant's runs."""
+    """Cursor, de-duplication and counts of one tenant's runs.
+
+    A poll is `begin`, one `page` per page of runs (oldest first, so the cursor may advance
+    page by page and a failed poll keeps what its pages brought), and `complete` when the
+    last page arrived.
+    """
 
     overlap: float
     lookback: float
@@ -43,6 +49,8 @@ class RunTracker:
     active: dict[str, Run] = field(default_factory=dict)
     finished: Counter[tuple[str, str]] = field(default_factory=Counter)
     durations: dict[str, Histogram] = field(default_factory=dict)
+    reached: float | None = None  # every run updated before this is known
+    _poll_started: float = 0.0
 
     def since(self, now: float) -> float:
         """The `updated_since` of the next poll."""
@@ -50,9 +58,14 @@ class RunTracker:
             return now - max(self.history, self.lookback)
         return self.cursor - self.overlap
 
-    def update(self, runs: list[Run], now: float) -> None:
-        """Apply one poll's runs (in any order, duplicates allowed)."""
-        count_after = now - self.lookback if not self.baselined else None
+    def begin(self, now: float) -> None:
+        """A poll starts at `now`."""
+        self._poll_started = now
+
+    def page(self, runs: list[Run]) -> None:
+        """Apply one page's runs (duplicates allowed)."""
+        # Until one poll has completed, finished runs are history, not news.
+        count_after = self._poll_started - self.lookback if not self.baselined else None
         for run in runs:
             updated = run.updated_at.timestamp()
             self.cursor = updated if self.cursor is None else max(self.cursor, updated)
@@ -65,8 +78,24 @@ class RunTracker:
             self.counted[run.id] = updated
             if count_after is None or (self.lookback and _finished_at(run) >= count_after):
                 self._count(run)
+
+    def complete(self) -> None:
+        """The poll saw every page: the platform is known up to when the poll started."""
         self.baselined = True
-        self._forget(now)
+        self.reached = self._poll_started
+        self._forget(self._poll_started)
+
+    def update(self, runs: list[Run], now: float) -> None:
+        """A whole poll at once (one page)."""
+        self.begin(now)
+        self.page(runs)
+        self.complete()
+
+    def lag(self, now: float) -> float | None:
+        """How far behind the platform the counts are; None before a first complete poll."""
+        if self.reached is None:
+            return None
+        return max(0.0, now - max(self.reached, self.cursor or 0.0))
 
     def _count(self, run: Run) -> None:
         self.finished[(run.process_id, run.status)] += 1
@@ -83,6 +112,36 @@ class RunTracker:
         # queued forever.
         stale = now - self.history
         self.active = {i: r for i, r in self.active.items() if r.updated_at.timestamp() >= stale}
+
+    def to_state(self) -> dict[str, Any]:
+        """What a restart needs to go on counting exactly once."""
+        return {
+            "cursor": self.cursor,
+            "reached": self.reached,
+            "baselined": self.baselined,
+            "counted": self.counted,
+            "active": [run.model_dump(mode="json") for run in self.active.values()],
+            "finished": [[p, s, n] for (p, s), n in sorted(self.finished.items())],
+            "durations": {p: asdict(h) for p, h in self.durations.items()},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a saved state (ValueError, TypeError or KeyError if it is malformed)."""
+        runs = [Run.model_validate(item) for item in state["active"]]
+        self.cursor = _optional_float(state["cursor"])
+        self.reached = _optional_float(state["reached"])
+        self.baselined = bool(state["baselined"])
+        self.counted = {str(i): float(u) for i, u in state["counted"].items()}
+        self.active = {run.id: run for run in runs}
+        self.finished = Counter({(str(p), str(s)): int(n) for p, s, n in state["finished"]})
+        self.durations = {
+            str(p): Histogram([int(b) for b in h["buckets"]], float(h["total"]), int(h["count"]))
+            for p, h in state["durations"].items()
+        }
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def _finished_at(run: Run) -> float:

@@ -3,6 +3,7 @@
 Each endpoint is a part of its own, plus the client's request counters.
 """
 
+import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ class _Tenant:
     client: TenantClient
     tracker: RunTracker
     process_names: dict[str, str]
+    restored: bool = False
+    saved: bytes = b""  # the last state written, to skip writing it again unchanged
 
 
 class PlatformSource:
@@ -69,8 +72,7 @@ class PlatformSource:
         tenant = self._tenants.get(job.id)
         if tenant is None:
             client = TenantClient(self._resources.http(), spec)
-            tracker = RunTracker(spec.overlap, spec.lookback, spec.history)
-            self._tenants[job.id] = _Tenant(spec, client, tracker, {})
+            self._tenants[job.id] = _Tenant(spec, client, _tracker(spec), {})
             return
         tenant.spec = spec
         tenant.client = TenantClient(self._resources.http(), spec, tenant.client.stats)
@@ -86,25 +88,55 @@ class PlatformSource:
     async def collect(self, job: Job, deadline: float) -> AsyncIterator[Part]:
         """Poll every endpoint within the deadline; each endpoint fails on its own."""
         tenant = self._tenants[job.id]
+        if not tenant.restored:
+            await self._restore(job.id, tenant)
         for endpoint in ENDPOINTS:
             started = time.perf_counter()
             try:
                 lines = await self._fetch(tenant, endpoint, deadline)
                 part = Part(endpoint, lines.bodies(), lines.series)
             except CollectionError as exc:
-                # Run counters stay: they are totals so far, still true when a poll fails.
+                # Run counters stay: they are totals so far, still true when a poll fails,
+                # and they include the pages that did arrive.
                 kept = self._runs(tenant).bodies() if endpoint == "runs" else {}
                 part = Part(endpoint, kept, error=exc)
             part.duration = time.perf_counter() - started
             yield part
-        yield Part("client", tenant.client.stats.render(), tracked=False)
+            if endpoint == "runs":
+                # Only now, with the counts published: a crash before this line replays
+                # these runs from the older state, which never counts one twice.
+                await self._save(job.id, tenant)
+        state = self._resources.state.render(job.id, job.tenant, job.kind)
+        yield Part("client", tenant.client.stats.render() | state, tracked=False)
+
+    async def _restore(self, key: str, tenant: _Tenant) -> None:
+        tenant.restored = True
+        payload = await self._resources.state.load(key)
+        if payload is None:
+            return
+        try:
+            tenant.tracker.restore(payload["runs"])
+            tenant.process_names = {str(k): str(v) for k, v in payload["processes"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self._resources.state.corrupt(key)
+            tenant.tracker = _tracker(tenant.spec)
+
+    async def _save(self, key: str, tenant: _Tenant) -> None:
+        payload = {"runs": tenant.tracker.to_state(), "processes": tenant.process_names}
+        encoded = json.dumps(payload, sort_keys=True).encode()
+        if encoded != tenant.saved:
+            await self._resources.state.save(key, payload)
+            tenant.saved = encoded
 
     async def _fetch(self, tenant: _Tenant, endpoint: str, deadline: float) -> Lines:
         tenant_id, client = tenant.spec.tenant, tenant.client
         if endpoint == "runs":
-            since = tenant.tracker.since(time.time())
-            items = await client.fetch_all("runs", {"updated_since": _rfc3339(since)}, deadline)
-            tenant.tracker.update(models.parse_items("runs", models.Run, items), time.time())
+            tracker = tenant.tracker
+            query = {"updated_since": _rfc3339(tracker.since(time.time()))}
+            tracker.begin(time.time())
+            async for items in client.pages("runs", query, deadline):
+                tracker.page(models.parse_items("runs", models.Run, items))
+            tracker.complete()
             return self._runs(tenant)
         items = await client.fetch_all(endpoint, {}, deadline)
         if endpoint == "processes":
@@ -118,13 +150,17 @@ class PlatformSource:
 
     @staticmethod
     def _runs(tenant: _Tenant) -> Lines:
-        return render_runs(tenant.spec.tenant, tenant.tracker, tenant.process_names)
+        return render_runs(tenant.spec.tenant, tenant.tracker, tenant.process_names, time.time())
 
     async def retain(self, jobs: Sequence[Job]) -> None:
         """Nothing shared to free: the HTTP session is the process's."""
 
     async def aclose(self) -> None:
         """Nothing to close: the process closes the HTTP session."""
+
+
+def _tracker(spec: PlatformSpec) -> RunTracker:
+    return RunTracker(spec.overlap, spec.lookback, spec.history)
 
 
 def _rfc3339(timestamp: float) -> str:

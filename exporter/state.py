@@ -1,0 +1,279 @@
+"""Durable collection state: what a source must remember across restarts.
+
+Run cursors, de-duplication memory and counter values, one record per job.
+
+The default store is a directory with one file per job, written atomically (temporary file,
+fsync, rename, fsync of the directory) in a versioned format with a checksum; a MySQL table is
+the option for replicas without local disks. A record that is missing starts the job from
+scratch; one that is unreadable or corrupt does too, and is counted and logged, for that job
+only. Records of jobs no longer configured are deleted after a retention period.
+"""
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote, unquote
+
+import structlog
+from sqlalchemy import URL, make_url, text
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from exporter.exposition import Family, escape_label_value
+from exporter.secrets import read_secret
+
+log = structlog.get_logger(__name__)
+VERSION = 1
+ERRORS = Family(
+    "cockpit_exporter_state_errors_total",
+    "counter",
+    "Durable state that could not be read (corrupt) or written, by job; the job then starts "
+    "from scratch or keeps running without saving.",
+)
+
+
+class StateError(Exception):
+    """A record could not be read or written; the message says why (never the content)."""
+
+
+class Store(Protocol):
+    """Where records live."""
+
+    async def load(self, key: str) -> bytes | None:
+        """The raw record, or None if there is none."""
+        ...
+
+    async def save(self, key: str, data: bytes) -> None:
+        """Replace the record atomically."""
+        ...
+
+    async def keys(self) -> dict[str, float]:
+        """Every record's key with the time it was last written."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove a record."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def open_store(
+    directory: Path | None, mysql_dsn: str | None, password_file: Path | None
+) -> Store | None:
+    """The configured store; ValueError naming the setting if it cannot be used."""
+    if mysql_dsn is None:
+        return FileStore(directory) if directory is not None else None
+    try:
+        url = make_url(mysql_dsn)
+    except (ArgumentError, ValueError):
+        raise ValueError("--state.mysql-dsn: cannot parse the DSN (check host:port)") from None
+    if url.drivername not in ("mysql", "mariadb", "mysql+aiomysql"):
+        raise ValueError("--state.mysql-dsn: must start with mysql:// or mariadb://")
+    password = read_secret(password_file, None, "--state.mysql", "password")
+    return MysqlStore(url.set(drivername="mysql+aiomysql", password=password or url.password))
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """A record: version, checksum of the canonical payload, payload."""
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return json.dumps({"version": VERSION, "sha256": digest, "payload": payload}).encode()
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """The payload of a record; StateError if it is not one this version wrote intact."""
+    try:
+        record = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise StateError("not JSON") from None
+    if not isinstance(record, dict) or record.get("version") != VERSION:
+        raise StateError(f"unknown format (version {record.get('version')!r})"
+                         if isinstance(record, dict) else "not a record")  # fmt: skip
+    payload = record.get("payload")
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    if not isinstance(payload, dict) or hashlib.sha256(body.encode()).hexdigest() != record.get(
+        "sha256"
+    ):
+        raise StateError("checksum mismatch")
+    return payload
+
+
+class FileStore:
+    """One file per record in a directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def _path(self, key: str) -> Path:
+        return self._directory / (quote(key, safe="") + ".json")
+
+    async def load(self, key: str) -> bytes | None:
+        """Read a record; a missing one is None."""
+        try:
+            return await asyncio.to_thread(self._path(key).read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read: {exc.strerror or exc}") from None
+
+    async def save(self, key: str, data: bytes) -> None:
+        """Write to a temporary file, fsync it, rename over the record, fsync the directory."""
+        try:
+            await asyncio.to_thread(self._write, self._path(key), data)
+        except OSError as exc:
+            raise StateError(f"cannot write: {exc.strerror or exc}") from None
+
+    def _write(self, path: Path, data: bytes) -> None:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+        directory = os.open(self._directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    async def keys(self) -> dict[str, float]:
+        """Records present, with their modification times."""
+        if not self._directory.is_dir():
+            return {}
+        return {
+            unquote(path.name.removesuffix(".json")): path.stat().st_mtime
+            for path in self._directory.glob("*.json")
+        }
+
+    async def delete(self, key: str) -> None:
+        """Remove a record if it is there."""
+        self._path(key).unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class MysqlStore:
+    """One row per record in a MySQL/MariaDB table (created if missing)."""
+
+    TABLE = "cockpit_exporter_state"
+
+    def __init__(self, url: URL) -> None:
+        self._engine: AsyncEngine = create_async_engine(url, pool_size=1, max_overflow=0)
+        self._ready = False
+
+    async def _table(self) -> None:
+        if self._ready:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(text(
+                f"CREATE TABLE IF NOT EXISTS {self.TABLE} (record_key VARCHAR(255) PRIMARY KEY,"
+                " data LONGBLOB NOT NULL, updated_at DOUBLE NOT NULL)"
+            ))  # fmt: skip
+        self._ready = True
+
+    async def load(self, key: str) -> bytes | None:
+        """The record's row, or None."""
+        try:
+            await self._table()
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(
+                    text(f"SELECT data FROM {self.TABLE} WHERE record_key = :k"), {"k": key}
+                )).first()  # fmt: skip
+        except Exception as exc:
+            raise StateError(f"cannot read: {type(exc).__name__}") from None
+        return bytes(row[0]) if row is not None else None
+
+    async def save(self, key: str, data: bytes) -> None:
+        """Insert or replace the row in one statement (atomic in InnoDB)."""
+        try:
+            await self._table()
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    text(f"REPLACE INTO {self.TABLE} VALUES (:k, :d, :t)"),
+                    {"k": key, "d": data, "t": time.time()},
+                )
+        except Exception as exc:
+            raise StateError(f"cannot write: {type(exc).__name__}") from None
+
+    async def keys(self) -> dict[str, float]:
+        """Every row's key and write time."""
+        await self._table()
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(text(f"SELECT record_key, updated_at FROM {self.TABLE}"))
+            return {str(k): float(t) for k, t in rows}
+
+    async def delete(self, key: str) -> None:
+        """Remove a row."""
+        async with self._engine.begin() as conn:
+            await conn.execute(text(f"DELETE FROM {self.TABLE} WHERE record_key = :k"), {"k": key})
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._engine.dispose()
+
+
+class State:
+    """Loads and saves jobs' records, counting what fails (self-metric) and logging it once."""
+
+    def __init__(self, store: Store | None) -> None:
+        self.store = store
+        self.errors: Counter[tuple[str, str]] = Counter()
+
+    async def load(self, key: str) -> dict[str, Any] | None:
+        """A job's payload, or None to start from scratch (no store, no record, or corrupt)."""
+        if self.store is None:
+            return None
+        try:
+            data = await self.store.load(key)
+            return decode(data) if data is not None else None
+        except StateError as exc:
+            self.errors[(key, "read")] += 1
+            log.warning("state unreadable, starting from scratch", job=key, error=str(exc))
+            return None
+
+    def corrupt(self, key: str) -> None:
+        """A record decoded but did not fit the source's state: counted as a read error."""
+        self.errors[(key, "read")] += 1
+        log.warning("state unusable, starting from scratch", job=key)
+
+    async def save(self, key: str, payload: dict[str, Any]) -> None:
+        """Write a job's payload; a failure is counted and logged, collection goes on."""
+        if self.store is None:
+            return
+        try:
+            await self.store.save(key, encode(payload))
+        except StateError as exc:
+            if not self.errors[(key, "write")]:
+                log.warning("state not saved", job=key, error=str(exc))
+            self.errors[(key, "write")] += 1
+
+    async def prune(self, keep: Iterable[str], retention: float) -> list[str]:
+        """Delete records of jobs not in `keep` that were last written before `retention`."""
+        if self.store is None:
+            return []
+        wanted, horizon = set(keep), time.time() - retention
+        old = [k for k, t in (await self.store.keys()).items() if k not in wanted and t < horizon]
+        for key in old:
+            await self.store.delete(key)
+        return old
+
+    def render(self, key: str, tenant: str, source: str) -> dict[str, bytes]:
+        """One job's error counters as sample lines (none until something failed)."""
+        labels = f'tenant="{escape_label_value(tenant)}",source="{source}"'
+        lines = "".join(
+            f'{ERRORS.name}{{{labels},operation="{op}"}} {count}\n'
+            for (k, op), count in sorted(self.errors.items())
+            if k == key
+        )
+        return {ERRORS.name: lines.encode()} if lines else {}
