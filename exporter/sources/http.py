@@ -6,6 +6,7 @@ client-credentials tokens cached and refreshed.
 Errors leave as CollectionError with reason `http`, `timeout`, `connect`, `auth` or `decode`.
 """
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,9 @@ class Caller:
     session: aiohttp.ClientSession
     request_timeout: float
     counts: Counts
+    # The server's Retry-After, remembered across polls: no request before this
+    # (time.monotonic()), so a rate-limited tenant is paced instead of hammering.
+    not_before: float = 0.0
 
     async def send(self, endpoint: str, request: Any) -> bytes:
         """Perform one request, count it, and turn error statuses into exceptions."""
@@ -79,7 +83,10 @@ class Caller:
                     raise UnauthorizedError
                 if response.status >= 400:
                     url = safe_url(str(response.url))
-                    raise StatusError(response.status, retry_after(response.headers), url)
+                    wait = retry_after(response.headers)
+                    if wait is not None:
+                        self.not_before = time.monotonic() + wait
+                    raise StatusError(response.status, wait, url)
                 return bytes(await response.read())
         finally:
             self.counts.request(endpoint, code, time.monotonic() - started)
@@ -101,6 +108,7 @@ class Caller:
             reraise=True,
         )
         try:
+            await self._paced(endpoint, deadline)
             async for attempt in retrying:
                 with attempt:
                     return await call()
@@ -113,6 +121,15 @@ class Caller:
         except aiohttp.ClientError as exc:
             raise CollectionError("connect", f"{endpoint}: {type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _paced(self, endpoint: str, deadline: float) -> None:
+        """Wait out a Retry-After the server asked for, or fail at once if it ends too late."""
+        wait = self.not_before - time.monotonic()
+        if wait <= 0:
+            return
+        if time.monotonic() + wait >= deadline:
+            raise CollectionError("http", f"{endpoint}: rate limited for {wait:.1f}s more")
+        await asyncio.sleep(wait)
 
 
 @dataclass
