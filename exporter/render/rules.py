@@ -28,6 +28,7 @@ class Settings:
     schedule_late_after_seconds: int = 600
     queued_too_long_seconds: int = 1800
     api_error_ratio: float = 0.25
+    runs_lag_seconds: int = 900
     pool_offline_for: str = "2m"
     agent_offline_for: str = "10m"
 
@@ -143,6 +144,16 @@ def alerts(s: Settings) -> list[Alert]:
             "Tenant {{ $labels.tenant }}: {{ $labels.source }} {{ $labels.query }} last "
             "succeeded {{ $value | humanizeDuration }} ago.",
             "data-stale",
+        ),
+        Alert(
+            "CockpitRunsLagging",
+            f"cockpit_platform_runs_lag_seconds > {s.runs_lag_seconds}",
+            "10m",
+            "warning",
+            "A tenant's run counts are falling behind the platform.",
+            "Tenant {{ $labels.tenant }}: runs are known only up to "
+            "{{ $value | humanizeDuration }} ago; run counts and failure ratios lag by that much.",
+            "runs-lagging",
         ),
         Alert(
             "CockpitPlatformApiErrors",
