@@ -178,7 +178,7 @@ class MysqlStore:
         async with self._engine.begin() as conn:
             await conn.execute(text(
                 f"CREATE TABLE IF NOT EXISTS {self.TABLE} (record_key VARCHAR(255) PRIMARY KEY,"
-                " data LONGBLOB NOT NULL, updated_at DOUBLE NOT NULL)"
+                " data LONGTEXT NOT NULL, updated_at DOUBLE NOT NULL)"
             ))  # fmt: skip
         self._ready = True
 
@@ -192,7 +192,7 @@ class MysqlStore:
                 )).first()  # fmt: skip
         except Exception as exc:
             raise StateError(f"cannot read: {type(exc).__name__}") from None
-        return bytes(row[0]) if row is not None else None
+        return str(row[0]).encode() if row is not None else None
 
     async def save(self, key: str, data: bytes) -> None:
         """Insert or replace the row in one statement (atomic in InnoDB)."""
@@ -201,7 +201,9 @@ class MysqlStore:
             async with self._engine.begin() as conn:
                 await conn.execute(
                     text(f"REPLACE INTO {self.TABLE} VALUES (:k, :d, :t)"),
-                    {"k": key, "d": data, "t": time.time()},
+                    # As text: records are JSON, and aiomysql cannot escape bytes with
+                    # current PyMySQL.
+                    {"k": key, "d": data.decode(), "t": time.time()},
                 )
         except Exception as exc:
             raise StateError(f"cannot write: {type(exc).__name__}") from None

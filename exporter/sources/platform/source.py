@@ -6,7 +6,7 @@ Each endpoint is a part of its own, plus the client's request counters.
 import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.config import Config, PlatformSpec
 from exporter.errors import PLATFORM_REASONS, CollectionError
@@ -45,6 +45,7 @@ class _Tenant:
     process_names: dict[str, str]
     restored: bool = False
     saved: bytes = b""  # the last state written, to skip writing it again unchanged
+    last_success: dict[str, float] = field(default_factory=dict)  # monotonic, per endpoint
 
 
 class PlatformSource:
@@ -90,11 +91,12 @@ class PlatformSource:
         tenant = self._tenants[job.id]
         if not tenant.restored:
             await self._restore(job.id, tenant)
-        for endpoint in ENDPOINTS:
+        for endpoint in self._order(tenant):
             started = time.perf_counter()
             try:
                 lines = await self._fetch(tenant, endpoint, deadline)
                 part = Part(endpoint, lines.bodies(), lines.series)
+                tenant.last_success[endpoint] = time.monotonic()
             except CollectionError as exc:
                 # Run counters stay: they are totals so far, still true when a poll fails,
                 # and they include the pages that did arrive.
@@ -108,6 +110,17 @@ class PlatformSource:
                 await self._save(job.id, tenant)
         state = self._resources.state.render(job.id, job.tenant, job.kind)
         yield Part("client", tenant.client.stats.render() | state, tracked=False)
+
+    @staticmethod
+    def _order(tenant: _Tenant) -> list[str]:
+        """Endpoints in the order to poll them: the one that waited longest first.
+
+        When a rate limit lets only some requests through, every endpoint makes progress in
+        turn. Until processes succeeded once they come first: the others are named after them.
+        """
+        if not tenant.process_names:
+            return list(ENDPOINTS)
+        return sorted(ENDPOINTS, key=lambda e: tenant.last_success.get(e, 0.0))
 
     async def _restore(self, key: str, tenant: _Tenant) -> None:
         tenant.restored = True
