@@ -17,3 +17,4 @@ class Faults(BaseModel):
     page_size: int | None = Field(None, ge=1, le=1000, description="cap on items per page")
     offline_pool: str | None = Field(None, description="pool whose agents all go offline")
     down: bool = Field(False, description="every API call fails with 503, no Retry-After")
+    token_down: bool = Field(False, description="the token endpoint answers 503")

@@ -91,6 +91,8 @@ class Simulator:
             str(form.get("client_secret", "")), tenant.client_secret
         ):
             return web.json_response({"error": "invalid_client"}, status=401)
+        if tenant.faults.token_down:
+            return web.json_response({"error": "temporarily_unavailable"}, status=503)
         token = secrets.token_urlsafe(24)
         ttl = tenant.faults.token_ttl
         tenant.tokens = {t: e for t, e in tenant.tokens.items() if e > time.time()}

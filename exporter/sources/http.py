@@ -100,11 +100,19 @@ class Caller:
 
     async def retrying(self, endpoint: str, deadline: float, call: Callable[[], Awaitable[T]]) -> T:
         """Run `call`, retrying transient failures with backoff until the deadline."""
+        statuses: list[StatusError] = []
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.counts.retried(endpoint)
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, StatusError):
+                statuses.append(exc)
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(_transient),
             wait=_wait,
             stop=stop_before_delay(max(0.0, deadline - time.monotonic())),
-            before_sleep=lambda _: self.counts.retried(endpoint),
+            before_sleep=before_sleep,
             reraise=True,
         )
         try:
@@ -117,6 +125,8 @@ class Caller:
         except StatusError as exc:
             raise CollectionError("http", f"{endpoint}: {exc}") from None
         except TimeoutError:
+            if statuses:  # the deadline ran out retrying error statuses: say which
+                raise CollectionError("http", f"{endpoint}: {statuses[-1]}") from None
             raise CollectionError("timeout", f"{endpoint}: no answer within the deadline") from None
         except aiohttp.ClientError as exc:
             raise CollectionError("connect", f"{endpoint}: {type(exc).__name__}: {exc}") from None
