@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: demo test lint bench tools rules dashboards clean
+.PHONY: demo test lint bench soak tools rules dashboards clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(STAMP) tools
 	$(PY) -m tests.bench.scrape
 	$(PY) -m tests.bench.databases
 	$(PY) -m tests.bench.platform
+
+# 30 minutes, 1,000 tenants with faults, a real Prometheus; not part of `make test`.
+# SOAK_MINUTES and SOAK_TENANTS shorten it.
+soak: $(STAMP) tools
+	$(PY) -m tests.bench.soak
 
 # Alert and recording rules are generated; a test fails when the committed file is stale.
 rules: $(STAMP)

@@ -49,6 +49,8 @@ class Simulator:
         self._wall_start = time.time()
         # Tests drive platform time by hand through `clock`.
         self._clock = clock
+        self._frozen: float | None = None
+        self._skipped = 0.0
         self.tenants: dict[str, SimTenant] = {}
         for tenant_id in tenant_ids:
             secret = hashlib.sha256(f"{seed}/{tenant_id}/secret".encode()).hexdigest()[:32]
@@ -58,10 +60,25 @@ class Simulator:
         self._by_client = {t.client_id: t for t in self.tenants.values()}
 
     def now(self) -> float:
-        """Platform time."""
+        """Platform time (held still while frozen)."""
         if self._clock is not None:
             return self._clock()
-        return self._wall_start + (time.time() - self._wall_start) * self.speed
+        return self._frozen if self._frozen is not None else self.now_unfrozen()
+
+    async def set_clock(self, request: web.Request) -> web.Response:
+        """Freeze or resume platform time: `{"frozen": true}` (a soak compares counts)."""
+        body = await request.json()
+        if body.get("frozen") and self._frozen is None:
+            self._frozen = self.now()
+        elif not body.get("frozen") and self._frozen is not None:
+            # Resume where time stood: the frozen stretch never happened on the platform.
+            self._skipped += self._frozen - self.now_unfrozen()
+            self._frozen = None
+        return web.json_response({"frozen": self._frozen is not None, "now": self.now()})
+
+    def now_unfrozen(self) -> float:
+        """Platform time as if it had never been frozen."""
+        return self._wall_start + self._skipped + (time.time() - self._wall_start) * self.speed
 
     def world(self, tenant: SimTenant) -> World:
         """The tenant's world, advanced to now."""
@@ -79,6 +96,7 @@ class Simulator:
         app.router.add_post("/admin/tenants/{tenant}/faults", self.set_faults)
         app.router.add_delete("/admin/tenants/{tenant}/faults", self.clear_faults)
         app.router.add_get("/admin/tenants/{tenant}/stats", self.stats)
+        app.router.add_post("/admin/clock", self.set_clock)
         return app
 
     async def token(self, request: web.Request) -> web.Response:

@@ -1,0 +1,196 @@
+"""The soak (`make soak`, not part of `make test`): 1,000 simulated tenants with a rotating mix
+of faults, scraped every 5 s by a real Prometheus, for SOAK_MINUTES (default 30).
+
+Every minute: the exporter's RSS and open file descriptors. At the end: their slope after the
+warm-up (per 10 minutes), the scrape p99 Prometheus measured, and whether the run counts in
+Prometheus equal the simulator's own counts. Platform time is frozen around the two
+count readings so both sides describe the same moment.
+"""
+
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import free_port, parse_samples
+
+TENANTS = int(os.environ.get("SOAK_TENANTS", "1000"))
+MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
+WARMUP_MINUTES = min(5.0, MINUTES / 3)
+FAULTS = [
+    {"error_rate": 0.3, "retry_after": 1},
+    {"rate_limit_rate": 0.3, "retry_after": 2},
+    {"latency": 2.0},
+    {"malformed_rate": 0.1},
+    {"token_ttl": 5},
+]
+
+
+def call(
+    url: str, body: dict[str, Any] | None = None, timeout: float = 30, method: str | None = None
+) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_http(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"{url} never answered")
+
+
+def process_stats(pid: int) -> tuple[float, int]:
+    """RSS in MB and open file descriptors of a process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    return rss_kb / 1024, len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def slope_per_10_minutes(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope, as a share of the mean, per 10 minutes."""
+    if len(points) < 3:
+        return 0.0
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+    return slope * 600 / my
+
+
+def sim_counts(sim: str, tenants: list[str]) -> dict[str, int]:
+    return {
+        t: sum(f["count"] for f in call(f"{sim}/admin/tenants/{t}/stats")["finished"])
+        for t in tenants
+    }
+
+
+def exporter_counts(port: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        samples = parse_samples(response.read().decode())
+    counts: dict[str, int] = {}
+    for (name, labels), value in samples.items():
+        if name == "cockpit_runs_finished_total":
+            tenant = dict(labels)["tenant"]
+            counts[tenant] = counts.get(tenant, 0) + int(value)
+    return counts
+
+
+def prometheus_counts(prom: str) -> dict[str, int]:
+    query = urllib.parse.quote("sum by (tenant) (cockpit_runs_finished_total)")
+    result = call(f"{prom}/api/v1/query?query={query}")["data"]["result"]
+    return {r["metric"]["tenant"]: int(float(r["value"][1])) for r in result}
+
+
+def settle(sim: str, seconds: float) -> None:
+    """Freeze platform time and wait until the exporter has polled everything up to it."""
+    call(f"{sim}/admin/clock", {"frozen": True})
+    time.sleep(seconds)
+
+
+def clear_faults(sim: str, tenants: list[str]) -> None:
+    for tenant in tenants:
+        call(f"{sim}/admin/tenants/{tenant}/faults", method="DELETE")
+
+
+def main() -> None:
+    if not shutil.which("prometheus"):
+        raise SystemExit("prometheus missing: `make tools` installs Debian's package")
+    work = Path(tempfile.mkdtemp(prefix="cockpit-soak-"))
+    sim_port, exporter_port, prom_port = free_port(), free_port(), free_port()
+    sim_url, prom_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{prom_port}"
+    processes = []
+    try:
+        config = work / "platform.yaml"
+        simulate = ["simulate", "--tenants", str(TENANTS), "--port", str(sim_port)]
+        simulate += ["--speed", "4", "--write-config", str(config), "--log.level", "warning"]
+        processes.append(spawn(sys.executable, "-m", "exporter", *simulate))
+        wait_http(f"{sim_url}/admin/tenants/t0001/stats")
+        while not config.exists():
+            time.sleep(0.5)
+        document = yaml.safe_load(config.read_text())
+        document["defaults"] = {"interval": "15s", "timeout": "10s"}
+        config.write_text(yaml.safe_dump(document))
+        tenants = [t["id"] for t in document["tenants"]]
+        exporter = spawn(sys.executable, "-m", "exporter", "--config", str(config),
+                         "--state.dir", str(work / "state"), "--log.level", "error",
+                         "--web.listen-address", f"127.0.0.1:{exporter_port}")  # fmt: skip
+        processes.append(exporter)
+        (work / "prometheus.yml").write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "5s", "scrape_timeout": "5s"},
+            "scrape_configs": [{"job_name": "cockpit", "static_configs": [
+                {"targets": [f"127.0.0.1:{exporter_port}"]}]}],
+        }))  # fmt: skip
+        processes.append(spawn("prometheus", f"--config.file={work / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={work / 'tsdb'}",
+                               f"--web.listen-address=127.0.0.1:{prom_port}"))  # fmt: skip
+        wait_http(f"http://127.0.0.1:{exporter_port}/readyz", seconds=300)
+        wait_http(f"{prom_url}/-/ready")
+        settle(sim_url, 40)
+        start_sim, start_exp = sim_counts(sim_url, tenants), exporter_counts(exporter_port)
+        call(f"{sim_url}/admin/clock", {"frozen": False})
+        began, rng, samples = time.monotonic(), random.Random(5), []
+        print(f"soak: {TENANTS} tenants, {MINUTES:g} min, work dir {work}", flush=True)
+        while (elapsed := time.monotonic() - began) < MINUTES * 60:
+            clear_faults(sim_url, tenants)  # every minute a new 10% of tenants get a fault
+            for tenant in rng.sample(tenants, len(tenants) // 10):
+                call(f"{sim_url}/admin/tenants/{tenant}/faults", rng.choice(FAULTS))
+            rss, fds = process_stats(exporter.pid)
+            samples.append((elapsed, rss, fds))
+            print(f"minute {elapsed / 60:5.1f}: rss {rss:7.1f} MB, open fds {fds}", flush=True)
+            time.sleep(60)
+        clear_faults(sim_url, tenants)
+        settle(sim_url, 60)
+        end_sim, end_prom = sim_counts(sim_url, tenants), prometheus_counts(prom_url)
+        report(samples, start_sim, start_exp, end_sim, end_prom, prom_url)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def report(samples, start_sim, start_exp, end_sim, end_prom, prom_url) -> None:  # type: ignore[no-untyped-def]
+    after = [s for s in samples if s[0] >= WARMUP_MINUTES * 60]
+    rss_slope = slope_per_10_minutes([(t, r) for t, r, _ in after])
+    fd_slope = slope_per_10_minutes([(t, f) for t, _, f in after])
+    query = urllib.parse.quote(
+        f'quantile_over_time(0.99, scrape_duration_seconds{{job="cockpit"}}[{int(MINUTES)}m])'
+    )
+    p99 = float(call(f"{prom_url}/api/v1/query?query={query}")["data"]["result"][0]["value"][1])
+    wrong = {
+        t: (end_prom.get(t, 0) - start_exp.get(t, 0), end_sim[t] - start_sim[t])
+        for t in end_sim
+        if end_prom.get(t, 0) - start_exp.get(t, 0) != end_sim[t] - start_sim[t]
+    }
+    print(f"rss slope after warm-up: {rss_slope:+.2%} per 10 min (flat: within 1%)")
+    print(f"open fd slope after warm-up: {fd_slope:+.2%} per 10 min")
+    print(f"scrape p99 (Prometheus): {p99 * 1000:.1f} ms")
+    runs = sum(end_sim[t] - start_sim[t] for t in end_sim)
+    print(f"runs finished during the soak: {runs}; tenants whose counts differ: {len(wrong)}")
+    for tenant, (ours, theirs) in sorted(wrong.items())[:10]:
+        print(f"  {tenant}: Prometheus {ours}, simulator {theirs}")
+
+
+if __name__ == "__main__":
+    main()
