@@ -45,6 +45,14 @@ def _check_label_name(name: str) -> str:
     return name
 
 
+def check_type_suffix(name: str, kind: str) -> None:
+    """Counters end in _total and nothing else does (Prometheus' naming rules)."""
+    if kind == "counter" and not name.endswith("_total"):
+        raise ValueError(f"counter {name!r} must end in _total (e.g. {name}_total)")
+    if kind == "gauge" and name.endswith("_total"):
+        raise ValueError(f"gauge {name!r} must not end in _total; it is for counters")
+
+
 MetricName = Annotated[
     str, matching(METRIC_NAME, "metric name"), AfterValidator(_check_metric_name)
 ]
@@ -146,10 +154,7 @@ class Metric(Model):
 
     @model_validator(mode="after")
     def _naming(self) -> "Metric":
-        if self.type == "counter" and not self.name.endswith("_total"):
-            raise ValueError(f"counter {self.name!r} must end in _total (e.g. {self.name}_total)")
-        if self.type == "gauge" and self.name.endswith("_total"):
-            raise ValueError(f"gauge {self.name!r} must not end in _total; it is for counters")
+        check_type_suffix(self.name, self.type)
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must not repeat")
         return self

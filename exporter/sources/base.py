@@ -58,6 +58,25 @@ class Part:
     tracked: bool = True
 
 
+@dataclass
+class Rendered:
+    """Sample lines per family from one run's data, plus what was skipped on the way."""
+
+    lines: dict[str, list[str]] = field(default_factory=dict)
+    series: int = 0
+    nulls: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+
+    def part(self, name: str) -> Part:
+        """The run's outcome as the runner publishes it."""
+        bodies = {family: "".join(lines).encode() for family, lines in self.lines.items()}
+        return Part(
+            name, bodies, self.series,
+            nulls=self.nulls, duplicates=self.duplicates, dropped=self.dropped,
+        )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Resources:
     """What the process shares with every source."""

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from exporter.durations import Duration
 from exporter.fields import HttpUrl, Model
-from exporter.schema import Defaults, LabelName, MetricName, QueryName
+from exporter.schema import Defaults, LabelName, MetricName, QueryName, check_type_suffix
 from exporter.secrets import read_secret
 from exporter.sources.base import Job, safe_url
 
@@ -70,10 +70,7 @@ class Metric(Model):
 
     @model_validator(mode="after")
     def _naming(self) -> "Metric":
-        if self.type == "counter" and not self.name.endswith("_total"):
-            raise ValueError(f"counter {self.name!r} must end in _total")
-        if self.type == "gauge" and self.name.endswith("_total"):
-            raise ValueError(f"gauge {self.name!r} must not end in _total; it is for counters")
+        check_type_suffix(self.name, self.type)
         return self
 
 

@@ -2,31 +2,20 @@
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from exporter.errors import CollectionError
 from exporter.exposition import escape_label_value, format_value
+from exporter.sources.base import Rendered
 from exporter.sources.http_json.config import Metric, find
 
 _MISSING = object()
 
 
-@dataclass
-class Extracted:
-    """Sample lines by family, and what was skipped on the way."""
-
-    lines: dict[str, list[str]] = field(default_factory=dict)
-    series: int = 0
-    nulls: int = 0
-    duplicates: int = 0
-    dropped: int = 0
-
-
 def extract(
     tenant: str, metrics: Sequence[Metric], pages: Sequence[object], max_series: int
-) -> Extracted:
+) -> Rendered:
     """Every metric over every page; a value that is not a number fails the run (`value`)."""
-    out = Extracted()
+    out = Rendered()
     for metric in metrics:
         items = [item for page in pages for item in find(metric.items, page)]
         for labels, value in _samples(metric, items, out):
@@ -43,7 +32,7 @@ def extract(
 
 
 def _samples(
-    metric: Metric, items: list[object], out: Extracted
+    metric: Metric, items: list[object], out: Rendered
 ) -> list[tuple[tuple[tuple[str, str], ...], float]]:
     """(labels, value) per label set, by the metric's `value` rule."""
     counts: Counter[tuple[tuple[str, str], ...]] = Counter()

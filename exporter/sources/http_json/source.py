@@ -145,12 +145,7 @@ class HttpJsonSource:
         """Fetch every page, then map them to series."""
         pages = await self._clients[job.id].pages(deadline)
         spec = _spec(job)
-        result = extract(job.tenant, spec.metrics, pages, spec.max_series)
-        bodies = {name: "".join(lines).encode() for name, lines in result.lines.items()}
-        yield Part(
-            job.name, bodies, result.series, nulls=result.nulls,
-            duplicates=result.duplicates, dropped=result.dropped,
-        )  # fmt: skip
+        yield extract(job.tenant, spec.metrics, pages, spec.max_series).part(job.name)
 
     async def retain(self, jobs: Sequence[Job]) -> None:
         """Nothing shared to free."""

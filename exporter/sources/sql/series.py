@@ -2,23 +2,13 @@
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from exporter.config import MetricSpec
 from exporter.errors import CollectionError
 from exporter.exposition import escape_label_value, format_value
-
-
-@dataclass
-class SeriesResult:
-    """Sample lines per metric name plus what was skipped on the way."""
-
-    lines: dict[str, list[str]] = field(default_factory=dict)
-    series: int = 0
-    nulls: int = 0
-    duplicates: int = 0
-    dropped: int = 0
+from exporter.sources.base import Rendered
 
 
 def build_series(
@@ -27,10 +17,10 @@ def build_series(
     metrics: Sequence[MetricSpec],
     tenant: str,
     max_series: int,
-) -> SeriesResult:
+) -> Rendered:
     """Render every metric of a query from its rows; bad values fail the whole query."""
     index = {name: i for i, name in enumerate(columns)}
-    result = SeriesResult()
+    result = Rendered()
     tenant_pair = f'tenant="{escape_label_value(tenant)}"'
     for metric in metrics:
         _check_columns(metric, index, columns)
@@ -46,7 +36,7 @@ class _Budget:
 
     tenant_pair: str
     max_series: int
-    result: SeriesResult
+    result: Rendered
 
 
 def _check_columns(metric: MetricSpec, index: dict[str, int], columns: Sequence[str]) -> None:

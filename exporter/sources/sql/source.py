@@ -73,11 +73,7 @@ class SqlSource:
                 duplicates=result.duplicates, over_limit=result.dropped,
                 max_series=query.max_series,
             )  # fmt: skip
-        bodies = {name: "".join(lines).encode() for name, lines in result.lines.items()}
-        yield Part(
-            job.name, bodies, result.series, nulls=result.nulls,
-            duplicates=result.duplicates, dropped=result.dropped,
-        )  # fmt: skip
+        yield result.part(job.name)
 
     async def retain(self, jobs: Sequence[Job]) -> None:
         """Close pools no query uses any more (a changed password makes a new pool)."""
