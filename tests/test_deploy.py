@@ -92,6 +92,9 @@ def test_image_is_multi_stage_non_root_with_a_healthcheck() -> None:
     exposed = next(line.split()[1] for line in lines if line.startswith("EXPOSE "))
     health = " ".join(lines[lines.index(next(x for x in lines if x.startswith("HEALTHCHECK"))) :])
     assert f"http://127.0.0.1:{exposed}/healthz" in health
+    # Durable state goes where the user may write, on a volume.
+    state = next(x.split("=", 1)[1] for x in lines if x.startswith("ENV COCKPIT_STATE_DIR="))
+    assert f"VOLUME {state}" in lines and any(f"-o {user} " in x and state in x for x in lines)
 
 
 def test_systemd_unit_runs_valid_flags_in_a_sandbox() -> None:
@@ -112,6 +115,8 @@ def test_systemd_unit_runs_valid_flags_in_a_sandbox() -> None:
     assert str(options.config) == "/etc/cockpit/config.yaml"
     assert split_address(options.listen_address)[1] == 9610
     assert service["User"] != "root" and service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # The state directory is the one systemd creates and lets the unit write.
+    assert str(options.state_dir) == f"/var/lib/{service['StateDirectory']}"
     for option, value in {
         "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
         "PrivateTmp": "yes", "CapabilityBoundingSet": "", "RestrictNamespaces": "yes",
