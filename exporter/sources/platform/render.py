@@ -8,7 +8,7 @@ from exporter.exposition import escape_label_value, format_value
 from exporter.sources.platform import families as f
 from exporter.sources.platform.families import AGENT_STATUSES, DURATION_BUCKETS, FINAL_STATUSES
 from exporter.sources.platform.models import Agent, Process, Schedule
-from exporter.sources.platform.runs import RunTracker
+from exporter.sources.platform.runs import ActiveRun, RunTracker
 
 Bodies = dict[str, bytes]
 
@@ -110,8 +110,10 @@ def render_runs(
     lag = tracker.lag(now)
     if lag is not None:
         lines.add(f.RUNS_LAG.name, {}, lag)
-    process_ids = set(process_names) | {p for p, _ in tracker.finished}
-    process_ids |= {r.process_id for r in tracker.active.values()}
+    active: dict[str, list[ActiveRun]] = {}
+    for run in tracker.active.values():  # grouped once: a long queue is not scanned per process
+        active.setdefault(run.process_id, []).append(run)
+    process_ids = set(process_names) | {p for p, _ in tracker.finished} | set(active)
     for process_id in sorted(process_ids):
         process = {"process": process_names.get(process_id, process_id)}
         # Every final status from zero, so rate() sees the first failure of a process.
@@ -119,7 +121,7 @@ def render_runs(
             count = tracker.finished[(process_id, status)]
             lines.add(f.RUNS_FINISHED.name, process | {"status": status}, count)
         _histogram(lines, process, tracker, process_id)
-        _active(lines, process, tracker, process_id)
+        _active(lines, process, active.get(process_id, []))
     return lines
 
 
@@ -135,11 +137,9 @@ def _histogram(lines: Lines, labels: dict[str, str], tracker: RunTracker, proces
     lines.add(f"{name}_count", labels, histogram.count if histogram else 0, family=name)
 
 
-def _active(lines: Lines, labels: dict[str, str], tracker: RunTracker, process_id: str) -> None:
-    runs = [r for r in tracker.active.values() if r.process_id == process_id]
+def _active(lines: Lines, labels: dict[str, str], runs: list[ActiveRun]) -> None:
     queued = [r for r in runs if r.status == "queued"]
     lines.add(f.RUNS_QUEUED.name, labels, len(queued))
     lines.add(f.RUNS_RUNNING.name, labels, sum(1 for r in runs if r.status == "running"))
-    moments = [m for r in queued if (m := _ts(r.queued_at or r.updated_at)) is not None]
-    if moments:
-        lines.add(f.RUNS_OLDEST_QUEUED.name, labels, min(moments))
+    if queued:
+        lines.add(f.RUNS_OLDEST_QUEUED.name, labels, min(r.since for r in queued))

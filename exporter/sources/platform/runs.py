@@ -10,7 +10,7 @@ running; the finished runs it sees are history and not counted (unless within `l
 import bisect
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.sources.platform.families import DURATION_BUCKETS, FINAL_STATUSES
 from exporter.sources.platform.models import Run
@@ -31,6 +31,19 @@ class Histogram:
         self.count += 1
 
 
+class ActiveRun(NamedTuple):
+    """What the queued and running gauges need of a run not finished yet.
+
+    A few fields instead of the whole run record: a platform with a long queue keeps many
+    of these per tenant.
+    """
+
+    process_id: str
+    status: str
+    since: float  # queued_at, else updated_at (Unix time)
+    updated: float  # updated_at, to forget runs that stop being reported
+
+
 @dataclass
 class RunTracker:
     """Cursor, de-duplication and counts of one tenant's runs.
@@ -46,7 +59,7 @@ class RunTracker:
     cursor: float | None = None
     baselined: bool = False
     counted: dict[str, float] = field(default_factory=dict)
-    active: dict[str, Run] = field(default_factory=dict)
+    active: dict[str, ActiveRun] = field(default_factory=dict)
     finished: Counter[tuple[str, str]] = field(default_factory=Counter)
     durations: dict[str, Histogram] = field(default_factory=dict)
     reached: float | None = None  # every run updated before this is known
@@ -70,7 +83,8 @@ class RunTracker:
             updated = run.updated_at.timestamp()
             self.cursor = updated if self.cursor is None else max(self.cursor, updated)
             if run.status not in FINAL_STATUSES:
-                self.active[run.id] = run
+                since = (run.queued_at or run.updated_at).timestamp()
+                self.active[run.id] = ActiveRun(run.process_id, run.status, since, updated)
                 continue
             self.active.pop(run.id, None)
             if run.id in self.counted:
@@ -111,7 +125,7 @@ class RunTracker:
         # A run that never reaches a final status we see (deleted, say) must not count as
         # queued forever.
         stale = now - self.history
-        self.active = {i: r for i, r in self.active.items() if r.updated_at.timestamp() >= stale}
+        self.active = {i: r for i, r in self.active.items() if r.updated >= stale}
 
     def to_state(self) -> dict[str, Any]:
         """What a restart needs to go on counting exactly once."""
@@ -120,19 +134,21 @@ class RunTracker:
             "reached": self.reached,
             "baselined": self.baselined,
             "counted": self.counted,
-            "active": [run.model_dump(mode="json") for run in self.active.values()],
+            "active": {i: list(run) for i, run in self.active.items()},
             "finished": [[p, s, n] for (p, s), n in sorted(self.finished.items())],
             "durations": {p: asdict(h) for p, h in self.durations.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a saved state (ValueError, TypeError or KeyError if it is malformed)."""
-        runs = [Run.model_validate(item) for item in state["active"]]
         self.cursor = _optional_float(state["cursor"])
         self.reached = _optional_float(state["reached"])
         self.baselined = bool(state["baselined"])
         self.counted = {str(i): float(u) for i, u in state["counted"].items()}
-        self.active = {run.id: run for run in runs}
+        self.active = {
+            str(i): ActiveRun(str(p), str(s), float(since), float(u))
+            for i, (p, s, since, u) in state["active"].items()
+        }
         self.finished = Counter({(str(p), str(s)): int(n) for p, s, n in state["finished"]})
         self.durations = {
             str(p): Histogram([int(b) for b in h["buckets"]], float(h["total"]), int(h["count"]))
