@@ -13,6 +13,7 @@ FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 OUTCOMES = (("succeeded", 0.8), ("failed", 0.12), ("cancelled", 0.03), ("timed_out", 0.05))
 HEARTBEAT_EVERY = 15
 HISTORY = 3600  # seconds of finished runs kept for updated_since queries
+QUEUE_TIMEOUT = 900  # a run queued this long without a free agent is cancelled, as on the platform
 WARM_UP = 600  # the world starts this long before it is first served
 
 
@@ -144,6 +145,11 @@ class World:
 
     def _progress(self, run: Run, now: float) -> None:
         if run.status == "queued":
+            if now - run.queued_at >= QUEUE_TIMEOUT:
+                # Without this a pool short of agents queues runs without end.
+                run.outcome = "cancelled"
+                self._finish(run, now)
+                return
             process = next(p for p in self.processes if p.id == run.process_id)
             agent = self._free_agent(process.pool)
             if agent is not None:
