@@ -59,20 +59,46 @@ class QuerySpec:
 
 @dataclass(frozen=True)
 class DatabaseSpec:
-    """A database connection target; tenants with equal specs share one pool."""
+    """A tenant's database; tenants on the same server and credentials share its connections."""
 
     url: URL = field(repr=False)
-    pool_size: int
+    max_connections: int
+    idle_timeout: float
+
+    @cached_property
+    def server_url(self) -> URL:
+        """The URL without the database: MySQL runs select theirs on a shared connection."""
+        if not self.is_mysql:
+            return self.url
+        # URL.set() treats None as "unchanged"; the NamedTuple's _replace really clears it.
+        # The default port is written out so `db` and `db:3306` are one server.
+        return self.url._replace(database=None, port=self.url.port or 3306)
+
+    @property
+    def is_mysql(self) -> bool:
+        """Whether this is a MySQL/MariaDB server (SQLite files are their own server)."""
+        return self.url.get_backend_name() == "mysql"
+
+    @property
+    def database(self) -> str | None:
+        """The database a run selects on a shared MySQL connection; None for SQLite."""
+        return self.url.database if self.is_mysql else None
 
     @cached_property
     def pool_key(self) -> str:
-        """Identity of the pool, password included; rendered once (URL hashing renders)."""
-        return f"{self.url.render_as_string(hide_password=False)}#{self.pool_size}"
+        """Identity of the shared connections, password included; rendered once."""
+        rendered = self.server_url.render_as_string(hide_password=False)
+        return f"{rendered}#{self.max_connections}#{self.idle_timeout:g}"
 
     @property
     def display(self) -> str:
         """The DSN with any password masked, safe for logs."""
         return self.url.render_as_string(hide_password=True)
+
+    @property
+    def server(self) -> str:
+        """The server's DSN with any password masked, safe for logs."""
+        return self.server_url.render_as_string(hide_password=True)
 
 
 @dataclass(frozen=True)
@@ -179,7 +205,7 @@ def config_model() -> type[schema.ConfigFile]:
 
     keys: dict[str, Any] = {k: (s.annotation | None, None) for k, s in sections().items()}
     tenant = create_model("Tenant", __base__=schema.Tenant, **keys)
-    tenants: Any = (list[tenant], Field(min_length=1))
+    tenants: Any = (list[tenant], Field(default_factory=list))
     return create_model("ConfigFile", __base__=schema.ConfigFile, tenants=tenants)
 
 
@@ -284,6 +310,8 @@ _NOISE_LOC = frozenset({"str", "int", "float", "bool", "function-after[check(), 
 
 
 def _cross_checks(model: schema.ConfigFile) -> Iterator[str]:
+    if not model.tenants and model.tenant_discovery is None:
+        yield "tenants: list at least one tenant, or add tenant_discovery"
     yield from _duplicates([t.id for t in model.tenants], "tenants", "id", "tenant id")
     yield from _duplicates([q.name for q in model.queries], "queries", "name", "query name")
     with_db = {t.id for t in model.tenants if t.mysql is not None}
@@ -399,14 +427,20 @@ def _resolve_databases(
             continue
         where = f"tenants[{ti}].mysql"
         try:
-            databases[tenant.id] = _database(tenant.mysql, model.defaults, where, warnings)
+            databases[tenant.id] = _database(
+                tenant.mysql, model.defaults, model.servers, where, warnings
+            )
         except ValueError as exc:
             problems.append(str(exc))
     return databases
 
 
 def _database(
-    db: schema.Database, defaults: schema.Defaults, where: str, warnings: list[str]
+    db: schema.Database,
+    defaults: schema.Defaults,
+    servers: Mapping[str, schema.Server],
+    where: str,
+    warnings: list[str],
 ) -> DatabaseSpec:
     try:
         url = make_url(db.dsn)
@@ -421,7 +455,13 @@ def _database(
         warnings.append(f"{where}.dsn: inline password; prefer password_file or password_env")
     elif password is not None:
         url = url.set(password=password)
-    return DatabaseSpec(url=url, pool_size=defaults.pool_size)
+    override = servers.get(f"{url.host}:{url.port or 3306}") if url.host else None
+    return DatabaseSpec(
+        url=url,
+        max_connections=(override and override.max_connections)
+        or defaults.max_connections_per_server,
+        idle_timeout=(override and override.idle_timeout) or defaults.idle_timeout,
+    )
 
 
 def _resolve_platforms(model: schema.ConfigFile, problems: list[str]) -> list[PlatformSpec]:

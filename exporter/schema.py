@@ -67,7 +67,8 @@ class Defaults(Model):
     interval: Duration = 30.0
     timeout: Duration = 10.0
     max_series: int = Field(10_000, ge=1)
-    pool_size: int = Field(4, ge=1, le=64)
+    max_connections_per_server: int = Field(4, ge=1, le=256)
+    idle_timeout: Duration = 60.0
 
 
 class Limits(Model):
@@ -172,12 +173,36 @@ class Query(Model):
     metrics: list[Metric] = Field(min_length=1)
 
 
+SERVER_ADDRESS = re.compile(r"[^\s:/@]+:[0-9]{1,5}")
+
+
+class Server(Model):
+    """Overrides for one database server, keyed `host:port` as written in the DSNs."""
+
+    max_connections: int | None = Field(None, ge=1, le=256)
+    idle_timeout: Duration | None = None
+
+
+class TenantDiscovery(Database):
+    """A registry query whose rows are tenants (columns `id`, `database`, params)."""
+
+    sql: str = Field(min_length=1)
+    interval: Duration = 60.0
+    timeout: Duration = 10.0
+    max_tenants: int = Field(10_000, ge=1)
+    mysql: Database
+
+
 class ConfigFile(Model):
     """The whole configuration file."""
 
     defaults: Defaults = Field(default_factory=Defaults)
     limits: Limits = Field(default_factory=Limits)
-    tenants: list[Tenant] = Field(min_length=1)
+    servers: dict[Annotated[str, matching(SERVER_ADDRESS, "host:port")], Server] = Field(
+        default_factory=dict
+    )
+    tenant_discovery: TenantDiscovery | None = None
+    tenants: list[Tenant] = Field(default_factory=list)
     queries: list[Query] = Field(default_factory=list)
     alerting: Alerting | None = None
     grafana: Grafana | None = None

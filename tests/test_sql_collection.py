@@ -247,22 +247,6 @@ async def test_sql_error_has_reason_query(database: ScratchDatabase, make_export
     assert "no_such_table" in stats.last_error
 
 
-async def test_tenants_sharing_a_dsn_share_one_pool(
-    database: ScratchDatabase, make_exporter
-) -> None:
-    """Two tenants on one DSN use one engine; the pool is bounded by pool_size."""
-    exporter = await make_exporter(
-        two_tenants(database.dsn, extra="defaults: {pool_size: 2}\n").replace(
-            "defaults: {interval: 30s, timeout: 5s}\n", "", 1
-        )
-    )
-    await exporter.run_all()
-    engines = exporter.exporter.sources["sql"].engines._databases
-    assert len(engines) == 1
-    (only,) = engines.values()
-    assert only.engine.pool.size() == 2
-
-
 async def test_connection_dropped_by_the_server_is_replaced(
     database: ScratchDatabase, make_exporter
 ) -> None:

@@ -22,7 +22,7 @@ PREFIX = "cockpit_bench_"
 ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "autocommit": True}
 
 QUERIES = """
-defaults: {interval: 5s, timeout: 4s, pool_size: 1}
+defaults: {interval: 5s, timeout: 4s, max_connections_per_server: 1}
 queries:
   - name: work_items
     sql: SELECT queue, status, COUNT(*) AS items FROM work_items GROUP BY queue, status

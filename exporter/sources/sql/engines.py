@@ -1,116 +1,243 @@
-"""One bounded connection pool per distinct database, shared by the tenants that use it."""
+"""Connections per database server, not per database: tenants on one server share a few.
+
+A run takes one of its server's connections and selects its tenant's database on it
+(COM_INIT_DB), so 1,000 tenant databases on one server cost at most the server's cap of
+connections instead of 1,000.
+"""
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
+import pymysql
+import structlog
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from exporter.config import DatabaseSpec
+from exporter.errors import CollectionError
 
-# A connection idle longer than this may have been dropped by the server or a proxy in
-# between; one older than MAX_AGE is replaced so connections follow DNS and failovers.
-IDLE_LIMIT = 300.0
+log = structlog.get_logger(__name__)
+# A connection older than this is replaced so connections follow DNS and failovers.
 MAX_AGE = 3600.0
+# While a server refuses connections, attempts are spaced from 1 s up to this.
+MAX_BACKOFF = 30.0
+SWEEP_EVERY = 5.0
 
 
 @dataclass
-class _Idle:
+class Lease:
+    """A connection lent to one run, with the database currently selected on it."""
+
     conn: AsyncConnection
     created: float
-    used: float
+    database: str | None
+    used: float = 0.0
+    reused: bool = False
 
 
 @dataclass
-class Database:
-    """An engine, the slots that bound its use, and the connections kept between runs.
+class Server:
+    """One server's connections: at most `cap` open, idle ones kept for the next runs.
 
-    Runs keep their connection checked out of SQLAlchemy's pool between runs: checking one
-    in and out through the async pool costs two greenlet round trips per run, more than a
-    small query itself. `slots` keeps the number of connections within the pool size.
+    Runs keep their connection checked out of SQLAlchemy (NullPool): going through the
+    async pool costs two greenlet round trips per run, more than a small query itself.
     """
 
     engine: AsyncEngine
-    slots: asyncio.Semaphore
+    cap: int
+    idle_timeout: float
     display: str
-    _idle: list[_Idle] = field(default_factory=list)
-    _created: dict[int, float] = field(default_factory=dict)
+    slots: asyncio.Semaphore = field(init=False)
+    open: int = 0
+    _idle: list[Lease] = field(default_factory=list)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+    _connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _next_attempt: float = 0.0
+    _backoff: float = 0.0
+    _last_error: str = ""
     _closed: bool = False
-    _closing: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.cap)
 
     @property
     def is_mysql(self) -> bool:
-        """Whether the server understands MySQL's KILL QUERY."""
+        """Whether the server speaks MySQL (KILL QUERY, COM_INIT_DB)."""
         return self.engine.dialect.name == "mysql"
 
-    async def acquire(self, reuse: bool = True) -> tuple[AsyncConnection, bool]:
-        """A connection for one run and whether it was kept from an earlier run."""
-        now = time.monotonic()
-        while reuse and self._idle:
-            idle = self._idle.pop()
-            if now - idle.used < IDLE_LIMIT and now - idle.created < MAX_AGE:
-                self._created[id(idle.conn)] = idle.created
-                return idle.conn, True
-            await idle.conn.close()
-        conn = await self.engine.connect()
-        self._created[id(conn)] = now
-        return conn, False
+    async def acquire(self, database: str | None, reuse: bool = True) -> Lease:
+        """A connection for one run; the caller holds one of `slots`."""
+        while True:
+            if reuse and self._idle:
+                return self._take_idle(database)
+            try:
+                return await self._connect(database)
+            except CollectionError:
+                if self.open == 0:
+                    raise
+            # The server is full but we hold connections: wait for one of ours rather
+            # than fail or storm the server.
+            self._released.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, self._next_attempt - time.monotonic())):
+                    await self._released.wait()
+            reuse = True
 
-    def release(self, conn: AsyncConnection) -> None:
+    def _take_idle(self, database: str | None) -> Lease:
+        # One already on the tenant's database saves the COM_INIT_DB round trip.
+        index = next(
+            (i for i in range(len(self._idle) - 1, -1, -1) if self._idle[i].database == database),
+            len(self._idle) - 1,
+        )
+        lease = self._idle.pop(index)
+        lease.reused = True
+        return lease
+
+    async def _connect(self, database: str | None) -> Lease:
+        async with self._connecting:  # one attempt at a time per server
+            if self._idle:
+                return self._take_idle(database)
+            if time.monotonic() < self._next_attempt:
+                raise CollectionError(
+                    "connect", f"cannot connect to {self.display}: {self._last_error} (backing off)"
+                )
+            try:
+                conn = await self.engine.connect()
+            except (SQLAlchemyError, OSError) as exc:
+                self._back_off(cause(exc))
+                raise CollectionError(
+                    "connect", f"cannot connect to {self.display}: {cause(exc)}"
+                ) from exc
+        self._backoff, self.open = 0.0, self.open + 1
+        # The server URL names no database: the run selects one.
+        return Lease(conn, time.monotonic(), None)
+
+    def _back_off(self, error: str) -> None:
+        self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
+        self._next_attempt = time.monotonic() + self._backoff
+        if self._last_error != error:
+            log.warning(
+                "server backed off", server=self.display, seconds=self._backoff, error=error
+            )
+        self._last_error = error
+
+    def release(self, lease: Lease) -> None:
         """Keep a healthy connection for the next run."""
-        created = self._created.pop(id(conn), time.monotonic())
-        if self._closed:  # a reload retired this pool while the run used the connection
-            task = asyncio.get_running_loop().create_task(conn.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        if self._closed:  # a reload retired this server while the run used the connection
+            self._close_later(lease)
             return
-        self._idle.append(_Idle(conn, created, time.monotonic()))
+        lease.used = time.monotonic()
+        self._idle.append(lease)
+        self._released.set()
 
-    async def discard(self, conn: AsyncConnection) -> None:
+    async def discard(self, lease: Lease) -> None:
         """Drop a connection that may be mid-statement or broken."""
-        self._created.pop(id(conn), None)
-        await conn.invalidate()
-        await conn.close()
+        self.open -= 1
+        with contextlib.suppress(Exception):
+            await lease.conn.invalidate()
+            await lease.conn.close()
+
+    def sweep(self) -> None:
+        """Close idle connections beyond the first after `idle_timeout`, and old ones."""
+        now = time.monotonic()
+        keep: list[Lease] = []
+        for lease in sorted(self._idle, key=lambda entry: entry.used, reverse=True):
+            expired = now - lease.used > self.idle_timeout and len(keep) >= 1
+            if expired or now - lease.created > MAX_AGE:
+                self._close_later(lease)
+            else:
+                keep.append(lease)
+        self._idle = keep[::-1]  # most recently used last: taken first
+
+    def _close_later(self, lease: Lease) -> None:
+        self.open -= 1
+        task = asyncio.get_running_loop().create_task(lease.conn.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     async def close(self) -> None:
-        """Close kept connections and the pool."""
+        """Close kept connections and the engine."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for entry in idle:
-            await entry.conn.close()
+        for lease in idle:
+            self.open -= 1
+            with contextlib.suppress(Exception):
+                await lease.conn.close()
         await self.engine.dispose()
 
 
+_closing: set[asyncio.Task[None]] = set()
+
+
 class Engines:
-    """Creates engines lazily and disposes of them on close."""
+    """One Server per connection target (server and credentials), created on first use."""
 
     def __init__(self) -> None:
-        self._databases: dict[str, Database] = {}
+        self._servers: dict[str, Server] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
-    def get(self, spec: DatabaseSpec) -> Database:
-        """The shared database for `spec`, created on first use."""
-        database = self._databases.get(spec.pool_key)
-        if database is None:
-            database = Database(_engine(spec), asyncio.Semaphore(spec.pool_size), spec.display)
-            self._databases[spec.pool_key] = database
-        return database
+    def get(self, spec: DatabaseSpec) -> Server:
+        """The shared server for `spec`, created on first use."""
+        server = self._servers.get(spec.pool_key)
+        if server is None:
+            server = Server(_engine(spec), spec.max_connections, spec.idle_timeout, spec.server)
+            self._servers[spec.pool_key] = server
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        return server
+
+    @property
+    def servers(self) -> list[Server]:
+        """The servers in use."""
+        return list(self._servers.values())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            for server in list(self._servers.values()):
+                server.sweep()
 
     async def retain(self, keys: set[str]) -> None:
-        """Close the pools no job uses any more (after a reload)."""
-        for key in [k for k in self._databases if k not in keys]:
-            await self._databases.pop(key).close()
+        """Close the servers no job uses any more (after a reload)."""
+        for key in [k for k in self._servers if k not in keys]:
+            await self._servers.pop(key).close()
 
     async def close(self) -> None:
-        """Close every pool."""
-        databases, self._databases = list(self._databases.values()), {}
-        for database in databases:
-            await database.close()
+        """Close every server's connections."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            await server.close()
 
 
 def _engine(spec: DatabaseSpec) -> AsyncEngine:
     # Queries are read-only: autocommit avoids a BEGIN/ROLLBACK round trip per execution,
     # and with nothing to roll back the pool need not reset connections on return.
     options: dict[str, object] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
-    if spec.url.get_backend_name() == "mysql":
-        options |= {"pool_size": spec.pool_size, "max_overflow": 0, "pool_recycle": 3600}
-    return create_async_engine(spec.url, **options)
+    if spec.server_url.get_backend_name() == "mysql":
+        # Server keeps connections itself; NullPool also gives KILL QUERY a connection of
+        # its own when every kept one is busy with a hung statement.
+        options["poolclass"] = NullPool
+    return create_async_engine(spec.server_url, **options)
+
+
+def cause(exc: BaseException) -> str:
+    """The driver's own message: it names the problem without the statement or parameters."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text_ = str(exc) or type(exc).__name__
+    return text_ if len(text_) <= 300 else text_[:297] + "..."
+
+
+def mysql_code(exc: BaseException) -> int | None:
+    """The MySQL error number of `exc`, if it carries one."""
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig or exc
+    if isinstance(exc, pymysql.MySQLError) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None

@@ -8,11 +8,10 @@ from typing import Any
 import pymysql
 import structlog
 from sqlalchemy import TextClause, text
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.exc import SQLAlchemyError
 
 from exporter.errors import CollectionError
-from exporter.sources.sql.engines import Database
+from exporter.sources.sql.engines import Lease, Server, cause, mysql_code
 
 log = structlog.get_logger(__name__)
 _KILL_TIMEOUT = 5.0
@@ -47,9 +46,9 @@ class Statements:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], Statement] = {}
 
-    def get(self, sql: str, database: Database) -> Statement:
-        """The compiled statement for `sql` on `database`'s dialect."""
-        dialect = database.engine.dialect
+    def get(self, sql: str, server: Server) -> Statement:
+        """The compiled statement for `sql` on `server`'s dialect."""
+        dialect = server.engine.dialect
         found = self._cache.get((sql, dialect.name))
         if found is None:
             clause = text(sql)
@@ -60,30 +59,35 @@ class Statements:
 
 
 async def fetch(
-    database: Database, statement: Statement, params: Mapping[str, object], seconds: float
+    server: Server,
+    database: str | None,
+    statement: Statement,
+    params: Mapping[str, object],
+    seconds: float,
 ) -> Rows:
-    """Run `statement`; on timeout cancel it server-side and discard the connection."""
+    """Run `statement` on `database`; on timeout cancel it server-side, discard the connection."""
     thread_id: list[int] = []
     try:
         async with asyncio.timeout(seconds):
-            return await _execute(database, statement, params, thread_id)
+            return await _execute(server, database, statement, params, thread_id)
     except TimeoutError:
         if thread_id:
-            await _kill_query(database, thread_id[0])
+            await _kill_query(server, thread_id[0])
         raise CollectionError("timeout", f"query did not finish within {seconds:g}s") from None
 
 
 async def _execute(
-    database: Database,
+    server: Server,
+    database: str | None,
     statement: Statement,
     params: Mapping[str, object],
     thread_id: list[int],
 ) -> Rows:
     try:
-        return await _attempt(database, statement, params, thread_id, reuse=True)
+        return await _attempt(server, database, statement, params, thread_id, reuse=True)
     except _StaleConnectionError:
         # A kept connection the server had closed (restart, idle timeout): one fresh try.
-        return await _attempt(database, statement, params, thread_id, reuse=False)
+        return await _attempt(server, database, statement, params, thread_id, reuse=False)
 
 
 class _StaleConnectionError(Exception):
@@ -91,48 +95,68 @@ class _StaleConnectionError(Exception):
 
 
 async def _attempt(
-    database: Database,
+    server: Server,
+    database: str | None,
     statement: Statement,
     params: Mapping[str, object],
     thread_id: list[int],
+    *,
     reuse: bool,
 ) -> Rows:
+    lease = await server.acquire(database, reuse)
     try:
-        conn, reused = await database.acquire(reuse)
-    except (SQLAlchemyError, OSError) as exc:
-        message = f"cannot connect to {database.display}: {_cause(exc)}"
-        raise CollectionError("connect", message) from exc
-    try:
-        if database.is_mysql:
-            rows = await _mysql_rows(conn, statement, params, thread_id)
+        if server.is_mysql:
+            driver: Any = lease.conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            await _use(driver, lease, database, server.display)
+            rows = await _mysql_rows(driver, statement, params, thread_id)
         else:
-            result = await conn.execute(statement.clause, dict(params))
+            result = await lease.conn.execute(statement.clause, dict(params))
             rows = Rows(list(result.keys()), result.fetchall())
     except BaseException as exc:
         if _connection_still_good(exc):
-            database.release(conn)
+            server.release(lease)
         else:
             # Cancelled mid-statement (timeout) or broken: never hand it to another run.
-            await database.discard(conn)
-            if reused and isinstance(exc, Exception):
+            await server.discard(lease)
+            if lease.reused and isinstance(exc, Exception):
                 raise _StaleConnectionError from exc
         if isinstance(exc, SQLAlchemyError | pymysql.MySQLError | OSError):
-            raise CollectionError("query", f"query failed: {_cause(exc)}") from exc
+            raise CollectionError("query", f"query failed: {cause(exc)}") from exc
         raise
-    database.release(conn)
+    server.release(lease)
     return rows
 
 
+async def _use(driver: Any, lease: Lease, database: str | None, server: str) -> None:
+    """Select the tenant's database on a shared connection (COM_INIT_DB, no SQL to parse)."""
+    if database is None or lease.database == database:
+        return
+    # Until the server confirms, the connection's database is unknown: never assume the old one.
+    lease.database = None
+    try:
+        await driver.select_db(database)
+    except pymysql.MySQLError as exc:
+        code = mysql_code(exc)
+        if code is None or code >= _CLIENT_ERRORS:
+            raise
+        # Unknown database or no grant on it: the connection itself is fine.
+        raise _DatabaseError(f"cannot use database {database!r} on {server}: {cause(exc)}") from exc
+    lease.database = database
+
+
+class _DatabaseError(CollectionError):
+    """The tenant's database is missing or not granted; the connection stays usable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("connect", message)
+
+
 async def _mysql_rows(
-    conn: AsyncConnection,
-    statement: Statement,
-    params: Mapping[str, object],
-    thread_id: list[int],
+    driver: Any, statement: Statement, params: Mapping[str, object], thread_id: list[int]
 ) -> Rows:
     """Run on the driver connection: SQLAlchemy's result layer costs more than the query."""
     # A checked-out connection holds its DBAPI connection, so reading it needs no I/O;
     # get_raw_connection() would cost a greenlet round trip per run.
-    driver: Any = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
     thread_id.append(int(driver.thread_id()))
     async with driver.cursor() as cursor:
         await cursor.execute(statement.driver_sql, statement.driver_params(params))
@@ -143,26 +167,22 @@ async def _mysql_rows(
 
 def _connection_still_good(exc: BaseException) -> bool:
     """Server-side SQL errors leave the connection usable; anything else may not."""
-    if isinstance(exc, DBAPIError):
-        exc = exc.orig or exc
-    if isinstance(exc, pymysql.MySQLError):
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else _CLIENT_ERRORS
+    if isinstance(exc, _DatabaseError):
+        return True
+    code = mysql_code(exc)
+    if code is not None:
         return code < _CLIENT_ERRORS
+    if isinstance(exc, pymysql.MySQLError):
+        return False
     return isinstance(exc, SQLAlchemyError)
 
 
-async def _kill_query(database: Database, thread_id: int) -> None:
+async def _kill_query(server: Server, thread_id: int) -> None:
     """Stop the timed-out statement on the server so it does not keep burning resources."""
+    # A connection of its own (NullPool), so a server whose kept connections all hang
+    # can still be told to stop.
     try:
-        async with asyncio.timeout(_KILL_TIMEOUT), database.engine.connect() as conn:
+        async with asyncio.timeout(_KILL_TIMEOUT), server.engine.connect() as conn:
             await conn.exec_driver_sql(f"KILL QUERY {int(thread_id)}")
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
-        log.warning("kill query failed", database=database.display, error=_cause(exc))
-
-
-def _cause(exc: BaseException) -> str:
-    """The driver's own message: it names the problem without the statement or parameters."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        exc = exc.orig
-    text_ = str(exc) or type(exc).__name__
-    return text_ if len(text_) <= 300 else text_[:297] + "..."
+        log.warning("kill query failed", server=server.display, error=cause(exc))

@@ -31,7 +31,7 @@ def jobs(config: Config) -> list[Job]:
 
 
 class SqlSource:
-    """Runs configured queries; pools are shared per connection target."""
+    """Runs configured queries; connections are shared per database server."""
 
     kind = KIND
     reasons: tuple[str, ...] = REASONS
@@ -59,12 +59,14 @@ class SqlSource:
     async def collect(self, job: Job, deadline: float) -> AsyncIterator[Part]:
         """Run the query and render its rows (the runner enforces nothing else)."""
         spec = _spec(job)
-        database = self.engines.get(spec.database)
-        # Wait for the database's own slot first, so a slow database queues its own
-        # jobs without holding global slots that other tenants need.
-        async with database.slots, self._limit:
-            statement = self._statements.get(spec.query.sql, database)
-            rows = await fetch(database, statement, spec.params, spec.query.timeout)
+        server = self.engines.get(spec.database)
+        # Wait for the server's own slot first, so a slow server queues its own
+        # jobs without holding global slots that other servers' tenants need.
+        async with server.slots, self._limit:
+            statement = self._statements.get(spec.query.sql, server)
+            rows = await fetch(
+                server, spec.database.database, statement, spec.params, spec.query.timeout
+            )
         query = spec.query
         result = build_series(rows.columns, rows.rows, query.metrics, job.tenant, query.max_series)
         if result.duplicates or result.dropped:

@@ -1,0 +1,222 @@
+"""Tenant databases on one server share that server's few connections (real MariaDB)."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+
+from exporter.config import ConfigError, parse_config
+from tests.conftest import MARIADB, ScratchDatabase, admin
+
+VALUE_QUERY = """queries:
+  - name: v
+    sql: SELECT SUM(v) AS v FROM t
+    metrics: [{name: cockpit_v, type: gauge, help: V., value: v}]
+"""
+
+
+@pytest.fixture
+def user() -> Iterator[str]:
+    """A database user of its own, so its connections can be counted in the processlist."""
+    name = f"ck_{uuid.uuid4().hex[:10]}"
+    admin(f"CREATE USER '{name}'@'%' IDENTIFIED BY 'pw'")
+    yield name
+    for (thread,) in admin(f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{name}'"):
+        try:
+            admin(f"KILL {thread}")
+        except pymysql.MySQLError:
+            pass  # it ended on its own meanwhile
+    admin(f"DROP USER '{name}'@'%'")
+
+
+def tenant_databases(make_database, user: str, count: int) -> list[ScratchDatabase]:
+    """`count` databases, database i holding the value i + 1, readable by `user`."""
+    databases = [make_database() for _ in range(count)]
+    for i, db in enumerate(databases):
+        db.execute("CREATE TABLE t (v INT)", f"INSERT INTO t VALUES ({i + 1})")
+        admin(f"GRANT SELECT ON {db.name}.* TO '{user}'@'%'")
+    return databases
+
+
+def config(user: str, databases: list[ScratchDatabase], defaults: str = "") -> str:
+    tenants = "".join(
+        f"  - {{id: t{i}, mysql: {{dsn: 'mysql://{user}:pw@127.0.0.1:3306/{db.name}'}}}}\n"
+        for i, db in enumerate(databases)
+    )
+    return f"defaults: {{timeout: 5s{defaults}}}\ntenants:\n{tenants}{VALUE_QUERY}"
+
+
+def connections_of(user: str) -> int:
+    rows = admin(f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'")
+    return int(rows[0][0])
+
+
+def value(samples, tenant: str) -> float | None:
+    return samples.get(("cockpit_v", frozenset({("tenant", tenant)})))
+
+
+async def test_two_tenants_alternating_on_one_connection_get_their_own_rows(
+    make_database, make_exporter, user: str
+) -> None:
+    """One connection, two tenants' same query in turn: each run reads its own database."""
+    databases = tenant_databases(make_database, user, 2)
+    exporter = await make_exporter(config(user, databases, ", max_connections_per_server: 1"))
+    threads = set()
+    for _ in range(3):
+        for tenant, expected in (("t0", 1), ("t1", 2)):
+            await exporter.run(tenant, "v")
+            assert value(await exporter.samples(), tenant) == expected
+            threads |= {
+                row[0]
+                for row in admin(
+                    f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{user}'"
+                )
+            }
+    assert len(threads) == 1, "both tenants should have used the one shared connection"
+    server = exporter.exporter.sources["sql"].engines.servers[0]
+    assert server.open == 1
+
+
+async def test_the_cap_bounds_connections_whatever_the_tenant_count(
+    make_database, make_exporter, user: str
+) -> None:
+    """30 tenant databases run at once under a cap of 3: never more than 3 connections."""
+    databases = tenant_databases(make_database, user, 30)
+    exporter = await make_exporter(config(user, databases, ", max_connections_per_server: 3"))
+    jobs = exporter.exporter.runner.jobs()
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, await asyncio.to_thread(connections_of, user))
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    # Slow each run a little so the runs really overlap.
+    for job in jobs:
+        object.__setattr__(job.spec.query, "sql", "SELECT SLEEP(0.05) + SUM(v) AS v FROM t")
+    await asyncio.gather(*(exporter.exporter.run_job(job) for job in jobs))
+    watcher.cancel()
+    samples = await exporter.samples()
+    assert [value(samples, f"t{i}") for i in range(30)] == [i + 1 for i in range(30)]
+    assert 1 <= peak <= 3, peak
+    assert connections_of(user) <= 3
+
+
+async def test_idle_connections_above_one_are_closed_after_the_idle_timeout(
+    make_database, make_exporter, user: str
+) -> None:
+    databases = tenant_databases(make_database, user, 8)
+    exporter = await make_exporter(
+        config(user, databases, ", max_connections_per_server: 4, idle_timeout: 1s")
+    )
+    jobs = exporter.exporter.runner.jobs()
+    for job in jobs:
+        object.__setattr__(job.spec.query, "sql", "SELECT SLEEP(0.1) + SUM(v) AS v FROM t")
+    await asyncio.gather(*(exporter.exporter.run_job(job) for job in jobs))
+    assert connections_of(user) == 4
+    await asyncio.sleep(1.2)
+    exporter.exporter.sources["sql"].engines.servers[0].sweep()
+    await asyncio.sleep(0.3)  # the closes run as tasks
+    assert connections_of(user) == 1, "one idle connection stays for the next run"
+    await exporter.run("t3", "v")
+    assert value(await exporter.samples(), "t3") == 4
+
+
+async def test_a_refusing_server_is_backed_off_without_a_reconnect_storm(
+    make_database, make_exporter, user: str
+) -> None:
+    """The user at its connection limit (as a server answering 1040 would): runs fail with
+    `connect`, and the exporter tries at most about once a second while it lasts."""
+    databases = tenant_databases(make_database, user, 10)
+    admin(f"ALTER USER '{user}'@'%' WITH MAX_USER_CONNECTIONS 1")
+    holder = pymysql.connect(**(MARIADB | {"user": user, "password": "pw"}))
+    exporter = await make_exporter(config(user, databases))
+    before = _aborted_connects()
+    started = time.monotonic()
+    for _ in range(20):  # 200 runs over about 2 s
+        await asyncio.gather(*(exporter.run(f"t{i}", "v") for i in range(10)))
+        await asyncio.sleep(0.1)
+    elapsed = time.monotonic() - started
+    attempts = _aborted_connects() - before
+    stats = exporter.stats("t0", "sql", "v")
+    assert stats.errors["connect"] >= 15 and not stats.success
+    assert "max_user_connections" in stats.last_error
+    # One attempt, then 1 s and 2 s of back-off: a few refused connections, not 200.
+    assert 1 <= attempts <= elapsed + 2, (attempts, elapsed)
+    holder.close()
+    deadline = time.monotonic() + 6
+    while not exporter.stats("t0", "sql", "v").success and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        await asyncio.gather(*(exporter.run(f"t{i}", "v") for i in range(10)))
+    samples = await exporter.samples()
+    assert [value(samples, f"t{i}") for i in range(10)] == [i + 1 for i in range(10)]
+
+
+def _aborted_connects() -> int:
+    """Connections the server refused (MAX_USER_CONNECTIONS counts here)."""
+    rows = admin("SHOW GLOBAL STATUS LIKE 'Aborted_connects'")
+    return int(rows[0][1])
+
+
+async def test_a_timeout_kills_the_query_and_never_returns_the_connection(
+    make_database, make_exporter, user: str
+) -> None:
+    """With every connection busy on a hung statement, the timeout still kills it."""
+    databases = tenant_databases(make_database, user, 2)
+    exporter = await make_exporter(
+        config(user, databases, ", max_connections_per_server: 1").replace(
+            "timeout: 5s", "timeout: 1s"
+        )
+    )
+    object.__setattr__(exporter.job("t0", "v").spec.query, "sql", "SELECT SLEEP(30) AS v")
+    started = time.monotonic()
+    await exporter.run("t0", "v")
+    assert time.monotonic() - started < 5
+    assert exporter.stats("t0", "sql", "v").errors["timeout"] == 1
+    await asyncio.sleep(0.3)
+    sleeping = admin(
+        f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}' "
+        "AND INFO LIKE 'SELECT SLEEP%'"
+    )
+    assert sleeping[0][0] == 0, "the hung statement should have been killed"
+    object.__setattr__(exporter.job("t0", "v").spec.query, "sql", "SELECT SUM(v) AS v FROM t")
+    await exporter.run("t1", "v")
+    await exporter.run("t0", "v")
+    samples = await exporter.samples()
+    assert (value(samples, "t0"), value(samples, "t1")) == (1, 2)
+
+
+@pytest.mark.parametrize("cap", ["0", "-1"])
+def test_a_cap_below_one_is_a_config_error(cap: str) -> None:
+    text = f"defaults: {{max_connections_per_server: {cap}}}\ntenants: [{{id: a}}]\n"
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, "c.yaml")
+    assert any(p.startswith("defaults.max_connections_per_server:") for p in error.value.problems)
+    text = f"servers: {{'db:3306': {{max_connections: {cap}}}}}\ntenants: [{{id: a}}]\n"
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, "c.yaml")
+    assert any("servers.db:3306.max_connections" in p for p in error.value.problems), error.value
+
+
+def test_a_server_override_applies_to_its_tenants_only() -> None:
+    text = (
+        "defaults: {max_connections_per_server: 4}\n"
+        "servers: {'db1:3306': {max_connections: 9, idle_timeout: 2m}}\n"
+        "tenants:\n"
+        "  - {id: a, mysql: {dsn: 'mysql://u@db1/a'}}\n"
+        "  - {id: b, mysql: {dsn: 'mysql://u@db1:3306/b'}}\n"
+        "  - {id: c, mysql: {dsn: 'mysql://u@db2:3306/c'}}\n" + VALUE_QUERY
+    )
+    specs = {job.tenant: job.database for job in parse_config(text, "c.yaml").jobs}
+    assert (specs["a"].max_connections, specs["a"].idle_timeout) == (9, 120)
+    assert specs["a"].pool_key == specs["b"].pool_key != specs["c"].pool_key
+    assert (specs["c"].max_connections, specs["c"].idle_timeout) == (4, 60)
+    assert (specs["a"].database, specs["b"].database) == ("a", "b")
+    with pytest.raises(ConfigError) as error:
+        parse_config(text.replace("'db1:3306'", "'db1'"), "c.yaml")
+    assert any("servers" in p and "host:port" in p for p in error.value.problems), error.value
