@@ -68,7 +68,7 @@ class Exporter:
         )
         resources = Resources(self._http, config.limits.max_concurrent_queries, self.state)
         self.sources = make_sources(resources)
-        self.runner = Runner(self.store, self.sources)
+        self.runner = Runner(self.store, self.sources, config.limits.self_metrics == "full")
         self.readiness = Readiness(settings.ready_grace_period)
         self.collection = Collection(self.runner, self.readiness)
         self._session: aiohttp.ClientSession | None = None
@@ -195,6 +195,7 @@ class Exporter:
     async def apply(self, config: Config) -> None:
         """Switch to `config`: start new jobs, stop removed ones, keep unchanged snapshots."""
         jobs = all_jobs(config)
+        self.runner.set_full(config.limits.self_metrics == "full")
         changes = await self.collection.apply(jobs)
         await self._prune_state(jobs)
         self.config = config

@@ -58,6 +58,9 @@ CONFIG_HASH = Family(
 )
 CONFIG_FAMILIES = (RELOAD_SUCCESS, RELOAD_TIMESTAMP, CONFIG_HASH)
 JOB_FAMILIES = (SUCCESS, DURATION, LAST_SUCCESS, ERRORS, RUNS, SERIES, DROPPED, NULLS, DUPLICATES)
+# The budget at fleet size: four series per healthy job; a reason or problem counter
+# (nulls, duplicates, dropped) joins once it has occurred. limits.self_metrics: full
+# writes every family and reason from zero, and the series gauge.
 
 
 @dataclass
@@ -79,6 +82,7 @@ class JobStats:
     duplicates: int = 0
     last_error: str = ""
     last_run: float = 0.0
+    full: bool = False  # every family and every reason, zeros included (limits.self_metrics)
     _prefixes: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,19 +116,25 @@ class JobStats:
         self.last_error = message
 
     def render(self) -> dict[str, bytes]:
-        """Sample lines of every self-metric family for this job."""
+        """Sample lines of this job's self-metrics: the basic set, or all with `full`."""
         p = self._prefixes
         bodies = {
             SUCCESS.name: f"{p[SUCCESS.name]}{int(self.success)}\n",
             DURATION.name: f"{p[DURATION.name]}{format_value(self.duration)}\n",
             LAST_SUCCESS.name: f"{p[LAST_SUCCESS.name]}{format_value(self.last_success)}\n",
             RUNS.name: f"{p[RUNS.name]}{self.runs}\n",
-            SERIES.name: f"{p[SERIES.name]}{self.series}\n",
-            DROPPED.name: f"{p[DROPPED.name]}{self.dropped}\n",
-            NULLS.name: f"{p[NULLS.name]}{self.nulls}\n",
-            DUPLICATES.name: f"{p[DUPLICATES.name]}{self.duplicates}\n",
-            ERRORS.name: "".join(f"{p[r]}{n}\n" for r, n in sorted(self.errors.items())),
+            # A reason shows from its first occurrence on; with `full`, zeros too.
+            ERRORS.name: "".join(
+                f"{p[r]}{n}\n" for r, n in sorted(self.errors.items()) if n or self.full
+            ),
         }
+        # Problem counters, like error reasons, show once there is something to count.
+        for family, count in ((DROPPED, self.dropped), (NULLS, self.nulls),
+                              (DUPLICATES, self.duplicates)):  # fmt: skip
+            if count or self.full:
+                bodies[family.name] = f"{p[family.name]}{count}\n"
+        if self.full:
+            bodies[SERIES.name] = f"{p[SERIES.name]}{self.series}\n"
         return {name: body.encode() for name, body in bodies.items()}
 
 

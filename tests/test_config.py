@@ -60,7 +60,11 @@ def config_with(tenants: str = TENANT, queries: str = "", top: str = "") -> str:
     [
         pytest.param("tenants: [", "line 1, column 11: invalid YAML", id="yaml-syntax"),
         pytest.param("- a\n- b\n", "the file must be a mapping", id="not-a-mapping"),
-        pytest.param("queries: []\n", "tenants: list at least one tenant, or add tenant_discovery", id="no-tenants"),
+        pytest.param(
+            "queries: []\n",
+            "tenants: list at least one tenant, or add tenant_discovery",
+            id="no-tenants",
+        ),
         pytest.param(config_with(top="bogus: 1\n"), "bogus: unknown key", id="unknown-top-key"),
         pytest.param(
             config_with(tenants='  - id: Acme!\n    mysql: {dsn: "mysql://u@h/db"}\n'),

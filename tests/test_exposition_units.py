@@ -109,14 +109,44 @@ def test_sql_series_exact_lines() -> None:
     assert (limited.series, limited.dropped) == (1, 1)
 
 
-def test_self_metrics_exact_lines() -> None:
-    """Each job's self-metrics, labelled tenant, source, query; every reason from 0."""
+def test_self_metrics_basic_budget() -> None:
+    """A healthy job writes four series; a reason or problem counter joins once it occurs."""
     from exporter.selfmetrics import JobStats
 
     stats = JobStats("acme", "sql", "q", reasons=("timeout", "query"))
+    stats.record_success(0.1, 3)
+
+    def lines() -> list[str]:
+        return [line for body in stats.render().values() for line in body.decode().splitlines()]
+
+    assert [line.split("{")[0] for line in lines()] == [
+        "cockpit_collection_success",
+        "cockpit_collection_duration_seconds",
+        "cockpit_collection_last_success_timestamp_seconds",
+        "cockpit_collection_runs_total",
+    ]
+    stats.record_failure(0.5, "timeout", "slow")
+    assert len(lines()) == 5
+    assert (
+        'cockpit_collection_errors_total{tenant="acme",source="sql",query="q",reason="timeout"} 1'
+        in lines()
+    )
+    stats.nulls = 2
+    assert sum(line.startswith("cockpit_collection_null_values_total{") for line in lines()) == 1
+
+
+def test_self_metrics_exact_lines() -> None:
+    """The full set: each job's self-metrics, labelled tenant, source, query; every reason
+    from 0."""
+    from exporter.selfmetrics import JobStats
+
+    stats = JobStats("acme", "sql", "q", reasons=("timeout", "query"), full=True)
     stats.record_failure(0.5, "timeout", "slow")
     bodies = stats.render()
     labels = 'tenant="acme",source="sql",query="q"'
+    assert (
+        bodies["cockpit_collection_series"] == f"cockpit_collection_series{{{labels}}} 0\n".encode()
+    )
     assert (
         bodies["cockpit_collection_success"]
         == f"cockpit_collection_success{{{labels}}} 0\n".encode()

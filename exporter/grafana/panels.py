@@ -66,8 +66,9 @@ OVERVIEW = Board(
                   f"count((time() - cockpit_schedule_next_run_timestamp_seconds{T} > 600)"
                   f" and on (tenant, schedule, process) cockpit_schedule_enabled{T} == 1)",
                   may_be_empty=NO_LATE),), kind="stat"),
-        Panel("SQL series", "Series each SQL query of this tenant exports.", "none", (
-            Query('cockpit_collection_series{tenant="$tenant",source="sql"}', "{{query}}"),)),
+        Panel("SQL query duration", "How long each SQL query of this tenant took last.", "s", (
+            Query('cockpit_collection_duration_seconds{tenant="$tenant",source="sql"}',
+                  "{{query}}"),)),
         Panel("Data freshness", "Seconds since each collection last succeeded.", "s", (
             Query(f"time() - cockpit_collection_last_success_timestamp_seconds{T}",
                   "{{source}} {{query}}"),)),
@@ -126,7 +127,8 @@ HEALTH = Board(
             Query(f"cockpit_collection_duration_seconds{T}", "{{source}} {{query}}"),)),
         Panel("Errors by reason", "Failed runs per second by reason.", "ops", (
             Query(f"sum by (source, reason) (rate(cockpit_collection_errors_total{T}{RATE}))",
-                  "{{source}} {{reason}}"),)),
+                  "{{source}} {{reason}}",
+                  may_be_empty="a reason shows once a run has failed for it"),)),
         Panel("API requests by code", "Platform API requests per second by status code.",
               "reqps", (Query(
                   f"sum by (endpoint, code) (rate(cockpit_platform_requests_total{T}{RATE}))",
@@ -136,8 +138,8 @@ HEALTH = Board(
                   "{{endpoint}}"),)),
         Panel("Token refreshes", "Access tokens fetched per second.", "ops", (
             Query(f"rate(cockpit_platform_token_refreshes_total{T}{RATE})"),)),
-        Panel("Series per job", "Series each job exported in its last run.", "none", (
-            Query(f"cockpit_collection_series{T}", "{{source}} {{query}}"),)),
+        Panel("Runs per job", "Collection runs per second of each job, failed or not.", "ops", (
+            Query(f"rate(cockpit_collection_runs_total{T}{RATE})", "{{source}} {{query}}"),)),
     ),
 )  # fmt: skip
 

@@ -32,9 +32,12 @@ class _Active:
 class Runner:
     """Adds, changes, runs and removes jobs of any source kind."""
 
-    def __init__(self, store: SnapshotStore, sources: Mapping[str, Source]) -> None:
+    def __init__(
+        self, store: SnapshotStore, sources: Mapping[str, Source], full: bool = False
+    ) -> None:
         self._store = store
         self.sources = sources
+        self.full = full  # every self-metric family, or the basic budget
         self._active: dict[str, _Active] = {}
         store.register([*JOB_FAMILIES, STATE_ERRORS])  # self-metrics any run may publish
 
@@ -55,12 +58,18 @@ class Runner:
             source = self.sources[job.kind]
             source.open(job)
             stats = {
-                name: JobStats(job.tenant, job.kind, name, reasons=source.reasons)
+                name: JobStats(job.tenant, job.kind, name, reasons=source.reasons, full=self.full)
                 for name in source.parts(job)
             }
             self._active[job.id] = _Active(job, stats)
             for name, part_stats in stats.items():
                 self._store.put(job.key(name), Snapshot(job.tenant, part_stats.render()))
+
+    def set_full(self, full: bool) -> None:
+        """Switch every job between the basic and the full self-metrics from its next run."""
+        self.full = full
+        for stats in self.stats:
+            stats.full = full
 
     def change(self, job: Job) -> None:
         """A job's settings changed: its next run uses them; its totals carry on."""
