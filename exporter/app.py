@@ -12,7 +12,9 @@ from aiohttp import web
 
 from exporter.access import AccessPolicy
 from exporter.collection import Collection
-from exporter.config import Config, ConfigError, load_config
+from exporter.config import Config, ConfigError, load_config, parse_config, tenant_model
+from exporter.discovery import FAMILIES as DISCOVERY_FAMILIES
+from exporter.discovery import Discovery, TenantEntry, needed_params
 from exporter.exitcodes import fail
 from exporter.readiness import Readiness
 from exporter.selfmetrics import (
@@ -36,6 +38,7 @@ log = structlog.get_logger(__name__)
 # connections; the total bounds sockets across all hosts.
 HTTP_LIMIT, HTTP_LIMIT_PER_HOST = 256, 64
 CONFIG_KEY = ("", "exporter", "config")
+DISCOVERY_KEY = ("", "exporter", "discovery")
 
 
 class ListenError(Exception):
@@ -78,6 +81,10 @@ class Exporter:
         self._loaded_at = time.time()
         self.port = 0
         self.links: dict[str, str] = {}  # extra links for the landing page (the demo's simulator)
+        self.discovery: Discovery | None = None
+        self._discovered: list[TenantEntry] = []
+        self._shadowed: set[str] = set()
+        self._started = False
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -95,12 +102,65 @@ class Exporter:
         self.store.register([BUILD_INFO, *CONFIG_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, self.config.digest))
+        # The first discovery round comes before any job, so discovered tenants start with
+        # the static ones.
+        await self._start_discovery(self.config)
         jobs = all_jobs(self.config)
         self.collection.add(jobs)
         await self._prune_state(jobs)
+        self._started = True
         if schedule:
             self.collection.scheduler.start()
+            if self.discovery is not None:
+                self.discovery.start()
         self._log_start(context)
+
+    async def _start_discovery(self, config: Config) -> None:
+        if config.discovery is None or config.discovery_url is None:
+            return
+        self.store.register(DISCOVERY_FAMILIES)
+        self.discovery = Discovery(
+            spec=config.discovery,
+            url=config.discovery_url,
+            validate=tenant_model().model_validate,
+            needed=needed_params(config.queries),
+            apply=self._apply_discovered,
+            publish=lambda snapshot: self.store.put(DISCOVERY_KEY, snapshot),
+        )
+        await self.discovery.poll()
+
+    async def _apply_discovered(self, entries: list[TenantEntry]) -> str | None:
+        """Run with a new set of discovered tenants, exactly as a reload would."""
+        async with self._reload_lock:
+            try:
+                config = parse_config(self.config.raw, self.config.source, entries)
+            except ConfigError as exc:
+                return "the discovered tenants do not make a valid configuration: " + "; ".join(
+                    exc.problems[:5]
+                )
+            self._discovered = entries
+            for tenant in set(config.shadowed) - self._shadowed:
+                log.info("discovered tenant shadowed by a static one", tenant=tenant)
+            self._shadowed |= set(config.shadowed)
+            if self._started:
+                await self.apply(config)
+            else:
+                self.config = config
+            return None
+
+    async def _restart_discovery(self, before: Config) -> None:
+        """After a reload: a changed tenant_discovery section starts over."""
+        if self.config.discovery == before.discovery and (
+            self.config.discovery_url == before.discovery_url
+        ):
+            return
+        if self.discovery is not None:
+            await self.discovery.stop()
+            self.discovery = None
+            self.store.remove(DISCOVERY_KEY)
+        await self._start_discovery(self.config)
+        if self.discovery is not None:
+            self.discovery.start()
 
     async def _serve(self) -> ssl.SSLContext | None:
         endpoints = Endpoints(
@@ -113,6 +173,7 @@ class Exporter:
             reload=self.reload if self.settings.enable_reload else None,
             telemetry_path=self.settings.telemetry_path,
             links=self.links,
+            notes=self._notes,
         )
         self._runner = web.AppRunner(make_app(endpoints), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -127,6 +188,10 @@ class Exporter:
             raise ListenError(self.settings.listen_address, exc) from None
         self.port = bound_port(site)
         return context
+
+    def _notes(self) -> dict[str, str]:
+        """Operator-only status lines for the landing page."""
+        return {"Tenant discovery": self.discovery.status()} if self.discovery else {}
 
     def _log_start(self, context: ssl.SSLContext | None) -> None:
         host, _ = split_address(self.settings.listen_address)
@@ -148,9 +213,16 @@ class Exporter:
 
     async def reload(self) -> list[str]:
         """Re-read the config (and web config) files; keep the old ones if either is bad."""
+        before = self.config
+        problems = await self._reload()
+        if not problems:
+            await self._restart_discovery(before)
+        return problems
+
+    async def _reload(self) -> list[str]:
         async with self._reload_lock:
             try:
-                config = load_config(self.settings.config) if self.settings.config else None
+                config = self._load_config()
                 web = self._load_web_config()
                 self._check_access(config or self.config, web)
             except ConfigError as exc:
@@ -163,6 +235,15 @@ class Exporter:
             if config is not None:
                 await self.apply(config)
             return []
+
+    def _load_config(self) -> Config | None:
+        if self.settings.config is None:
+            return None
+        config = load_config(self.settings.config, self._discovered)
+        if config.discovery is None and config.discovered:
+            # tenant_discovery was removed: its tenants go with it.
+            config = parse_config(config.raw, config.source)
+        return config
 
     def _check_access(self, config: Config, web: WebConfig | None) -> None:
         """Refuse a reload that would widen access.
@@ -211,6 +292,8 @@ class Exporter:
     async def stop(self) -> None:
         """Stop gracefully: not ready, no new runs, a grace period for running ones, close."""
         self.readiness.stopping()
+        if self.discovery is not None:
+            await self.discovery.stop()
         await self.collection.stop(self.settings.shutdown_grace_period)
         if self._runner is not None:
             await self._runner.cleanup()

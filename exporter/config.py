@@ -1,7 +1,7 @@
 """Load the configuration file, check it as a whole and resolve secrets into runnable jobs."""
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
@@ -151,10 +151,16 @@ class Config:
     grafana: Grafana | None = None
     grafana_orgs: Mapping[str, TenantGrafana] = field(default_factory=dict)
     section_jobs: tuple[Job, ...] = ()  # jobs of the source kinds that own a tenant key
+    raw: str = ""  # the file's text, re-read with each set of discovered tenants
+    discovery: schema.TenantDiscovery | None = None
+    discovery_url: URL | None = field(default=None, repr=False)
+    queries: tuple[schema.Query, ...] = ()
+    discovered: tuple[str, ...] = ()  # ids of the tenants that came from discovery
+    shadowed: tuple[str, ...] = ()  # discovered ids a static tenant overrides
 
 
-def load_config(path: Path) -> Config:
-    """Read, validate and resolve the configuration file at `path`."""
+def load_config(path: Path, discovered: Sequence[Mapping[str, Any]] = ()) -> Config:
+    """Read, validate and resolve the configuration file at `path` (plus discovered tenants)."""
     source = str(path)
     try:
         raw = path.read_text(encoding="utf-8")
@@ -162,12 +168,13 @@ def load_config(path: Path) -> Config:
         raise ConfigError(source, ["file not found; pass --config or set COCKPIT_CONFIG"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, [f"cannot read file: {exc}"]) from None
-    return parse_config(raw, source)
+    return parse_config(raw, source, discovered)
 
 
-def parse_config(raw: str, source: str) -> Config:
-    """Validate configuration text; `source` names it in error messages."""
+def parse_config(raw: str, source: str, discovered: Sequence[Mapping[str, Any]] = ()) -> Config:
+    """Validate configuration text plus discovered tenants; `source` names it in errors."""
     document = _parse_yaml(raw, source)
+    static, added, shadowed = _merge(document, discovered)
     root = config_model()
     try:
         model = root.model_validate(document)
@@ -179,8 +186,14 @@ def parse_config(raw: str, source: str) -> Config:
     platforms = _resolve_platforms(model, problems)
     section_jobs = _section_jobs(model, problems)
     problems += _family_owners(model, section_jobs)
+    discovery_url = _discovery_url(model, problems, warnings)
     if problems:
+        if added:
+            problems.append(f"tenants[{static}] and later come from tenant_discovery")
         raise ConfigError(source, problems)
+    digest = hashlib.sha256(raw.encode())
+    for entry in added:
+        digest.update(repr(sorted(entry.items())).encode())
     return Config(
         source=source,
         tenants=tuple(tenant.id for tenant in model.tenants),
@@ -188,13 +201,54 @@ def parse_config(raw: str, source: str) -> Config:
         limits=model.limits,
         warnings=tuple(warnings),
         platforms=tuple(platforms),
-        digest=hashlib.sha256(raw.encode()).hexdigest(),
+        digest=digest.hexdigest(),
         alerting=model.alerting,
         receivers={t.id: tuple(t.receivers) for t in model.tenants},
         grafana=model.grafana,
         grafana_orgs={t.id: t.grafana for t in model.tenants if t.grafana is not None},
         section_jobs=tuple(section_jobs),
+        raw=raw,
+        discovery=model.tenant_discovery,
+        discovery_url=discovery_url,
+        queries=tuple(model.queries),
+        discovered=tuple(str(entry["id"]) for entry in added),
+        shadowed=shadowed,
     )
+
+
+def _merge(
+    document: dict[str, Any], discovered: Sequence[Mapping[str, Any]]
+) -> tuple[int, list[Mapping[str, Any]], tuple[str, ...]]:
+    """Append discovered tenants after the static ones; a static id wins."""
+    static = document.get("tenants")
+    if not discovered or not isinstance(static, list | None):
+        return len(static or ()), [], ()
+    ids = {t.get("id") for t in static or () if isinstance(t, dict)}
+    added = [entry for entry in discovered if entry["id"] not in ids]
+    shadowed = tuple(sorted(str(e["id"]) for e in discovered if e["id"] in ids))
+    document["tenants"] = [*(static or ()), *added]
+    return len(static or ()), added, shadowed
+
+
+def _discovery_url(
+    model: schema.ConfigFile, problems: list[str], warnings: list[str]
+) -> URL | None:
+    spec = model.tenant_discovery
+    if spec is None:
+        return None
+    try:
+        return _database(spec, model.defaults, {}, "tenant_discovery", warnings).url
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def tenant_model() -> type[BaseModel]:
+    """The model of one tenant entry, source kinds' keys included."""
+    annotation = config_model().model_fields["tenants"].annotation
+    (tenant,) = get_args(annotation)
+    model: type[BaseModel] = tenant
+    return model
 
 
 @cache

@@ -20,7 +20,7 @@ _PAGE = """<!doctype html>
 <th>duration</th><th>series</th><th>error</th></tr>
 {rows}
 </table>
-<h2>Tenants</h2>
+{notes}<h2>Tenants</h2>
 <p>{tenants}</p>
 <h2>Configuration in use</h2>
 <table><tr><th>job</th><th>every</th><th>timeout</th><th>target</th></tr>
@@ -36,6 +36,7 @@ def render_landing(
     jobs: Iterable[Job],
     metrics_path: str,
     links: Mapping[str, str],
+    notes: Mapping[str, str] | None = None,
 ) -> str:
     """HTML of the caller's jobs, failing ones first; every value is escaped."""
     now = time.time()
@@ -51,6 +52,10 @@ def render_landing(
         rows="\n".join(_row(s, now) for s in ordered),
         tenants=" &middot; ".join(_link(f"{metrics_path}?tenant={t}", t) for t in tenants),
         jobs="\n".join(_job(j) for j in sorted(jobs, key=lambda j: j.id)),
+        notes="".join(
+            f"<h2>{html.escape(title)}</h2>\n<p>{html.escape(text)}</p>\n"
+            for title, text in (notes or {}).items()
+        ),
     )
 
 

@@ -42,6 +42,7 @@ class Endpoints:
     reload: Callable[[], Awaitable[list[str]]] | None = None
     telemetry_path: str = "/metrics"
     links: Mapping[str, str] = field(default_factory=dict)
+    notes: Callable[[], Mapping[str, str]] = dict  # operator-only status lines (discovery)
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -143,7 +144,8 @@ def make_app(endpoints: Endpoints) -> web.Application:
         jobs = [j for j in endpoints.jobs() if scope is None or j.tenant in scope]
         # Extra links (the demo's simulator) are for operators only.
         links = endpoints.links if scope is None else {}
-        page = render_landing(stats, jobs, endpoints.telemetry_path, links)
+        notes = endpoints.notes() if scope is None else {}
+        page = render_landing(stats, jobs, endpoints.telemetry_path, links, notes)
         return web.Response(text=page, content_type="text/html")
 
     app.router.add_get(endpoints.telemetry_path, MetricsHandler(endpoints).handle)
