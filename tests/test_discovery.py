@@ -3,7 +3,7 @@
 import pytest
 
 from exporter.config import ConfigError, parse_config
-from tests.conftest import ScratchDatabase, admin, key
+from tests.conftest import ScratchDatabase, key
 
 QUERY = """queries:
   - name: v
