@@ -1,5 +1,6 @@
 """Every metric family the exporter itself defines: what rules and dashboards may refer to."""
 
+from exporter.discovery import FAMILIES as DISCOVERY_FAMILIES
 from exporter.exposition import Family
 from exporter.selfmetrics import BUILD_INFO, CONFIG_FAMILIES, JOB_FAMILIES
 from exporter.sources.platform import families as platform
@@ -7,7 +8,7 @@ from exporter.sources.platform import families as platform
 _SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
 # Who exports each family: a configured metric may not take one of these names.
 _OWNERS: dict[str, tuple[Family, ...]] = {
-    "the exporter": (*JOB_FAMILIES, BUILD_INFO, *CONFIG_FAMILIES),
+    "the exporter": (*JOB_FAMILIES, BUILD_INFO, *CONFIG_FAMILIES, *DISCOVERY_FAMILIES),
     "the platform source": (*platform.DATA_FAMILIES, *platform.CLIENT_FAMILIES),
 }
 

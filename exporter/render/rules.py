@@ -146,6 +146,16 @@ def alerts(s: Settings) -> list[Alert]:
             "data-stale",
         ),
         Alert(
+            "CockpitTenantDiscoveryFailing",
+            "cockpit_exporter_discovery_success == 0",
+            "10m",
+            "warning",
+            "Tenant discovery keeps failing; new or removed tenants are not picked up.",
+            "{{ $labels.instance }} cannot read its tenant registry; it keeps collecting the "
+            "tenants it knew.",
+            "tenant-discovery-failing",
+        ),
+        Alert(
             "CockpitRunsLagging",
             f"cockpit_platform_runs_lag_seconds > {s.runs_lag_seconds}",
             "10m",
