@@ -19,7 +19,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,8 +150,7 @@ class ConnectionWatch:
         with conn.cursor() as cursor:
             while not self._stop.wait(0.2):
                 cursor.execute(
-                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
-                    f" WHERE USER = '{USER}'"
+                    f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{USER}'"
                 )
                 row = cursor.fetchone()
                 self.peak = max(self.peak, int(row[0]) if row else 0)
@@ -266,7 +264,8 @@ def measure_peer(tenants: int, scratch: Path) -> Result:
 
 
 def report(tenants: int, ours: Result, peer: Result) -> None:
-    print(f"\n{tenants} tenant databases, 2 queries each every {INTERVAL}s, {MEASURE:.0f}s measured")
+    print(f"\n{tenants} tenant databases, 2 queries each every {INTERVAL}s,", end=" ")
+    print(f"{MEASURE:.0f}s measured")
     print(f"{'':28}{'cockpit-exporter':>18}{'sql_exporter 0.4.5':>20}{'ratio':>8}")
     rows = (
         ("CPU per execution (ms)", ours.cpu_per_execution_ms, peer.cpu_per_execution_ms, 3),
@@ -284,7 +283,6 @@ def report(tenants: int, ours: Result, peer: Result) -> None:
 
 def main() -> None:
     root = pymysql.connect(**ROOT)
-    results: dict[int, tuple[Result, Result]] = defaultdict()
     with root.cursor() as cursor:
         cursor.execute("SELECT @@max_connections")
         (max_connections,) = cursor.fetchone()
@@ -302,7 +300,6 @@ def main() -> None:
                         peer = measure_peer(tenants, Path(scratch))
                     finally:
                         cursor.execute(f"SET GLOBAL max_connections = {max_connections}")
-                results[tenants] = (ours, peer)
                 report(tenants, ours, peer)
             finally:
                 drop_fleet(cursor)
