@@ -81,9 +81,10 @@ class Server:
             # The server is full but we hold connections: wait for one of ours rather
             # than fail or storm the server.
             self._released.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.05, self._next_attempt - time.monotonic())):
-                    await self._released.wait()
+            if not self._idle:  # one may have come back while we tried to connect
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.05, self._next_attempt - time.monotonic())):
+                        await self._released.wait()
             reuse = True
 
     def _take_idle(self, database: str | None) -> Lease:
