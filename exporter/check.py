@@ -8,7 +8,8 @@ from typing import TextIO
 
 import aiohttp
 
-from exporter.config import Config
+from exporter.config import Config, ConfigError, parse_config, tenant_model
+from exporter.discovery import Discovery, TenantEntry, needed_params
 from exporter.selfmetrics import JobStats
 from exporter.sources.base import Job, Resources
 from exporter.sources.registry import all_jobs, make_sources
@@ -20,6 +21,9 @@ TENANTS_AT_ONCE = 8
 
 async def dry_run(config: Config, out: TextIO = sys.stdout, progress: TextIO = sys.stderr) -> bool:
     """Run each job once through the real sources; print a table; True if all succeeded."""
+    config, discovered = await _discover(config, progress)
+    if not discovered:
+        return False
     session: aiohttp.ClientSession | None = None
 
     def http() -> aiohttp.ClientSession:
@@ -77,3 +81,32 @@ def _table(rows: Sequence[JobStats]) -> str:
          + f"  {line[-1]}").rstrip() + "\n"
         for line in lines
     )  # fmt: skip
+
+
+async def _discover(config: Config, progress: TextIO) -> tuple[Config, bool]:
+    """With tenant_discovery: one registry round, its tenants added; False if it failed."""
+    if config.discovery is None or config.discovery_url is None:
+        return config, True
+    found: list[Config] = []
+
+    async def apply(entries: list[TenantEntry]) -> str | None:
+        try:
+            found.append(parse_config(config.raw, config.source, entries))
+        except ConfigError as exc:
+            return "the discovered tenants do not make a valid configuration: " + "; ".join(
+                exc.problems[:5]
+            )
+        return None
+
+    discovery = Discovery(
+        spec=config.discovery,
+        url=config.discovery_url,
+        validate=tenant_model().model_validate,
+        needed=needed_params(config.queries),
+        apply=apply,
+        publish=lambda _: None,
+    )
+    await discovery.poll()
+    await discovery.stop()
+    progress.write(f"tenant discovery: {discovery.status()}\n")
+    return (found[-1], True) if found else (config, False)

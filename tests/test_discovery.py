@@ -1,5 +1,8 @@
 """Tenant discovery from a registry database (real MariaDB): rows become tenants."""
 
+import subprocess
+import sys
+
 import pytest
 
 from exporter.config import ConfigError, parse_config
@@ -211,3 +214,29 @@ async def test_a_reload_keeps_discovered_tenants_until_discovery_is_removed(
     assert values(samples) == {"own": 70}
     assert exporter.exporter.discovery is None
     assert not [k for k in samples if k[0].startswith("cockpit_exporter_discovery_")]
+
+
+def test_check_config_connect_runs_discovered_tenants(
+    registry: ScratchDatabase, make_database, tmp_path
+) -> None:
+    """`check-config --connect` reads the registry once and runs its tenants' jobs."""
+    a, b = tenant_database(make_database, 1, 10), tenant_database(make_database, 2, 20)
+    registry.execute(
+        f"INSERT INTO tenants VALUES (1, 'acme', '{a.name}', 1), (2, 'globex', '{b.name}', 1)"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(discovery_config(registry))
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(path), "--connect"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "tenant discovery: ok: 2 tenants" in done.stderr
+    assert "acme" in done.stdout and "globex" in done.stdout
+    registry.execute("RENAME TABLE tenants TO gone")
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(path), "--connect"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "cannot query the registry" in done.stderr
