@@ -13,6 +13,7 @@ from exporter import __version__, logs
 from exporter.app import ListenError, serve
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.exitcodes import EXIT_FAILED, fail
+from exporter.memory import tune_allocator
 from exporter.settings import Settings, split_address
 from exporter.sources.registry import all_jobs
 from exporter.state import open_store
@@ -284,6 +285,7 @@ def _run(settings: Settings) -> int:
             check_scopes(web, config.tenants, str(settings.web_config_file))
     except ConfigError as exc:
         return fail(str(exc))
+    tune_allocator()  # before any worker thread exists
     return asyncio.run(serve(config, settings, web))
 
 

@@ -1,0 +1,36 @@
+"""Allocator settings for a long-running process that handles large transient buffers.
+
+glibc's malloc gives each thread that allocates its own arena (up to 8 per core) and raises
+its mmap threshold after large blocks are freed, so multi-megabyte bodies compressed in
+worker threads end up in arenas that never shrink: RSS creeps up for tens of minutes. Two
+arenas and a fixed mmap threshold keep it flat (see docs/reliability.md, the soak).
+"""
+
+import ctypes
+import ctypes.util
+
+import structlog
+
+log = structlog.get_logger(__name__)
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+ARENAS = 2
+# Blocks from 256 KiB up are mapped and unmapped on their own, so freeing them returns the
+# memory; fixing the threshold also stops glibc from raising it.
+MMAP_THRESHOLD = 256 * 1024
+
+
+def tune_allocator() -> bool:
+    """Apply the settings where glibc is the allocator; elsewhere do nothing."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    done = bool(mallopt(_M_ARENA_MAX, ARENAS)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    log.debug("allocator tuned", arenas=ARENAS, mmap_threshold=MMAP_THRESHOLD, applied=done)
+    return done
