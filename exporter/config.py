@@ -88,7 +88,9 @@ class DatabaseSpec:
     def pool_key(self) -> str:
         """Identity of the shared connections, password included; rendered once."""
         rendered = self.server_url.render_as_string(hide_password=False)
-        return f"{rendered}#{self.max_connections}#{self.idle_timeout:g}"
+        # A DSN without a database cannot un-select another tenant's: its own connections.
+        own = "#no-database" if self.is_mysql and not self.url.database else ""
+        return f"{rendered}#{self.max_connections}#{self.idle_timeout:g}{own}"
 
     @property
     def display(self) -> str:
@@ -221,7 +223,9 @@ def _merge(
 ) -> tuple[int, list[Mapping[str, Any]], tuple[str, ...]]:
     """Append discovered tenants after the static ones; a static id wins."""
     static = document.get("tenants")
-    if not discovered or not isinstance(static, list | None):
+    if not isinstance(static, list | None):
+        return 0, [], ()  # validation names the problem
+    if not discovered:
         return len(static or ()), [], ()
     ids = {t.get("id") for t in static or () if isinstance(t, dict)}
     added = [entry for entry in discovered if entry["id"] not in ids]

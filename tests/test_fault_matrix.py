@@ -99,8 +99,9 @@ async def test_platform_fault(platform, row: PlatformRow) -> None:
     # may find the deadline spent and say `timeout`)
     errors = {
         reason: sum(
-            samples[key("cockpit_collection_errors_total", tenant="t0001", source="platform",
-                        query=endpoint, reason=reason)]
+            # A reason's series appears at its first failure.
+            samples.get(key("cockpit_collection_errors_total", tenant="t0001", source="platform",
+                            query=endpoint, reason=reason), 0)
             for endpoint in ENDPOINTS
         )
         for reason in ("timeout", "connect", "http", "auth", "decode")
@@ -326,8 +327,8 @@ async def test_database_server_stops_mid_run_and_restarts(make_database, make_ex
     await exporter.run("bad", "v")  # the server is still away: connections are refused
     samples = await exporter.samples()
     errors = {
-        reason: samples[key("cockpit_collection_errors_total", tenant="bad", source="sql",
-                            query="v", reason=reason)]
+        reason: samples.get(key("cockpit_collection_errors_total", tenant="bad", source="sql",
+                                query="v", reason=reason), 0)
         for reason in ("query", "connect", "timeout")
     }  # fmt: skip
     assert errors["connect"] >= 1 and sum(errors.values()) == 2, errors

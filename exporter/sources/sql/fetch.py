@@ -11,6 +11,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from exporter.errors import CollectionError
+from exporter.sources.sql import protocol
 from exporter.sources.sql.engines import Lease, Server, cause, mysql_code
 
 log = structlog.get_logger(__name__)
@@ -106,9 +107,9 @@ async def _attempt(
     lease = await server.acquire(database, reuse)
     try:
         if server.is_mysql:
-            driver: Any = lease.conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-            await _use(driver, lease, database, server.display)
-            rows = await _mysql_rows(driver, statement, params, thread_id)
+            rows = await _mysql_rows(
+                lease, database, statement, params, thread_id=thread_id, server=server.display
+            )
         else:
             result = await lease.conn.execute(statement.clause, dict(params))
             rows = Rows(list(result.keys()), result.fetchall())
@@ -127,23 +128,6 @@ async def _attempt(
     return rows
 
 
-async def _use(driver: Any, lease: Lease, database: str | None, server: str) -> None:
-    """Select the tenant's database on a shared connection (COM_INIT_DB, no SQL to parse)."""
-    if database is None or lease.database == database:
-        return
-    # Until the server confirms, the connection's database is unknown: never assume the old one.
-    lease.database = None
-    try:
-        await driver.select_db(database)
-    except pymysql.MySQLError as exc:
-        code = mysql_code(exc)
-        if code is None or code >= _CLIENT_ERRORS:
-            raise
-        # Unknown database or no grant on it: the connection itself is fine.
-        raise _DatabaseError(f"cannot use database {database!r} on {server}: {cause(exc)}") from exc
-    lease.database = database
-
-
 class _DatabaseError(CollectionError):
     """The tenant's database is missing or not granted; the connection stays usable."""
 
@@ -152,16 +136,29 @@ class _DatabaseError(CollectionError):
 
 
 async def _mysql_rows(
-    driver: Any, statement: Statement, params: Mapping[str, object], thread_id: list[int]
+    lease: Lease,
+    database: str | None,
+    statement: Statement,
+    params: Mapping[str, object],
+    *,
+    thread_id: list[int],
+    server: str,
 ) -> Rows:
     """Run on the driver connection: SQLAlchemy's result layer costs more than the query."""
     # A checked-out connection holds its DBAPI connection, so reading it needs no I/O;
     # get_raw_connection() would cost a greenlet round trip per run.
+    driver: Any = lease.conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
     thread_id.append(int(driver.thread_id()))
-    async with driver.cursor() as cursor:
-        await cursor.execute(statement.driver_sql, statement.driver_params(params))
-        rows = await cursor.fetchall()
-        columns = [column[0] for column in cursor.description or ()]
+    sql = protocol.bind(driver, statement.driver_sql, statement.driver_params(params))
+    select = database if database != lease.database else None
+    if select is not None:
+        lease.database = None  # unknown until the server confirms the switch
+    try:
+        columns, rows = await protocol.run(driver, select, sql)
+    except protocol.UseError as exc:
+        message = f"cannot use database {database!r} on {server}: {cause(exc.cause)}"
+        raise _DatabaseError(message) from exc
+    lease.database = database
     return Rows(columns, rows)
 
 
