@@ -219,3 +219,37 @@ def test_a_server_override_applies_to_its_tenants_only() -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(text.replace("'db1:3306'", "'db1'"), "c.yaml")
     assert any("servers" in p and "host:port" in p for p in error.value.problems), error.value
+
+
+async def test_batched_runs_each_read_their_own_database(
+    make_database, make_exporter, user: str
+) -> None:
+    """Runs due together go out in one write per connection; each still reads its own
+    database, also when one of them is refused in the middle of a batch."""
+    databases = tenant_databases(make_database, user, 12)
+    exporter = await make_exporter(config(user, databases, ", max_connections_per_server: 1"))
+    jobs = exporter.exporter.runner.jobs()
+    source = exporter.exporter.sources["sql"]
+    for _ in range(2):  # the first round measures each job; the second one batches them
+        await asyncio.gather(*(exporter.exporter.run_job(job) for job in jobs))
+    assert len(source._quick) == 12, "every quick job should now share batches"
+    admin(f"DROP DATABASE {databases[5].name}")
+    pipeline = next(iter(source.engines._pipelines.values()))
+    sizes: list[int] = []
+    take = pipeline._take_batch
+
+    def recording() -> list:
+        batch = take()
+        sizes.append(len(batch))
+        return batch
+
+    pipeline._take_batch = recording
+    await asyncio.gather(*(exporter.exporter.run_job(job) for job in jobs))
+    assert max(sizes) > 1, sizes
+    samples = await exporter.samples()
+    expected = {f"t{i}": i + 1 for i in range(12) if i != 5}
+    assert {t: value(samples, t) for t in expected} == expected
+    assert value(samples, "t5") is None
+    stats = exporter.stats("t5", "sql", "v")
+    assert stats.errors["connect"] == 1 and "cannot use database" in stats.last_error
+    assert exporter.exporter.sources["sql"].engines.servers[0].open == 1

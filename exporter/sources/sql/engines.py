@@ -101,19 +101,27 @@ class Server:
         async with self._connecting:  # one attempt at a time per server
             if self._idle:
                 return self._take_idle(database)
-            if time.monotonic() < self._next_attempt:
-                raise CollectionError(
-                    "connect", f"cannot connect to {self.display}: {self._last_error} (backing off)"
-                )
-            try:
-                conn = await self.engine.connect()
-            except (SQLAlchemyError, OSError) as exc:
-                self._back_off(cause(exc))
-                raise CollectionError(
-                    "connect", f"cannot connect to {self.display}: {cause(exc)}"
-                ) from exc
+            return await self._open()
+
+    async def open_connection(self) -> Lease:
+        """A new connection of its own (a pipeline's), within the cap's back-off rules."""
+        async with self._connecting:
+            return await self._open()
+
+    async def _open(self) -> Lease:
+        if time.monotonic() < self._next_attempt:
+            raise CollectionError(
+                "connect", f"cannot connect to {self.display}: {self._last_error} (backing off)"
+            )
+        try:
+            conn = await self.engine.connect()
+        except (SQLAlchemyError, OSError) as exc:
+            self._back_off(cause(exc))
+            raise CollectionError(
+                "connect", f"cannot connect to {self.display}: {cause(exc)}"
+            ) from exc
         self._backoff, self.open = 0.0, self.open + 1
-        # The server URL names no database: the run selects one.
+        # The server URL names no database: each run selects its own.
         return Lease(conn, time.monotonic(), None)
 
     def _back_off(self, error: str) -> None:
@@ -140,6 +148,10 @@ class Server:
         with contextlib.suppress(Exception):
             await lease.conn.invalidate()
             await lease.conn.close()
+
+    def retire(self, lease: Lease) -> None:
+        """Close a healthy connection that is no longer wanted (idle, or old)."""
+        self._close_later(lease)
 
     def sweep(self) -> None:
         """Close idle connections beyond the first after `idle_timeout`, and old ones."""
@@ -173,50 +185,8 @@ class Server:
 _closing: set[asyncio.Task[None]] = set()
 
 
-class Engines:
-    """One Server per connection target (server and credentials), created on first use."""
-
-    def __init__(self) -> None:
-        self._servers: dict[str, Server] = {}
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def get(self, spec: DatabaseSpec) -> Server:
-        """The shared server for `spec`, created on first use."""
-        server = self._servers.get(spec.pool_key)
-        if server is None:
-            server = Server(_engine(spec), spec.max_connections, spec.idle_timeout, spec.server)
-            self._servers[spec.pool_key] = server
-            if self._sweeper is None:
-                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-        return server
-
-    @property
-    def servers(self) -> list[Server]:
-        """The servers in use."""
-        return list(self._servers.values())
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_EVERY)
-            for server in list(self._servers.values()):
-                server.sweep()
-
-    async def retain(self, keys: set[str]) -> None:
-        """Close the servers no job uses any more (after a reload)."""
-        for key in [k for k in self._servers if k not in keys]:
-            await self._servers.pop(key).close()
-
-    async def close(self) -> None:
-        """Close every server's connections."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        servers, self._servers = list(self._servers.values()), {}
-        for server in servers:
-            await server.close()
-
-
-def _engine(spec: DatabaseSpec) -> AsyncEngine:
+def make_engine(spec: DatabaseSpec) -> AsyncEngine:
+    """The engine of a server: autocommit, and no pool of its own for MySQL."""
     # Queries are read-only: autocommit avoids a BEGIN/ROLLBACK round trip per execution,
     # and with nothing to roll back the pool need not reset connections on return.
     options: dict[str, object] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}

@@ -3,7 +3,6 @@
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pymysql
 import structlog
@@ -12,7 +11,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from exporter.errors import CollectionError
 from exporter.sources.sql import protocol
-from exporter.sources.sql.engines import Lease, Server, cause, mysql_code
+from exporter.sources.sql.engines import Server, cause, mysql_code
+from exporter.sources.sql.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
 _KILL_TIMEOUT = 5.0
@@ -66,29 +66,48 @@ async def fetch(
     params: Mapping[str, object],
     seconds: float,
 ) -> Rows:
-    """Run `statement` on `database`; on timeout cancel it server-side, discard the connection."""
-    thread_id: list[int] = []
+    """Run `statement` on `database` (SQLite: on its file) within `seconds`."""
     try:
         async with asyncio.timeout(seconds):
-            return await _execute(server, database, statement, params, thread_id)
+            return await _attempt(server, statement, params, reuse=True)
+    except _StaleConnectionError:
+        # A kept connection the server had closed (restart, idle timeout): one fresh try.
+        async with asyncio.timeout(seconds):
+            return await _attempt(server, statement, params, reuse=False)
     except TimeoutError:
-        if thread_id:
-            await _kill_query(server, thread_id[0])
         raise CollectionError("timeout", f"query did not finish within {seconds:g}s") from None
 
 
-async def _execute(
-    server: Server,
+async def fetch_pipelined(
+    pipeline: Pipeline,
     database: str | None,
     statement: Statement,
     params: Mapping[str, object],
-    thread_id: list[int],
-) -> Rows:
+    seconds: float,
+    *,
+    alone: bool,
+) -> tuple[Rows, float | None]:
+    """Run `statement` on the tenant's database through the server's pipeline.
+
+    On timeout the statement is stopped on the server (`KILL QUERY`) if it is the one running.
+    """
+    values = statement.driver_params(params)
+    request = pipeline.submit(database, statement.driver_sql, values, seconds, alone)
     try:
-        return await _attempt(server, database, statement, params, thread_id, reuse=True)
-    except _StaleConnectionError:
-        # A kept connection the server had closed (restart, idle timeout): one fresh try.
-        return await _attempt(server, database, statement, params, thread_id, reuse=False)
+        async with asyncio.timeout(seconds):
+            columns, rows = await request.future
+    except TimeoutError:
+        if request.thread_id is not None:
+            await _kill_query(pipeline.server, request.thread_id)
+        raise CollectionError("timeout", f"query did not finish within {seconds:g}s") from None
+    except protocol.UseError as exc:
+        message = (
+            f"cannot use database {database!r} on {pipeline.server.display}: {cause(exc.cause)}"
+        )
+        raise CollectionError("connect", message) from exc
+    except pymysql.MySQLError as exc:
+        raise CollectionError("query", f"query failed: {cause(exc)}") from exc
+    return Rows(columns, rows), request.elapsed
 
 
 class _StaleConnectionError(Exception):
@@ -96,23 +115,12 @@ class _StaleConnectionError(Exception):
 
 
 async def _attempt(
-    server: Server,
-    database: str | None,
-    statement: Statement,
-    params: Mapping[str, object],
-    thread_id: list[int],
-    *,
-    reuse: bool,
+    server: Server, statement: Statement, params: Mapping[str, object], *, reuse: bool
 ) -> Rows:
-    lease = await server.acquire(database, reuse)
+    lease = await server.acquire(None, reuse)
     try:
-        if server.is_mysql:
-            rows = await _mysql_rows(
-                lease, database, statement, params, thread_id=thread_id, server=server.display
-            )
-        else:
-            result = await lease.conn.execute(statement.clause, dict(params))
-            rows = Rows(list(result.keys()), result.fetchall())
+        result = await lease.conn.execute(statement.clause, dict(params))
+        rows = Rows(list(result.keys()), result.fetchall())
     except BaseException as exc:
         if _connection_still_good(exc):
             server.release(lease)
@@ -128,44 +136,8 @@ async def _attempt(
     return rows
 
 
-class _DatabaseError(CollectionError):
-    """The tenant's database is missing or not granted; the connection stays usable."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("connect", message)
-
-
-async def _mysql_rows(
-    lease: Lease,
-    database: str | None,
-    statement: Statement,
-    params: Mapping[str, object],
-    *,
-    thread_id: list[int],
-    server: str,
-) -> Rows:
-    """Run on the driver connection: SQLAlchemy's result layer costs more than the query."""
-    # A checked-out connection holds its DBAPI connection, so reading it needs no I/O;
-    # get_raw_connection() would cost a greenlet round trip per run.
-    driver: Any = lease.conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-    thread_id.append(int(driver.thread_id()))
-    sql = protocol.bind(driver, statement.driver_sql, statement.driver_params(params))
-    select = database if database != lease.database else None
-    if select is not None:
-        lease.database = None  # unknown until the server confirms the switch
-    try:
-        columns, rows = await protocol.run(driver, select, sql)
-    except protocol.UseError as exc:
-        message = f"cannot use database {database!r} on {server}: {cause(exc.cause)}"
-        raise _DatabaseError(message) from exc
-    lease.database = database
-    return Rows(columns, rows)
-
-
 def _connection_still_good(exc: BaseException) -> bool:
     """Server-side SQL errors leave the connection usable; anything else may not."""
-    if isinstance(exc, _DatabaseError):
-        return True
     code = mysql_code(exc)
     if code is not None:
         return code < _CLIENT_ERRORS

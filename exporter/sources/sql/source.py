@@ -9,9 +9,10 @@ from exporter.config import Config, MetricSpec, QueryJob
 from exporter.errors import REASONS
 from exporter.exposition import SCHEDULED_NOTE, Family
 from exporter.sources.base import Job, Part, Resources
-from exporter.sources.sql.engines import Engines
-from exporter.sources.sql.fetch import Statements, fetch
+from exporter.sources.sql.fetch import Rows, Statement, Statements, fetch, fetch_pipelined
+from exporter.sources.sql.pipeline import BATCHABLE_UNDER, Pipeline
 from exporter.sources.sql.series import build_series
+from exporter.sources.sql.servers import Servers
 
 log = structlog.get_logger(__name__)
 KIND = "sql"
@@ -38,9 +39,10 @@ class SqlSource:
     crash_reason = "query"
 
     def __init__(self, resources: Resources) -> None:
-        self.engines = Engines()
+        self.engines = Servers()
         self._limit = asyncio.Semaphore(resources.max_concurrent_queries)
         self._statements = Statements()
+        self._quick: set[str] = set()  # jobs whose last statement finished within a batch's bound
 
     def families(self, jobs: Sequence[Job]) -> Iterable[Family]:
         """The configured metrics of these queries."""
@@ -54,19 +56,22 @@ class SqlSource:
         """Nothing to prepare: pools open on first use."""
 
     def close(self, job: Job) -> None:
-        """Nothing per job: pools are shared and retained by `retain`."""
+        """Forget the job's timing; connections are shared and retained by `retain`."""
+        self._quick.discard(job.id)
 
     async def collect(self, job: Job, deadline: float) -> AsyncIterator[Part]:
         """Run the query and render its rows (the runner enforces nothing else)."""
         spec = _spec(job)
-        server = self.engines.get(spec.database)
+        server, pipeline = self.engines.get(spec.database)
+        timeout, database = spec.query.timeout, spec.database.database
         # Wait for the server's own slot first, so a slow server queues its own
         # jobs without holding global slots that other servers' tenants need.
         async with server.slots, self._limit:
             statement = self._statements.get(spec.query.sql, server)
-            rows = await fetch(
-                server, spec.database.database, statement, spec.params, spec.query.timeout
-            )
+            if pipeline is not None:
+                rows = await self._pipelined(job, pipeline, statement, database)
+            else:
+                rows = await fetch(server, database, statement, spec.params, timeout)
         query = spec.query
         result = build_series(rows.columns, rows.rows, query.metrics, job.tenant, query.max_series)
         if result.duplicates or result.dropped:
@@ -76,6 +81,20 @@ class SqlSource:
                 max_series=query.max_series,
             )  # fmt: skip
         yield result.part(job.name)
+
+    async def _pipelined(
+        self, job: Job, pipeline: Pipeline, statement: Statement, database: str | None
+    ) -> Rows:
+        """Through the server's pipeline; a job shares batches once it has proved quick."""
+        spec = _spec(job)
+        alone = job.id not in self._quick
+        self._quick.discard(job.id)  # until this run proves quick again
+        rows, elapsed = await fetch_pipelined(
+            pipeline, database, statement, spec.params, spec.query.timeout, alone=alone
+        )
+        if elapsed is not None and elapsed < BATCHABLE_UNDER:
+            self._quick.add(job.id)
+        return rows
 
     async def retain(self, jobs: Sequence[Job]) -> None:
         """Close pools no query uses any more (a changed password makes a new pool)."""

@@ -1,0 +1,242 @@
+"""MySQL runs due together share writes: a connection sends many runs' commands at once.
+
+Each of a server's connections sends every waiting run's COM_INIT_DB and COM_QUERY in one
+write, then reads the replies in order.
+
+On a server shared by many tenant databases most of a run's CPU went to the write and the
+wake-up for its reply, not to the query (docs/performance.md): one round trip per batch
+instead of one per run. Every run still selects its own database (COM_INIT_DB) right before
+its query, whatever ran before it on that connection, so results never mix between tenants.
+The replies are read with aiomysql's packet helpers; see protocol.py.
+"""
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymysql
+import structlog
+
+from exporter.errors import CollectionError
+from exporter.sources.sql import protocol
+from exporter.sources.sql.engines import MAX_AGE, Lease, Server, cause
+
+log = structlog.get_logger(__name__)
+MAX_BATCH = 16
+# A statement known to finish within this shares batches; an unknown or slower one is sent
+# alone, so a slow tenant holds one connection, never the runs queued behind it.
+BATCHABLE_UNDER = 0.1
+# A connection silent this long past a run's timeout (its KILL QUERY included) is dropped.
+STALL_GRACE = 10.0
+Reply = tuple[list[str], Sequence[Any]]
+
+
+@dataclass(eq=False)
+class Request:
+    """One run's statement on its way through a connection."""
+
+    database: str | None
+    sql: str
+    values: tuple[object, ...]
+    timeout: float
+    future: asyncio.Future[Reply]
+    alone: bool = True
+    elapsed: float | None = None  # from its turn on the connection to its reply
+    retried: bool = False
+    thread_id: int | None = None  # set while the server runs this request's statement
+
+
+class _BrokenError(Exception):
+    """The connection failed mid-batch; the cause is the driver's."""
+
+
+@dataclass
+class Pipeline:
+    """The queue of a MySQL server's runs and the connections (at most its cap) serving it."""
+
+    server: Server
+    _queue: deque[Request] = field(default_factory=deque)
+    _workers: set[asyncio.Task[None]] = field(default_factory=set)
+    _waiting: int = 0  # workers idle for want of work
+    _live: int = 0  # workers started and not finished (done callbacks run late)
+    _work: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def submit(
+        self,
+        database: str | None,
+        sql: str,
+        values: tuple[object, ...],
+        timeout: float,
+        alone: bool,
+    ) -> Request:
+        """Queue a statement; its reply (or error) arrives on `request.future`."""
+        if len(sql) >= protocol.ONE_PACKET:
+            raise CollectionError("query", "the statement is longer than 16 MiB")
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        request = Request(database, sql, values, timeout, future, alone)
+        self._queue.append(request)
+        self._kick()
+        return request
+
+    def _kick(self) -> None:
+        self._work.set()
+        if self._waiting == 0 and self._live < self.server.cap and self._queue:
+            self._live += 1
+            task = asyncio.get_running_loop().create_task(self._serve())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    async def _serve(self) -> None:
+        """One connection's life: take batches until idle too long (or too old), then close."""
+        try:
+            await self._connected()
+        finally:
+            self._live -= 1
+
+    async def _connected(self) -> None:
+        try:
+            lease = await self.server.open_connection()
+        except CollectionError as exc:
+            if self._live <= 1:  # nobody else can serve what waits
+                self._fail_queue(exc)
+            return
+        try:
+            while await self._next_work(lease):
+                batch = self._take_batch()
+                if batch:
+                    await self._run_batch(lease, batch)
+        except _BrokenError as exc:
+            await self.server.discard(lease)
+            log.warning("server connection lost", server=self.server.display, error=str(exc))
+            self._kick()  # what was re-queued needs a connection
+            return
+        except BaseException:
+            await self.server.discard(lease)
+            raise
+        self.server.retire(lease)
+
+    async def _next_work(self, lease: Lease) -> bool:
+        """Whether to go on: there is work, or it came before the idle timeout."""
+        if time.monotonic() - lease.created > MAX_AGE:
+            return False  # replaced so connections follow DNS and failovers
+        if self._queue:
+            return True
+        self._work.clear()
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(self.server.idle_timeout):
+                while not self._queue:
+                    await self._work.wait()
+                    self._work.clear()
+        except TimeoutError:
+            # Idle connections above one close; the last stays for the next runs.
+            return self._live <= 1
+        finally:
+            self._waiting -= 1
+        return True
+
+    def _take_batch(self) -> list[Request]:
+        batch: list[Request] = []
+        while self._queue and len(batch) < MAX_BATCH:
+            if batch and (batch[0].alone or self._queue[0].alone):
+                break  # a statement not known to be quick goes in a batch of its own
+            request = self._queue.popleft()
+            if not request.future.done():  # a run that timed out while queued is gone
+                batch.append(request)
+        return batch
+
+    async def _run_batch(self, lease: Lease, batch: list[Request]) -> None:
+        driver: Any = lease.conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+        try:
+            driver._ensure_alive()
+            driver._write_bytes(b"".join(_packets(driver, request) for request in batch))
+        except (pymysql.MySQLError, OSError, RuntimeError) as exc:
+            self._requeue_or_fail(batch, exc, stale=lease.reused)
+            raise _BrokenError(cause(exc)) from exc
+        thread = int(driver.thread_id())
+        turn = time.monotonic()
+        for index, request in enumerate(batch):
+            request.thread_id = thread
+            try:
+                async with asyncio.timeout(request.timeout + STALL_GRACE):
+                    outcome = await _read_reply(driver, request)
+                    request.elapsed, turn = time.monotonic() - turn, time.monotonic()
+                    _settle(request, outcome)
+            except (pymysql.MySQLError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                # The first reply on a kept connection failing means the server had closed
+                # it (restart, wait_timeout): those runs get one fresh connection.
+                self._requeue_or_fail(batch[index:], exc, stale=lease.reused and index == 0)
+                raise _BrokenError(cause(exc)) from exc
+            finally:
+                request.thread_id = None
+        lease.reused = True
+
+    def _requeue_or_fail(self, requests: list[Request], exc: BaseException, stale: bool) -> None:
+        error = CollectionError("query", f"query failed: {cause(exc)}")
+        for request in reversed(requests):
+            if request.future.done():
+                continue
+            if stale and not request.retried:
+                request.retried = True
+                self._queue.appendleft(request)
+            else:
+                request.future.set_exception(error)
+
+    def _fail_queue(self, error: CollectionError) -> None:
+        while self._queue:
+            request = self._queue.popleft()
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    async def close(self) -> None:
+        """Stop the connections; runs still waiting fail."""
+        for task in list(self._workers):
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._fail_queue(CollectionError("query", "the server's connections were closed"))
+
+
+def _packets(driver: Any, request: Request) -> bytes:
+    sql = protocol.bind(driver, request.sql, request.values)
+    query = protocol.command(protocol.COM_QUERY, sql.encode(driver.encoding, "surrogateescape"))
+    if request.database is None:
+        return query
+    return protocol.command(protocol.COM_INIT_DB, request.database.encode(driver.encoding)) + query
+
+
+async def _read_reply(driver: Any, request: Request) -> Reply | BaseException:
+    """The replies to one request's commands: its rows, or the server's error for it."""
+    refused: pymysql.MySQLError | None = None
+    if request.database is not None:
+        driver._next_seq_id = 1
+        try:
+            await driver._read_ok_packet()
+        except pymysql.MySQLError as exc:
+            if protocol.code(exc) >= protocol.CLIENT_ERRORS:
+                raise
+            refused = exc
+    driver._next_seq_id = 1
+    try:
+        await driver._read_query_result()
+        while driver._result.has_next:  # a procedure's extra results: keep in step
+            await driver.next_result()
+    except pymysql.MySQLError as exc:
+        if protocol.code(exc) >= protocol.CLIENT_ERRORS:
+            raise
+        return protocol.UseError(refused) if refused is not None else exc
+    if refused is not None:
+        # The query ran on whatever database the connection had: another tenant's rows.
+        return protocol.UseError(refused)
+    return protocol.result(driver)
+
+
+def _settle(request: Request, outcome: Reply | BaseException) -> None:
+    if request.future.done():  # the run timed out meanwhile: its reply is dropped
+        return
+    if isinstance(outcome, BaseException):
+        request.future.set_exception(outcome)
+    else:
+        request.future.set_result(outcome)
