@@ -253,3 +253,44 @@ async def test_batched_runs_each_read_their_own_database(
     stats = exporter.stats("t5", "sql", "v")
     assert stats.errors["connect"] == 1 and "cannot use database" in stats.last_error
     assert exporter.exporter.sources["sql"].engines.servers[0].open == 1
+
+
+async def test_the_wire_reader_decodes_like_aiomysql(make_database) -> None:
+    """Every column type, NULLs, long and multi-byte strings, a reply larger than one read:
+    the pipeline's own reader gives exactly the rows aiomysql's cursor gives."""
+    import aiomysql
+    from sqlalchemy import make_url
+
+    from exporter.config import DatabaseSpec
+    from exporter.sources.sql.servers import Servers
+
+    db = make_database()
+    db.execute(
+        "CREATE TABLE k (i INT, b BIGINT UNSIGNED, d DECIMAL(12,4), f DOUBLE, fl FLOAT,"
+        " s VARCHAR(400), t TEXT, bl BLOB, vb VARBINARY(20), dt DATETIME(3), da DATE,"
+        " tm TIME, ts TIMESTAMP NULL, j JSON, e ENUM('x','y'), bit1 BIT(8), y YEAR)",
+        "INSERT INTO k VALUES (-5, 18446744073709551615, 12345678.1234, 1.5e-7, 0.25,"
+        " REPEAT('é', 300), 'text', x'00ff10', x'cafe', '2026-11-27 03:04:05.678',"
+        " '2026-11-27', '-12:30:00', NULL, '{\"a\": [1, 2]}', 'y', b'10100101', 2026)",
+        "INSERT INTO k (i) VALUES (NULL)",
+        "INSERT INTO k (i, s) SELECT seq, REPEAT('x', 300) FROM seq_1_to_400",
+    )
+    spec = DatabaseSpec(make_url(db.dsn.replace("mysql://", "mysql+aiomysql://")), 2, 60.0)
+    servers = Servers()
+    try:
+        _, pipeline = servers.get(spec)
+        request = pipeline.submit(db.name, "SELECT * FROM k ORDER BY i", (), 10.0, alone=True)
+        columns, rows = await request.future
+    finally:
+        await servers.close()
+    conn = await aiomysql.connect(**MARIADB, db=db.name)
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT * FROM k ORDER BY i")
+            expected = await cursor.fetchall()
+            names = [c[0] for c in cursor.description]
+    finally:
+        conn.close()
+    assert columns == names
+    assert list(rows) == list(expected)
+    assert len(rows) == 402

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pymysql
 import structlog
@@ -36,6 +37,7 @@ class Lease:
     database: str | None
     used: float = 0.0
     reused: bool = False
+    reader: Any = None  # the pipeline's wire.Reader, once it reads this connection
 
 
 @dataclass

@@ -7,7 +7,7 @@ On a server shared by many tenant databases most of a run's CPU went to the writ
 wake-up for its reply, not to the query (docs/performance.md): one round trip per batch
 instead of one per run. Every run still selects its own database (COM_INIT_DB) right before
 its query, whatever ran before it on that connection, so results never mix between tenants.
-The replies are read with aiomysql's packet helpers; see protocol.py.
+The replies are read by wire.py, many packets per wake-up.
 """
 
 import asyncio
@@ -21,7 +21,7 @@ import pymysql
 import structlog
 
 from exporter.errors import CollectionError
-from exporter.sources.sql import protocol
+from exporter.sources.sql import protocol, wire
 from exporter.sources.sql.engines import MAX_AGE, Lease, Server, cause
 
 log = structlog.get_logger(__name__)
@@ -157,12 +157,14 @@ class Pipeline:
             self._requeue_or_fail(batch, exc, stale=lease.reused)
             raise _BrokenError(cause(exc)) from exc
         thread = int(driver.thread_id())
+        if lease.reader is None:
+            lease.reader = wire.Reader(driver._reader)
         turn = time.monotonic()
         for index, request in enumerate(batch):
             request.thread_id = thread
             try:
                 async with asyncio.timeout(request.timeout + STALL_GRACE):
-                    outcome = await _read_reply(driver, request)
+                    outcome = await _read_reply(lease.reader, driver, request)
                     request.elapsed, turn = time.monotonic() - turn, time.monotonic()
                     _settle(request, outcome)
             except (pymysql.MySQLError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
@@ -207,22 +209,18 @@ def _packets(driver: Any, request: Request) -> bytes:
     return protocol.command(protocol.COM_INIT_DB, request.database.encode(driver.encoding)) + query
 
 
-async def _read_reply(driver: Any, request: Request) -> Reply | BaseException:
+async def _read_reply(reader: wire.Reader, driver: Any, request: Request) -> Reply | BaseException:
     """The replies to one request's commands: its rows, or the server's error for it."""
     refused: pymysql.MySQLError | None = None
     if request.database is not None:
-        driver._next_seq_id = 1
         try:
-            await driver._read_ok_packet()
+            await wire.read_ok(reader, driver)
         except pymysql.MySQLError as exc:
             if protocol.code(exc) >= protocol.CLIENT_ERRORS:
                 raise
             refused = exc
-    driver._next_seq_id = 1
     try:
-        await driver._read_query_result()
-        while driver._result.has_next:  # a procedure's extra results: keep in step
-            await driver.next_result()
+        reply = await wire.read_result(reader, driver)
     except pymysql.MySQLError as exc:
         if protocol.code(exc) >= protocol.CLIENT_ERRORS:
             raise
@@ -230,7 +228,7 @@ async def _read_reply(driver: Any, request: Request) -> Reply | BaseException:
     if refused is not None:
         # The query ran on whatever database the connection had: another tenant's rows.
         return protocol.UseError(refused)
-    return protocol.result(driver)
+    return reply
 
 
 def _settle(request: Request, outcome: Reply | BaseException) -> None:

@@ -1,9 +1,9 @@
 """The pieces of MySQL's wire protocol the pipeline writes and reads itself.
 
 aiomysql offers one command per round trip; the pipeline (pipeline.py) writes many commands at
-once and reads their replies in order with aiomysql's packet helpers (`_write_bytes`,
-`_read_ok_packet`, `_read_query_result`), so pyproject pins the aiomysql versions this was
-checked against, and tests/test_shared_connections.py exercises it on a real server.
+once (through aiomysql's `_write_bytes`) and reads their replies itself (wire.py), so
+pyproject pins the aiomysql versions this was checked against, and
+tests/test_shared_connections.py exercises it on a real server.
 """
 
 import struct
@@ -35,12 +35,6 @@ def command(code_: int, payload: bytes) -> bytes:
 def bind(driver: Any, sql: str, values: Sequence[object]) -> str:
     """The statement with its parameters escaped by the driver, as PyMySQL's cursor does."""
     return sql % tuple(driver.literal(value) for value in values)
-
-
-def result(driver: Any) -> tuple[list[str], Sequence[Any]]:
-    """Columns and rows of the result the driver read last."""
-    last = driver._result
-    return [column[0] for column in last.description or ()], last.rows or ()
 
 
 def code(exc: pymysql.MySQLError) -> int:
