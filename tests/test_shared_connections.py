@@ -294,3 +294,22 @@ async def test_the_wire_reader_decodes_like_aiomysql(make_database) -> None:
     assert columns == names
     assert list(rows) == list(expected)
     assert len(rows) == 402
+
+
+async def test_a_connection_killed_between_runs_costs_no_run_even_at_a_cap_of_one(
+    make_database, make_exporter, user: str
+) -> None:
+    """The only connection dies while idle (server restart, wait_timeout): the runs queued
+    on it go to a fresh one, none fails."""
+    databases = tenant_databases(make_database, user, 3)
+    exporter = await make_exporter(config(user, databases, ", max_connections_per_server: 1"))
+    await asyncio.gather(*(exporter.run(f"t{i}", "v") for i in range(3)))
+    for (thread,) in admin(f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{user}'"):
+        admin(f"KILL {thread}")
+    await asyncio.gather(*(exporter.run(f"t{i}", "v") for i in range(3)))
+    samples = await exporter.samples()
+    assert [value(samples, f"t{i}") for i in range(3)] == [1, 2, 3]
+    for i in range(3):
+        stats = exporter.stats(f"t{i}", "sql", "v")
+        assert stats.runs == 2 and sum(stats.errors.values()) == 0, stats.last_error
+    assert connections_of(user) == 1

@@ -91,18 +91,24 @@ class Pipeline:
 
     async def _serve(self) -> None:
         """One connection's life: take batches until idle too long (or too old), then close."""
+        connected = False
         try:
-            await self._connected()
+            connected = await self._connected()
         finally:
             self._live -= 1
+        if connected and self._queue:
+            # It left work behind (requeued after a lost connection, or retired while runs
+            # came in): make sure a connection takes it. Not after a failed connect: that
+            # would retry in a loop while the server backs off.
+            self._kick()
 
-    async def _connected(self) -> None:
+    async def _connected(self) -> bool:
         try:
             lease = await self.server.open_connection()
         except CollectionError as exc:
             if self._live <= 1:  # nobody else can serve what waits
                 self._fail_queue(exc)
-            return
+            return False
         try:
             while await self._next_work(lease):
                 batch = self._take_batch()
@@ -111,12 +117,12 @@ class Pipeline:
         except _BrokenError as exc:
             await self.server.discard(lease)
             log.warning("server connection lost", server=self.server.display, error=str(exc))
-            self._kick()  # what was re-queued needs a connection
-            return
+            return True
         except BaseException:
             await self.server.discard(lease)
             raise
         self.server.retire(lease)
+        return True
 
     async def _next_work(self, lease: Lease) -> bool:
         """Whether to go on: there is work, or it came before the idle timeout."""
