@@ -16,6 +16,7 @@ from exporter.config import Config, ConfigError, load_config, parse_config, tena
 from exporter.discovery import FAMILIES as DISCOVERY_FAMILIES
 from exporter.discovery import Discovery, TenantEntry, needed_params
 from exporter.exitcodes import fail
+from exporter.memory import trim_periodically
 from exporter.readiness import Readiness
 from exporter.selfmetrics import (
     BUILD_INFO,
@@ -330,7 +331,9 @@ async def serve(config: Config, settings: Settings, web_config: WebConfig | None
         await exporter.start()
     except ListenError as exc:
         return fail(str(exc))
+    trimmer = loop.create_task(trim_periodically())
     await stop.wait()
+    trimmer.cancel()
     log.info("shutting down", grace_seconds=settings.shutdown_grace_period)
     await exporter.stop()
     return 0

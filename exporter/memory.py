@@ -6,6 +6,7 @@ worker threads end up in arenas that never shrink: RSS creeps up for tens of min
 arenas and a fixed mmap threshold keep it flat (see docs/reliability.md, the soak).
 """
 
+import asyncio
 import ctypes
 import ctypes.util
 
@@ -20,15 +21,38 @@ ARENAS = 2
 MMAP_THRESHOLD = 256 * 1024
 
 
+TRIM_EVERY = 60.0
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name is not None else None
+    except OSError:
+        return None
+
+
+async def trim_periodically(every: float = TRIM_EVERY) -> None:
+    """Hand freed heap pages back to the system now and then (glibc's malloc_trim).
+
+    Freed memory inside the heap stays counted in RSS until trimmed; without this, RSS
+    drifts up in steps with each new peak of allocation even when live memory is flat.
+    """
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    while True:
+        await asyncio.sleep(every)
+        trim(0)
+
+
 def tune_allocator() -> bool:
     """Apply the settings where glibc is the allocator; elsewhere do nothing."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:  # not glibc (musl has no mallopt)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     done = bool(mallopt(_M_ARENA_MAX, ARENAS)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
