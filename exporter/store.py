@@ -47,6 +47,10 @@ class SnapshotStore:
         # family -> tenant ("" for series of no tenant) -> snapshot key -> body
         self._bodies: dict[str, dict[str, dict[SnapshotKey, bytes]]] = {}
         self._cache: dict[bool, bytes] = {}
+        # Rendering at fleet size is joins, not sorting: each (family, tenant) piece is kept
+        # joined until a put touches it, and each family's tenants are kept in order.
+        self._joined: dict[str, dict[str, bytes]] = {}
+        self._order: dict[str, list[str]] = {}
 
     def register(self, families: Iterable[Family], owner: str = "exporter") -> None:
         """Declare families whose headers scrapes write; bodies may refer only to these.
@@ -62,6 +66,7 @@ class SnapshotStore:
                 )
             self._families[family.name] = family
             self._bodies.setdefault(family.name, {})
+            self._joined.setdefault(family.name, {})
         self._cache.clear()
 
     def put(self, key: SnapshotKey, snapshot: Snapshot) -> None:
@@ -71,7 +76,12 @@ class SnapshotStore:
         group = snapshot.group
         for name, body in snapshot.bodies.items():
             if body:
-                self._bodies[name].setdefault(group, {})[key] = body
+                groups = self._bodies[name]
+                if group not in groups:
+                    groups[group] = {}
+                    self._order.pop(name, None)
+                groups[group][key] = body
+                self._joined[name].pop(group, None)
         self._cache.clear()
 
     def remove(self, key: SnapshotKey) -> None:
@@ -93,8 +103,25 @@ class SnapshotStore:
             bodies = groups.get(group)
             if bodies is not None:
                 bodies.pop(key, None)
+                self._joined[name].pop(group, None)
                 if not bodies:
                     del groups[group]
+                    self._order.pop(name, None)
+
+    def _ordered(self, name: str) -> list[str]:
+        order = self._order.get(name)
+        if order is None:
+            order = self._order[name] = sorted(self._bodies[name])
+        return order
+
+    def _piece(self, name: str, group: str) -> bytes:
+        """One tenant's lines of one family, joined once per change."""
+        joined = self._joined[name]
+        piece = joined.get(group)
+        if piece is None:
+            bodies = self._bodies[name][group]
+            piece = joined[group] = b"".join(bodies[k] for k in sorted(bodies))
+        return piece
 
     def render(self, openmetrics: bool, tenants: frozenset[str] | None = None) -> bytes:
         """Exposition bytes for all tenants, or only `tenants` plus the exporter's public series.
@@ -107,13 +134,11 @@ class SnapshotStore:
         parts: list[bytes] = []
         for name in sorted(self._bodies):
             groups = self._bodies[name]
-            selected = sorted(groups) if wanted is None else [g for g in wanted if g in groups]
+            selected = self._ordered(name) if wanted is None else [g for g in wanted if g in groups]
             if not selected:
                 continue
             parts.append(self._families[name].header(openmetrics))
-            for group in selected:
-                bodies = groups[group]
-                parts.extend(bodies[k] for k in sorted(bodies))
+            parts.extend(self._piece(name, group) for group in selected)
         output = b"".join(parts)
         if tenants is None:
             self._cache[openmetrics] = output
