@@ -47,10 +47,9 @@ class SnapshotStore:
         # family -> tenant ("" for series of no tenant) -> snapshot key -> body
         self._bodies: dict[str, dict[str, dict[SnapshotKey, bytes]]] = {}
         self._cache: dict[bool, bytes] = {}
-        # Rendering at fleet size is joins, not sorting: each (family, tenant) piece is kept
-        # joined until a put touches it, and each family's tenants are kept in order.
-        self._joined: dict[str, dict[str, bytes]] = {}
-        self._order: dict[str, list[str]] = {}
+        # Rendering at fleet size is joins, not sorting: per family, each tenant's piece is
+        # kept joined in tenant order, and a put marks only its piece to be joined again.
+        self._pieces: dict[str, _Pieces] = {}
 
     def register(self, families: Iterable[Family], owner: str = "exporter") -> None:
         """Declare families whose headers scrapes write; bodies may refer only to these.
@@ -66,62 +65,62 @@ class SnapshotStore:
                 )
             self._families[family.name] = family
             self._bodies.setdefault(family.name, {})
-            self._joined.setdefault(family.name, {})
         self._cache.clear()
 
     def put(self, key: SnapshotKey, snapshot: Snapshot) -> None:
         """Replace the snapshot for `key`."""
-        self._drop_bodies(key)
+        old = self._snapshots.get(key)
         self._snapshots[key] = snapshot
         group = snapshot.group
-        for name, body in snapshot.bodies.items():
-            if body:
-                groups = self._bodies[name]
-                if group not in groups:
-                    groups[group] = {}
-                    self._order.pop(name, None)
-                groups[group][key] = body
-                self._joined[name].pop(group, None)
+        names = [name for name, body in snapshot.bodies.items() if body]
+        if old is not None:
+            # Bodies replaced in place: removing first would empty and re-create the
+            # tenant's entry, and with it the family's whole order.
+            for name in old.bodies:
+                if old.group != group or name not in names:
+                    self._drop(name, old.group, key)
+        for name in names:
+            groups = self._bodies[name]
+            if group not in groups:
+                groups[group] = {}
+                self._pieces.pop(name, None)  # a new tenant: the order changes
+            groups[group][key] = snapshot.bodies[name]
+            self._touch(name, group)
         self._cache.clear()
 
     def remove(self, key: SnapshotKey) -> None:
         """Forget the job `key`; its series disappear from the next scrape."""
-        self._drop_bodies(key)
-        self._snapshots.pop(key, None)
+        old = self._snapshots.pop(key, None)
+        if old is not None:
+            for name in old.bodies:
+                self._drop(name, old.group, key)
         self._cache.clear()
 
     def __contains__(self, key: object) -> bool:
         return key in self._snapshots
 
-    def _drop_bodies(self, key: SnapshotKey) -> None:
-        old = self._snapshots.get(key)
-        if old is None:
+    def _drop(self, name: str, group: str, key: SnapshotKey) -> None:
+        groups = self._bodies[name]
+        bodies = groups.get(group)
+        if bodies is None or bodies.pop(key, None) is None:
             return
-        group = old.group
-        for name in old.bodies:
-            groups = self._bodies[name]
-            bodies = groups.get(group)
-            if bodies is not None:
-                bodies.pop(key, None)
-                self._joined[name].pop(group, None)
-                if not bodies:
-                    del groups[group]
-                    self._order.pop(name, None)
+        self._touch(name, group)
+        if not bodies:
+            del groups[group]
+            self._pieces.pop(name, None)
 
-    def _ordered(self, name: str) -> list[str]:
-        order = self._order.get(name)
-        if order is None:
-            order = self._order[name] = sorted(self._bodies[name])
-        return order
+    def _touch(self, name: str, group: str) -> None:
+        pieces = self._pieces.get(name)
+        if pieces is not None:
+            pieces.touch(group)
 
-    def _piece(self, name: str, group: str) -> bytes:
-        """One tenant's lines of one family, joined once per change."""
-        joined = self._joined[name]
-        piece = joined.get(group)
-        if piece is None:
-            bodies = self._bodies[name][group]
-            piece = joined[group] = b"".join(bodies[k] for k in sorted(bodies))
-        return piece
+    def _current(self, name: str) -> "_Pieces":
+        """The family's pieces, with those touched since the last render joined again."""
+        pieces = self._pieces.get(name)
+        if pieces is None:
+            pieces = self._pieces[name] = _Pieces(self._bodies[name])
+        pieces.refresh(self._bodies[name])
+        return pieces
 
     def render(self, openmetrics: bool, tenants: frozenset[str] | None = None) -> bytes:
         """Exposition bytes for all tenants, or only `tenants` plus the exporter's public series.
@@ -134,12 +133,47 @@ class SnapshotStore:
         parts: list[bytes] = []
         for name in sorted(self._bodies):
             groups = self._bodies[name]
-            selected = self._ordered(name) if wanted is None else [g for g in wanted if g in groups]
-            if not selected:
+            if not groups or (wanted is not None and not any(g in groups for g in wanted)):
                 continue
+            pieces = self._current(name)
             parts.append(self._families[name].header(openmetrics))
-            parts.extend(self._piece(name, group) for group in selected)
+            if wanted is None:
+                parts.append(b"".join(pieces.joined))
+            else:
+                parts.extend(pieces.of(g) for g in wanted if g in groups)
         output = b"".join(parts)
         if tenants is None:
             self._cache[openmetrics] = output
         return output
+
+
+class _Pieces:
+    """One family's lines per tenant, joined and kept in tenant order."""
+
+    def __init__(self, groups: dict[str, dict[SnapshotKey, bytes]]) -> None:
+        self.order = sorted(groups)
+        self.index = {group: i for i, group in enumerate(self.order)}
+        self.joined = [_join(groups[group]) for group in self.order]
+        self.dirty: set[int] = set()
+
+    def touch(self, group: str) -> None:
+        """Mark a tenant's piece to be joined again."""
+        position = self.index.get(group)
+        if position is not None:
+            self.dirty.add(position)
+
+    def refresh(self, groups: dict[str, dict[SnapshotKey, bytes]]) -> None:
+        """Join again the pieces touched since the last refresh."""
+        for position in self.dirty:
+            self.joined[position] = _join(groups[self.order[position]])
+        self.dirty.clear()
+
+    def of(self, group: str) -> bytes:
+        """One tenant's piece."""
+        return self.joined[self.index[group]]
+
+
+def _join(bodies: dict[SnapshotKey, bytes]) -> bytes:
+    if len(bodies) == 1:  # most tenants have one job per family: nothing to order or copy
+        return next(iter(bodies.values()))
+    return b"".join(bodies[key] for key in sorted(bodies))
