@@ -138,7 +138,7 @@ class SnapshotStore:
             pieces = self._current(name)
             parts.append(self._families[name].header(openmetrics))
             if wanted is None:
-                parts.append(b"".join(pieces.joined))
+                parts.extend(pieces.joined)  # one copy of everything, in the final join
             else:
                 parts.extend(pieces.of(g) for g in wanted if g in groups)
         output = b"".join(parts)
