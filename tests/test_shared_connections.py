@@ -311,3 +311,28 @@ async def test_a_connection_killed_between_runs_costs_no_run_even_at_a_cap_of_on
         stats = exporter.stats(f"t{i}", "sql", "v")
         assert stats.runs == 2 and sum(stats.errors.values()) == 0, stats.last_error
     assert connections_of(user) == 1
+
+
+async def test_a_request_that_cannot_be_bound_fails_alone(make_database) -> None:
+    """A parameter the driver cannot escape fails that run with `query`; the connection and
+    the runs batched with it go on."""
+    from sqlalchemy import make_url
+
+    from exporter.config import DatabaseSpec
+    from exporter.errors import CollectionError
+    from exporter.sources.sql.servers import Servers
+
+    db = make_database()
+    db.execute("CREATE TABLE t (v INT)", "INSERT INTO t VALUES (7)")
+    spec = DatabaseSpec(make_url(db.dsn.replace("mysql://", "mysql+aiomysql://")), 1, 60.0)
+    servers = Servers()
+    try:
+        _, pipeline = servers.get(spec)
+        sql = "SELECT v + %s AS v FROM t"
+        bad = pipeline.submit(db.name, sql, ({"no": "dicts"},), 5.0, alone=False)
+        good = pipeline.submit(db.name, sql, (1,), 5.0, alone=False)
+        with pytest.raises(CollectionError, match="cannot bind the query parameters"):
+            await bad.future
+        assert list((await good.future)[1]) == [(8,)]
+    finally:
+        await servers.close()

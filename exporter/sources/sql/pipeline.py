@@ -156,10 +156,13 @@ class Pipeline:
 
     async def _run_batch(self, lease: Lease, batch: list[Request]) -> None:
         driver: Any = lease.conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+        batch, packets = _bound(driver, batch)
+        if not batch:
+            return
         try:
             driver._ensure_alive()
-            driver._write_bytes(b"".join(_packets(driver, request) for request in batch))
-        except (pymysql.MySQLError, OSError, RuntimeError) as exc:
+            driver._write_bytes(b"".join(packets))
+        except Exception as exc:
             self._requeue_or_fail(batch, exc, stale=lease.reused)
             raise _BrokenError(cause(exc)) from exc
         thread = int(driver.thread_id())
@@ -173,9 +176,10 @@ class Pipeline:
                     outcome = await _read_reply(lease.reader, driver, request)
                     request.elapsed, turn = time.monotonic() - turn, time.monotonic()
                     _settle(request, outcome)
-            except (pymysql.MySQLError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            except Exception as exc:
                 # The first reply on a kept connection failing means the server had closed
-                # it (restart, wait_timeout): those runs get one fresh connection.
+                # it (restart, wait_timeout): those runs get one fresh connection. Anything
+                # else (a malformed packet, a silent server) fails the rest of the batch.
                 self._requeue_or_fail(batch[index:], exc, stale=lease.reused and index == 0)
                 raise _BrokenError(cause(exc)) from exc
             finally:
@@ -205,6 +209,20 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._fail_queue(CollectionError("query", "the server's connections were closed"))
+
+
+def _bound(driver: Any, batch: list[Request]) -> tuple[list[Request], list[bytes]]:
+    """The batch's packets; a request whose parameters cannot be bound fails on its own."""
+    kept, packets = [], []
+    for request in batch:
+        try:
+            packets.append(_packets(driver, request))
+        except (TypeError, ValueError, UnicodeError) as exc:
+            message = f"cannot bind the query parameters: {exc}"
+            _settle(request, CollectionError("query", message))
+            continue
+        kept.append(request)
+    return kept, packets
 
 
 def _packets(driver: Any, request: Request) -> bytes:

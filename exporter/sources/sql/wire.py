@@ -27,6 +27,7 @@ _TEXT_TYPES = frozenset({
     FIELD_TYPE.GEOMETRY,
 })  # fmt: skip
 Converter = tuple[str | None, Callable[[Any], Any] | None]
+_WIDTHS = {0xFC: 2, 0xFD: 3, 0xFE: 8}
 
 
 class Reader:
@@ -158,7 +159,9 @@ def _length(payload: bytes, position: int) -> tuple[int, int]:
     head = payload[position]
     if head < _NULL:
         return head, position + 1
-    width = {0xFC: 2, 0xFD: 3, 0xFE: 8}[head]
+    width = _WIDTHS.get(head)
+    if width is None:  # 0xFB (NULL, or a LOCAL INFILE request) and 0xFF have no length
+        raise pymysql.err.OperationalError(2027, f"Malformed packet: length byte {head:#x}")
     end = position + 1 + width
     return int.from_bytes(payload[position + 1 : end], "little"), end
 
