@@ -1,8 +1,9 @@
 """Connections per database server, not per database: tenants on one server share a few.
 
-A run takes one of its server's connections and selects its tenant's database on it
-(COM_INIT_DB), so 1,000 tenant databases on one server cost at most the server's cap of
-connections instead of 1,000.
+A Server opens at most its cap of connections, backs off a server that refuses them, and
+closes idle ones. MySQL runs reach them through the server's pipeline (pipeline.py), which
+selects each run's database on the connection; SQLite runs (a file is its own server) lease
+a connection here for one run.
 """
 
 import asyncio
@@ -30,11 +31,10 @@ SWEEP_EVERY = 5.0
 
 @dataclass
 class Lease:
-    """A connection lent to one run, with the database currently selected on it."""
+    """A connection of a server: lent to one run (SQLite) or held by a pipeline (MySQL)."""
 
     conn: AsyncConnection
     created: float
-    database: str | None
     used: float = 0.0
     reused: bool = False
     reader: Any = None  # the pipeline's wire.Reader, once it reads this connection
@@ -70,13 +70,13 @@ class Server:
         """Whether the server speaks MySQL (KILL QUERY, COM_INIT_DB)."""
         return self.engine.dialect.name == "mysql"
 
-    async def acquire(self, database: str | None, reuse: bool = True) -> Lease:
+    async def acquire(self, reuse: bool = True) -> Lease:
         """A connection for one run; the caller holds one of `slots`."""
         while True:
             if reuse and self._idle:
-                return self._take_idle(database)
+                return self._take_idle()
             try:
-                return await self._connect(database)
+                return await self._connect()
             except CollectionError:
                 if self.open == 0:
                     raise
@@ -89,20 +89,15 @@ class Server:
                         await self._released.wait()
             reuse = True
 
-    def _take_idle(self, database: str | None) -> Lease:
-        # One already on the tenant's database saves the COM_INIT_DB round trip.
-        index = next(
-            (i for i in range(len(self._idle) - 1, -1, -1) if self._idle[i].database == database),
-            len(self._idle) - 1,
-        )
-        lease = self._idle.pop(index)
+    def _take_idle(self) -> Lease:
+        lease = self._idle.pop()  # the most recently used: the least likely to be stale
         lease.reused = True
         return lease
 
-    async def _connect(self, database: str | None) -> Lease:
+    async def _connect(self) -> Lease:
         async with self._connecting:  # one attempt at a time per server
             if self._idle:
-                return self._take_idle(database)
+                return self._take_idle()
             return await self._open()
 
     async def open_connection(self) -> Lease:
@@ -123,8 +118,7 @@ class Server:
                 "connect", f"cannot connect to {self.display}: {cause(exc)}"
             ) from exc
         self._backoff, self.open = 0.0, self.open + 1
-        # The server URL names no database: each run selects its own.
-        return Lease(conn, time.monotonic(), None)
+        return Lease(conn, time.monotonic())
 
     def _back_off(self, error: str) -> None:
         self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))

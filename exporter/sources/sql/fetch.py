@@ -60,13 +60,9 @@ class Statements:
 
 
 async def fetch(
-    server: Server,
-    database: str | None,
-    statement: Statement,
-    params: Mapping[str, object],
-    seconds: float,
+    server: Server, statement: Statement, params: Mapping[str, object], seconds: float
 ) -> Rows:
-    """Run `statement` on `database` (SQLite: on its file) within `seconds`."""
+    """Run `statement` on a leased connection (SQLite: the file is the server) in `seconds`."""
     try:
         async with asyncio.timeout(seconds):
             return await _attempt(server, statement, params, reuse=True)
@@ -117,7 +113,7 @@ class _StaleConnectionError(Exception):
 async def _attempt(
     server: Server, statement: Statement, params: Mapping[str, object], *, reuse: bool
 ) -> Rows:
-    lease = await server.acquire(None, reuse)
+    lease = await server.acquire(reuse)
     try:
         result = await lease.conn.execute(statement.clause, dict(params))
         rows = Rows(list(result.keys()), result.fetchall())

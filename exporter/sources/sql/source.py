@@ -53,7 +53,7 @@ class SqlSource:
         return (job.name,)
 
     def open(self, job: Job) -> None:
-        """Nothing to prepare: pools open on first use."""
+        """Nothing to prepare: connections open on first use."""
 
     def close(self, job: Job) -> None:
         """Forget the job's timing; connections are shared and retained by `retain`."""
@@ -63,15 +63,14 @@ class SqlSource:
         """Run the query and render its rows (the runner enforces nothing else)."""
         spec = _spec(job)
         server, pipeline = self.engines.get(spec.database)
-        timeout, database = spec.query.timeout, spec.database.database
         # Wait for the server's own slot first, so a slow server queues its own
         # jobs without holding global slots that other servers' tenants need.
         async with server.slots, self._limit:
             statement = self._statements.get(spec.query.sql, server)
             if pipeline is not None:
-                rows = await self._pipelined(job, pipeline, statement, database)
+                rows = await self._pipelined(job, pipeline, statement, spec.database.database)
             else:
-                rows = await fetch(server, database, statement, spec.params, timeout)
+                rows = await fetch(server, statement, spec.params, spec.query.timeout)
         query = spec.query
         result = build_series(rows.columns, rows.rows, query.metrics, job.tenant, query.max_series)
         if result.duplicates or result.dropped:
