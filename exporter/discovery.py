@@ -171,10 +171,16 @@ class Discovery:
     _engine: AsyncEngine | None = None
     _task: asyncio.Task[None] | None = None
     _warned: set[str] = field(default_factory=set)
+    _applied: bool = False  # the last set handed to `apply` was taken
 
     async def poll(self) -> None:
         """One round: query, build entries, apply them if they changed; never raises."""
-        await self._round()
+        try:
+            await self._round()
+        except Exception as exc:
+            # A bug must cost one round, not the discovery loop.
+            log.exception("tenant discovery crashed")
+            self._fail(f"tenant_discovery: internal error: {type(exc).__name__}")
         self.publish(self.snapshot())
 
     async def _round(self) -> None:
@@ -186,8 +192,9 @@ class Discovery:
             self._fail(_message(exc, self.spec.timeout))
             return
         self._skip(outcome.skipped)
-        if outcome.tenants != self.tenants or not self.success:
+        if outcome.tenants != self.tenants or not self._applied:
             problem = await self.apply(outcome.tenants)
+            self._applied = problem is None
             if problem is not None:
                 self._fail(problem)
                 return
@@ -210,6 +217,8 @@ class Discovery:
 
     def _skip(self, problems: list[str]) -> None:
         self.skipped += len(problems)
+        if len(self._warned) > 10_000:  # a churning registry must not grow this without end
+            self._warned.clear()
         for problem in problems:
             # A bad row stays bad every round: say so once, count it every time.
             if problem not in self._warned:
