@@ -29,6 +29,8 @@ class UseError(Exception):
 
 def command(code_: int, payload: bytes) -> bytes:
     """One command packet: length (3 bytes, little endian), sequence 0, command byte, payload."""
+    if len(payload) >= ONE_PACKET:
+        raise ValueError("the statement is longer than 16 MiB")
     return struct.pack("<iB", len(payload) + 1, code_) + payload
 
 
