@@ -70,6 +70,16 @@ class Defaults(Model):
     max_connections_per_server: int = Field(4, ge=1, le=256)
     idle_timeout: Duration = 60.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "pool_size" in data:
+            raise ValueError(
+                "pool_size was per database; connections are now shared per server:"
+                " use max_connections_per_server"
+            )
+        return data
+
 
 class Limits(Model):
     """Process-wide limits."""

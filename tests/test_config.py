@@ -65,6 +65,11 @@ def config_with(tenants: str = TENANT, queries: str = "", top: str = "") -> str:
             "tenants: list at least one tenant, or add tenant_discovery",
             id="no-tenants",
         ),
+        pytest.param(
+            "defaults: {pool_size: 2}\ntenants: [{id: a}]\n",
+            "defaults: pool_size was per database; connections are now shared per server",
+            id="renamed-pool-size",
+        ),
         pytest.param(config_with(top="bogus: 1\n"), "bogus: unknown key", id="unknown-top-key"),
         pytest.param(
             config_with(tenants='  - id: Acme!\n    mysql: {dsn: "mysql://u@h/db"}\n'),
