@@ -79,7 +79,7 @@ async def test_openmetrics_by_accept(exporter) -> None:
     text = await response.text()
     assert text.endswith("# EOF\n")
     families = {f.name: f for f in parse_om(text)}
-    assert families["cockpit_collection_errors"].type == "counter"
+    assert families["cockpit_collection_runs"].type == "counter"
     samples = {
         (s.name, frozenset(s.labels.items())): s.value for f in families.values() for s in f.samples
     }
