@@ -12,6 +12,8 @@ from typing import Any
 
 import pymysql
 
+from exporter.sources.sql.engines import mysql_code
+
 COM_INIT_DB, COM_QUERY = 0x02, 0x03
 # One packet holds less than 16 MiB; a statement that long is refused, not split.
 ONE_PACKET = 2**24 - 2
@@ -41,4 +43,5 @@ def bind(driver: Any, sql: str, values: Sequence[object]) -> str:
 
 def code(exc: pymysql.MySQLError) -> int:
     """The error number; errors without one count as the client's."""
-    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else CLIENT_ERRORS
+    number = mysql_code(exc)
+    return CLIENT_ERRORS if number is None else number
