@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: demo test lint bench soak tools rules dashboards clean
+.PHONY: demo test lint bench bench-tools soak tools rules dashboards clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,7 +29,11 @@ lint: $(STAMP)
 test: lint tools
 	$(PY) -m pytest
 
-bench: $(STAMP) tools
+# The fleet benchmark's peer, sql_exporter 0.4.5, is Debian's prometheus-sql-exporter.
+bench-tools: tools
+	@command -v prometheus-sql-exporter >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq prometheus-sql-exporter >/dev/null; }
+
+bench: $(STAMP) bench-tools
 	$(PY) -m tests.bench.scrape
 	$(PY) -m tests.bench.databases
 	$(PY) -m tests.bench.platform

@@ -172,6 +172,9 @@ class Discovery:
     _task: asyncio.Task[None] | None = None
     _warned: set[str] = field(default_factory=set)
     _applied: bool = False  # the last set handed to `apply` was taken
+    # The last answer and what it gave: a registry that has not changed since (the usual
+    # case) costs a comparison, not a validation per row (0.5 s a round at 1,000 rows).
+    _last: tuple[list[str], list[tuple[object, ...]], Outcome] | None = None
 
     async def poll(self) -> None:
         """One round: query, build entries, apply them if they changed; never raises."""
@@ -187,7 +190,7 @@ class Discovery:
         try:
             async with asyncio.timeout(self.spec.timeout):
                 columns, rows = await self._query()
-            outcome = tenants_from_rows(columns, rows, self.spec, self.validate, self.needed)
+            outcome = self._outcome(columns, rows)
         except (DiscoveryError, SQLAlchemyError, OSError, TimeoutError) as exc:
             self._fail(_message(exc, self.spec.timeout))
             return
@@ -200,6 +203,15 @@ class Discovery:
                 return
             self.tenants = outcome.tenants
         self.success, self.last_success, self.last_error = True, time.time(), ""
+
+    def _outcome(self, columns: list[str], rows: Sequence[Sequence[object]]) -> Outcome:
+        """The tenants of this answer, reusing the last round's when the rows are the same."""
+        values = [tuple(row) for row in rows]
+        if self._last is not None and self._last[:2] == (columns, values):
+            return self._last[2]
+        outcome = tenants_from_rows(columns, values, self.spec, self.validate, self.needed)
+        self._last = (columns, values, outcome)
+        return outcome
 
     async def _query(self) -> tuple[list[str], Sequence[Sequence[object]]]:
         if self._engine is None:

@@ -84,7 +84,7 @@ class Defaults(Model):
 class Limits(Model):
     """Process-wide limits."""
 
-    max_concurrent_queries: int = Field(32, ge=1, le=1024)
+    max_concurrent_queries: int = Field(64, ge=1, le=1024)
     # basic: success, duration, last success, runs, and errors by reason once one occurred.
     self_metrics: Literal["basic", "full"] = "basic"
 

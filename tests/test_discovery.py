@@ -131,6 +131,27 @@ async def test_invalid_rows_are_skipped_counted_and_named(
     assert capsys.readouterr().out.count("registry row skipped") == 0  # named once
 
 
+async def test_an_unchanged_registry_is_not_validated_again(
+    registry: ScratchDatabase, make_database, make_exporter
+) -> None:
+    """Rows equal to the last round's reuse its tenants (validation is the round's cost);
+    one changed value makes the round validate again and apply the change."""
+    a, b = tenant_database(make_database, 1, 10), tenant_database(make_database, 1, 20)
+    registry.execute(f"INSERT INTO tenants VALUES (1, 'acme', '{a.name}', 1)")
+    exporter = await make_exporter(discovery_config(registry))
+    found = exporter.exporter.discovery
+    validated: list[str] = []
+    check = found.validate
+    found.validate = lambda entry: (validated.append(entry["id"]), check(entry))
+    await found.poll()
+    assert validated == []
+    registry.execute(f"UPDATE tenants SET db_name = '{b.name}' WHERE id = 1")
+    await found.poll()
+    assert validated == ["acme"]
+    await exporter.run_all()
+    assert values(await exporter.samples()) == {"acme": 20}
+
+
 async def test_a_failing_registry_keeps_the_last_known_tenants(
     registry: ScratchDatabase, make_database, make_exporter
 ) -> None:
