@@ -171,6 +171,7 @@ def _render_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser
     )
     alertmanager.add_argument("--config", type=Path, required=True, help="the exporter config")
     rules = targets.add_parser("rules", help="print the Prometheus alert and recording rules")
+    rules.add_argument("--config", type=Path, help="take alerting.* settings from this config")
     rules.add_argument("--runbooks", help="base URL of docs/runbooks.md")
     dashboards = targets.add_parser("dashboards", help="write the dashboards' JSON files")
     dashboards.add_argument("--out", type=Path, required=True, help="directory to write to")

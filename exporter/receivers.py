@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from exporter.alertrules import RuleSettings
 from exporter.fields import HttpUrl, Model, matching
 
 # Grafana splits org_mapping on spaces and commas and each entry on ':', so a group name
@@ -80,8 +81,8 @@ class Smtp(Model):
         return self
 
 
-class Alerting(Model):
-    """Alert routing settings shared by all tenants."""
+class Alerting(RuleSettings):
+    """Alert routing shared by all tenants, and (inherited) what the alert rules are made of."""
 
     operators: list[Receiver] = Field(min_length=1)
     smtp: Smtp | None = None

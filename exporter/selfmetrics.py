@@ -22,6 +22,11 @@ LAST_SUCCESS = Family(
     "gauge",
     "Unix time of the last successful collection run; 0 before the first one.",
 )
+INTERVAL = Family(
+    "cockpit_collection_interval_seconds",
+    "gauge",
+    "Configured interval between collection runs; staleness alerts use a multiple of it.",
+)
 ERRORS = Family("cockpit_collection_errors_total", "counter", "Failed collection runs by reason.")
 RUNS = Family("cockpit_collection_runs_total", "counter", "Collection runs, failed or not.")
 SERIES = Family("cockpit_collection_series", "gauge", "Series exported by the last successful run.")
@@ -57,8 +62,10 @@ CONFIG_HASH = Family(
     "First 48 bits of the SHA-256 of the configuration in use, as a number.",
 )
 CONFIG_FAMILIES = (RELOAD_SUCCESS, RELOAD_TIMESTAMP, CONFIG_HASH)
-JOB_FAMILIES = (SUCCESS, DURATION, LAST_SUCCESS, ERRORS, RUNS, SERIES, DROPPED, NULLS, DUPLICATES)
-# The budget at fleet size: four series per healthy job; a reason or problem counter
+JOB_FAMILIES = (
+    SUCCESS, DURATION, LAST_SUCCESS, INTERVAL, ERRORS, RUNS, SERIES, DROPPED, NULLS, DUPLICATES
+)  # fmt: skip
+# The budget at fleet size: five series per healthy job; a reason or problem counter
 # (nulls, duplicates, dropped) joins once it has occurred. limits.self_metrics: full
 # writes every family and reason from zero, and the series gauge.
 
@@ -83,6 +90,7 @@ class JobStats:
     last_error: str = ""
     last_run: float = 0.0
     full: bool = False  # every family and every reason, zeros included (limits.self_metrics)
+    interval: float = 0.0  # the job's configured interval, seconds
     _prefixes: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +130,7 @@ class JobStats:
             SUCCESS.name: f"{p[SUCCESS.name]}{int(self.success)}\n",
             DURATION.name: f"{p[DURATION.name]}{format_value(self.duration)}\n",
             LAST_SUCCESS.name: f"{p[LAST_SUCCESS.name]}{format_value(self.last_success)}\n",
+            INTERVAL.name: f"{p[INTERVAL.name]}{format_value(self.interval)}\n",
             RUNS.name: f"{p[RUNS.name]}{self.runs}\n",
             # A reason shows from its first occurrence on; with `full`, zeros too.
             ERRORS.name: "".join(

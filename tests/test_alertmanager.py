@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.alertrules import RuleSettings
 from exporter.config import ConfigError, parse_config
 from exporter.render.alertmanager import render_alertmanager
+from exporter.render.rules import alerts
 
 CONFIG = """
 alerting:
@@ -78,6 +80,45 @@ def test_each_tenant_routes_to_its_own_receiver(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def expected_receivers(owner: str, inform: bool, tenant: str | None) -> list[str]:
+    """Who must hear of an alert: written out from the routing rules in the docs."""
+    own = {"acme": "tenant-acme", "globex": "tenant-globex"}.get(tenant or "")
+    if owner == "operator":
+        return ["operators", own] if inform and own else ["operators"]
+    return [own] if own else ["operators"]
+
+
+RULES = {(a.name, a.owner, a.inform_tenant) for a in alerts(RuleSettings())}
+
+
+@pytest.mark.parametrize(("alert", "owner", "inform"), sorted(RULES))
+@pytest.mark.parametrize("tenant", ["acme", "initech", "unknown", None])
+def test_every_alert_reaches_the_party_that_can_act(
+    rendered: Path, alert: str, owner: str, inform: bool, tenant: str | None
+) -> None:
+    """Every alert x tenant (with receivers, without, unknown to the config, none): operator
+    alerts page the operators and inform the tenant only where the rule says so; tenant
+    alerts page the tenant, or the operators when the tenant has no receivers."""
+    labels = [f"alertname={alert}", f"owner={owner}", "severity=critical"]
+    labels += ["inform=tenant"] if inform else []
+    labels += [f"tenant={tenant}"] if tenant else []
+    receivers = ",".join(expected_receivers(owner, inform, tenant))
+    result = amtool(
+        "config", "routes", "test", f"--config.file={rendered}",
+        f"--verify.receivers={receivers}", *labels,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_wrong_database_password_never_pages_the_tenant(rendered: Path) -> None:
+    """The failing collection of acme (owner operator) reaches the operators only."""
+    result = amtool(
+        "config", "routes", "test", f"--config.file={rendered}",
+        "alertname=CockpitCollectionFailing", "owner=operator", "tenant=acme", "source=sql",
+    )  # fmt: skip
+    assert result.stdout.split() == ["operators"], result.stdout + result.stderr
+
+
 def test_grouping_and_inhibition_stay_within_a_tenant(rendered: Path) -> None:
     """`tenant` is in group_by and in every inhibition's `equal`; no secret is inlined."""
     document = yaml.safe_load(rendered.read_text())
@@ -85,10 +126,10 @@ def test_grouping_and_inhibition_stay_within_a_tenant(rendered: Path) -> None:
     assert document["inhibit_rules"]
     assert all("tenant" in rule["equal"] for rule in document["inhibit_rules"])
     assert "hooks.slack.com" not in rendered.read_text()
-    routes = document["route"]["routes"]
-    assert [r["matchers"] for r in routes] == [
-        [f'tenant="{t}"'] for t in ("acme", "globex", "initech")
-    ]
+    first, *routes = document["route"]["routes"]
+    assert first == {"matchers": ['owner="operator"'], "receiver": "operators", "continue": True}
+    tenants = [next(m for m in r["matchers"] if m.startswith("tenant=")) for r in routes]
+    assert tenants == [f'tenant="{t}"' for t in ("acme", "acme", "globex", "globex", "initech")]
 
 
 def test_render_needs_alerting_and_smtp_for_email() -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from exporter.alertrules import RuleSettings, Thresholds
 from exporter.render.alertmanager import render_alertmanager
-from exporter.render.rules import Settings as RuleSettings
 from exporter.render.rules import render_rules
 from exporter.render.yamlout import dump
 from tests import platform_helpers
@@ -65,7 +65,9 @@ async def test_pool_offline_pages_that_tenant_only(
 
         # Alert timings shortened for the test: pages after one evaluation, grouped at once.
         rules = tmp_path / "rules.yml"
-        rules.write_text(dump(render_rules(RuleSettings(pool_offline_for="0s"))))
+        rules.write_text(
+            dump(render_rules(RuleSettings(thresholds=Thresholds(pool_offline_for=1))))
+        )
         routing = render_alertmanager(config)
         routing["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
         am_config, am_port = tmp_path / "alertmanager.yml", free_port()

@@ -110,10 +110,10 @@ def test_sql_series_exact_lines() -> None:
 
 
 def test_self_metrics_basic_budget() -> None:
-    """A healthy job writes four series; a reason or problem counter joins once it occurs."""
+    """A healthy job writes five series; a reason or problem counter joins once it occurs."""
     from exporter.selfmetrics import JobStats
 
-    stats = JobStats("acme", "sql", "q", reasons=("timeout", "query"))
+    stats = JobStats("acme", "sql", "q", reasons=("timeout", "query"), interval=120)
     stats.record_success(0.1, 3)
 
     def lines() -> list[str]:
@@ -123,10 +123,13 @@ def test_self_metrics_basic_budget() -> None:
         "cockpit_collection_success",
         "cockpit_collection_duration_seconds",
         "cockpit_collection_last_success_timestamp_seconds",
+        "cockpit_collection_interval_seconds",
         "cockpit_collection_runs_total",
     ]
+    interval = 'cockpit_collection_interval_seconds{tenant="acme",source="sql",query="q"} 120'
+    assert interval in lines()
     stats.record_failure(0.5, "timeout", "slow")
-    assert len(lines()) == 5
+    assert len(lines()) == 6
     assert (
         'cockpit_collection_errors_total{tenant="acme",source="sql",query="q",reason="timeout"} 1'
         in lines()

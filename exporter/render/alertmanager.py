@@ -1,9 +1,16 @@
-"""Alertmanager configuration from the tenant config: each tenant's alerts to its receivers only.
+"""Alertmanager configuration from the tenant config: each alert to the party that can act.
 
 Every alert about a tenant carries a `tenant` label (the exporter puts it on every tenant
-series, and the alert rules keep it). One route per tenant matches that label; alerts without
-one (the exporter itself is down, say) go to the operators. Inhibitions require equal `tenant`,
-so one tenant's outage never silences another tenant's alerts.
+series, and the alert rules keep it), and every rule an `owner` (render/rules.py):
+
+- `owner="operator"` (the exporter, its collection, its config) goes to the operators first;
+  with `continue`, those marked `inform="tenant"` (stale data, a blind tenant) also reach the
+  tenant's receivers. A wrong database password never pages the tenant.
+- every other alert about a tenant goes to that tenant's receivers, or to the operators when
+  the tenant has none (somebody must hear about an offline pool).
+- alerts without a tenant, or for a tenant the config does not know, go to the operators.
+
+Inhibitions require equal `tenant`, so one tenant's outage never silences another's alerts.
 """
 
 from typing import Any
@@ -13,6 +20,7 @@ from exporter.receivers import Receiver, Smtp
 
 OPERATORS = "operators"
 GROUP_BY = ["alertname", "tenant"]
+OPERATOR_OWNED = 'owner="operator"'
 
 
 def receiver_name(tenant: str) -> str:
@@ -24,13 +32,10 @@ def render_alertmanager(config: Config) -> dict[str, Any]:
     """The Alertmanager configuration as a YAML-ready mapping."""
     if config.alerting is None:
         raise ConfigError(config.source, ["alerting: needed to render Alertmanager routing"])
-    routes = [
-        {
-            "matchers": [f'tenant="{tenant}"'],
-            "receiver": receiver_name(tenant) if config.receivers.get(tenant) else OPERATORS,
-        }
-        for tenant in config.tenants
+    routes: list[dict[str, Any]] = [
+        {"matchers": [OPERATOR_OWNED], "receiver": OPERATORS, "continue": True}
     ]
+    routes += [route for tenant in config.tenants for route in _tenant_routes(config, tenant)]
     receivers = [_receiver(OPERATORS, config.alerting.operators)]
     receivers += [
         _receiver(receiver_name(tenant), config.receivers[tenant])
@@ -52,6 +57,19 @@ def render_alertmanager(config: Config) -> dict[str, Any]:
     if config.alerting.smtp is not None:
         document["global"] = _smtp(config.alerting.smtp)
     return document
+
+
+def _tenant_routes(config: Config, tenant: str) -> list[dict[str, Any]]:
+    """The tenant's own alerts, and the operators' alerts it should know about."""
+    match = f'tenant="{tenant}"'
+    if not config.receivers.get(tenant):
+        # Operator-owned alerts already reached the operators through the first route.
+        return [{"matchers": [match, 'owner!="operator"'], "receiver": OPERATORS}]
+    name = receiver_name(tenant)
+    return [
+        {"matchers": [match, 'owner!="operator"'], "receiver": name},
+        {"matchers": [match, OPERATOR_OWNED, 'inform="tenant"'], "receiver": name},
+    ]
 
 
 def _smtp(smtp: Smtp) -> dict[str, Any]:
@@ -112,15 +130,32 @@ def _entry(receiver: Receiver) -> tuple[str, dict[str, Any]]:
 def _inhibitions() -> list[dict[str, Any]]:
     return [
         {
-            # A critical alert silences the warnings of the same alert, same tenant.
+            # A critical alert silences the warnings of the same alert, same tenant (the
+            # run SLO's fast and slow burns share one name for this).
             "source_matchers": ['severity="critical"'],
             "target_matchers": ['severity="warning"'],
-            "equal": ["tenant", "alertname"],
+            "equal": ["tenant", "alertname", "process"],
         },
         {
             # A whole pool offline says it all: not one page per agent of that pool.
             "source_matchers": ['alertname="CockpitAgentPoolOffline"'],
             "target_matchers": ['alertname="CockpitAgentOffline"'],
             "equal": ["tenant", "pool"],
+        },
+        {
+            # While nothing is known of the tenant's platform, its alerts stay as they were:
+            # no new page and no resolve from data that is merely missing.
+            "source_matchers": ['alertname="CockpitTenantBlind"'],
+            "target_matchers": ['owner="tenant"'],
+            "equal": ["tenant"],
+        },
+        {
+            # The blind page already says the platform collection fails.
+            "source_matchers": ['alertname="CockpitTenantBlind"'],
+            "target_matchers": [
+                'alertname=~"CockpitCollectionFailing|CockpitDataStale"',
+                'source="platform"',
+            ],
+            "equal": ["tenant"],
         },
     ]

@@ -4,12 +4,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from exporter.alertrules import RuleSettings
 from exporter.config import ConfigError, load_config
 from exporter.exitcodes import fail
 from exporter.grafana.build import render_all
 from exporter.render.alertmanager import render_alertmanager
 from exporter.render.grafana import write_provisioning
-from exporter.render.rules import Settings as RuleSettings
 from exporter.render.rules import render_rules
 from exporter.render.yamlout import dump
 
@@ -21,14 +23,29 @@ def render(options: argparse.Namespace) -> int:
     if options.target == "grafana":
         return _write_grafana(options.config, options.out)
     if options.target == "rules":
-        settings = RuleSettings(runbooks=options.runbooks) if options.runbooks else None
-        sys.stdout.write(dump(render_rules(settings)))
-        return 0
+        return _rules(options.config, options.runbooks)
     try:
         document = render_alertmanager(load_config(options.config))
     except ConfigError as exc:
         return fail(str(exc))
     sys.stdout.write(dump(document))
+    return 0
+
+
+def _rules(config: Path | None, runbooks: str | None) -> int:
+    """The rules with the config's `alerting` settings (defaults without); --runbooks wins."""
+    settings = RuleSettings()
+    try:
+        if config is not None:
+            alerting = load_config(config).alerting
+            settings = alerting if alerting is not None else settings
+        if runbooks:
+            settings = RuleSettings.model_validate(settings.model_dump() | {"runbooks": runbooks})
+    except ConfigError as exc:
+        return fail(str(exc))
+    except ValidationError as exc:
+        return fail(f"--runbooks: {exc.errors(include_url=False)[0]['msg']}")
+    sys.stdout.write(dump(render_rules(settings)))
     return 0
 
 

@@ -1,36 +1,35 @@
 """Prometheus recording and alerting rules, with thresholds and the runbook base in one place.
 
 `alerts/cockpit.rules.yml` is this module's output with the defaults (`make rules` writes it,
-a test checks it is current); `cockpit-exporter render rules` renders it with other settings.
+a test checks it is current); `cockpit-exporter render rules --config F` renders it with the
+config's `alerting` settings.
+
+Every alert carries `owner`: `operator` for problems of the exporter and its collection (the
+operators can fix them), `tenant` for the tenant's platform (the tenant can). Operator alerts
+that change what a tenant sees (its data is stale, it is blind) also carry `inform: tenant`,
+and Alertmanager's routing (render/alertmanager.py) sends those to the tenant as well.
 """
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.durations import parse_duration
+from exporter.alertrules import RuleSettings
 
-DEFAULT_RUNBOOKS = "https://github.com/cockpit-exporter/cockpit-exporter/blob/main/docs/runbooks.md"
 FAILED = 'status=~"failed|timed_out"'
-# (long window, short window, burn-rate factor): the multi-window, multi-burn-rate pairs.
-FAST_BURN = (("1h", "5m", 14.4), ("6h", "30m", 6.0))
-SLOW_BURN = (("1d", "2h", 3.0), ("3d", "6h", 1.0))
+# (long window, short window, burn-rate factor, severity, for): the multi-window,
+# multi-burn-rate pairs of the SRE workbook, as pyrra and sloth render them.
+BURNS = (
+    ("1h", "5m", 14.4, "critical", "2m"),
+    ("6h", "30m", 6.0, "critical", "15m"),
+    ("1d", "2h", 3.0, "warning", "1h"),
+    ("3d", "6h", 1.0, "warning", "3h"),
+)
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything operators may want to tune."""
-
-    runbooks: str = DEFAULT_RUNBOOKS
-    job: str = "cockpit"
-    run_success_objective: float = 0.95
-    stale_after: str = "30m"
-    schedule_late_after_seconds: int = 600
-    queued_too_long_seconds: int = 1800
-    api_error_ratio: float = 0.25
-    runs_lag_seconds: int = 900
-    pool_offline_for: str = "2m"
-    agent_offline_for: str = "10m"
+LONG_WINDOWS = tuple(dict.fromkeys(long for long, *_ in BURNS))
+_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+# Platform collection failing for the tenant: nothing the platform reports is current.
+BLIND = 'max by (tenant) (cockpit_collection_success{source="platform"}) == 0'
 
 
 @dataclass(frozen=True)
@@ -44,14 +43,20 @@ class Alert:
     summary: str
     description: str
     runbook: str
+    owner: str = "tenant"
+    inform_tenant: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
 
-    def render(self, settings: Settings) -> dict[str, Any]:
+    def render(self, settings: RuleSettings) -> dict[str, Any]:
         """The rule as Prometheus reads it."""
+        labels = {"severity": self.severity, "owner": self.owner, **self.labels}
+        if self.inform_tenant:
+            labels["inform"] = "tenant"
         return {
             "alert": self.name,
             "expr": self.expr,
             "for": self.duration,
-            "labels": {"severity": self.severity},
+            "labels": labels,
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
@@ -68,22 +73,54 @@ _OFFLINE_AGENTS = (
 )
 
 
-def _ratio(window: str) -> str:
-    return (
-        f"sum by (tenant) (rate(cockpit_runs_finished_total{{{FAILED}}}[{window}]))\n"
-        f"/\nsum by (tenant) (rate(cockpit_runs_finished_total[{window}]))"
-    )
+def _runs(*matchers: str) -> str:
+    """The finished-runs counter with these matchers (none: the bare name)."""
+    inside = ",".join(m for m in matchers if m)
+    return f"cockpit_runs_finished_total{{{inside}}}" if inside else "cockpit_runs_finished_total"
 
 
-def recording_rules() -> list[dict[str, str]]:
+def _processes(names: list[str], op: str) -> str:
+    """A matcher on `process` for the processes that have an objective of their own."""
+    if not names:
+        return ""
+    return f'process{op}"{_quoted("|".join(re.escape(n) for n in names))}"'
+
+
+def _quoted(text: str) -> str:
+    """Text for the inside of a double-quoted PromQL string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def recording_rules(s: RuleSettings) -> list[dict[str, str]]:
     """Series that dashboards and alerts share."""
+    own = sorted(s.process_objectives)
+    rest, only = _processes(own, "!~"), _processes(own, "=~")
     rules = [
-        {
-            "record": f"tenant:cockpit_run_failures:ratio_rate{window}",
-            "expr": _ratio(window),
-        }
-        for window in WINDOWS
+        {"record": f"tenant:cockpit_run_failures:ratio_rate{w}", "expr": _ratio("tenant", w, rest)}
+        for w in WINDOWS
     ]
+    rules += [
+        {
+            "record": f"tenant:cockpit_runs_finished:rate{w}",
+            "expr": f"sum by (tenant) (rate({_runs(rest)}[{w}]))",
+        }
+        for w in LONG_WINDOWS
+    ]
+    if own:
+        rules += [
+            {
+                "record": f"tenant_process:cockpit_run_failures:ratio_rate{w}",
+                "expr": _ratio("tenant, process", w, only),
+            }
+            for w in WINDOWS
+        ]
+        rules += [
+            {
+                "record": f"tenant_process:cockpit_runs_finished:rate{w}",
+                "expr": f"sum by (tenant, process) (rate({_runs(only)}[{w}]))",
+            }
+            for w in LONG_WINDOWS
+        ]
     rules += [
         {
             "record": "tenant_status:cockpit_runs_finished:rate5m",
@@ -101,159 +138,235 @@ def recording_rules() -> list[dict[str, str]]:
     return rules
 
 
-def _burn(pairs: tuple[tuple[str, str, float], ...], budget: float) -> str:
-    clauses = [
-        f"(tenant:cockpit_run_failures:ratio_rate{long} > {factor * budget:g}\n"
-        f" and tenant:cockpit_run_failures:ratio_rate{short} > {factor * budget:g})"
-        for long, short, factor in pairs
-    ]
-    return "\nor\n".join(clauses)
+def _ratio(by: str, window: str, matcher: str) -> str:
+    return (
+        f"sum by ({by}) (rate({_runs(FAILED, matcher)}[{window}]))\n"
+        f"/\nsum by ({by}) (rate({_runs(matcher)}[{window}]))"
+    )
 
 
-def alerts(s: Settings) -> list[Alert]:
-    """Every alert, with its thresholds from `s`."""
-    budget = 1 - s.run_success_objective
+def _burn_alerts(s: RuleSettings) -> list[Alert]:
+    """The run SLO's burns: one alert name, with severity and windows as labels.
+
+    So a critical burn inhibits the warning one of the same tenant (Alertmanager's
+    `equal: [alertname, tenant]`). Each burn needs `min_runs` finished runs in its long
+    window: one failed run of a daily process is a 100% failure ratio, not a burning budget.
+    """
+    targets = [("tenant", "", s.objective)]
+    targets += [("tenant_process", name, o) for name, o in sorted(s.process_objectives.items())]
+    alerts = []
+    for level, process, objective in targets:
+        on = "tenant, process" if process else "tenant"
+        only = f'{{process="{_quoted(process)}"}}' if process else ""
+        for long, short, factor, severity, wait in BURNS:
+            threshold = factor * (1 - objective)
+            ratio = f"{level}:cockpit_run_failures:ratio_rate"
+            expr = (
+                f"{ratio}{long}{only} > {threshold:g}\n"
+                f"and on ({on}) {ratio}{short}{only} > {threshold:g}\n"
+                f"and on ({on}) {level}:cockpit_runs_finished:rate{long}{only}"
+                f" * {_window_seconds(long)} >= {s.thresholds.min_runs}"
+            )
+            labels = {"long_window": long, "short_window": short}
+            alerts.append(
+                Alert(
+                    "CockpitRunFailureBudgetBurn",
+                    expr,
+                    wait,
+                    severity,
+                    "Runs fail fast enough to spend the error budget early.",
+                    "Tenant {{ $labels.tenant }}"
+                    + (" process {{ $labels.process }}" if process else "")
+                    + f": run failure ratio {{{{ $value | humanizePercentage }}}} over {long}"
+                    f" against an objective of {objective * 100:g}% successful runs.",
+                    "run-failure-ratio-above-objective",
+                    labels=labels,
+                )
+            )
+    return alerts
+
+
+def _while_blind(current: str, remembered: str, s: RuleSettings) -> str:
+    """The condition now, or, while the tenant's platform cannot be read, as last seen.
+
+    A platform outage removes the platform's series; without this the alerts about them
+    would resolve while nothing is known (the pool may well still be offline).
+    """
+    memory = _prom_duration(s.thresholds.blind_memory)
+    remembered = remembered.replace("[M]", f"[{memory}]")
+    return f"(\n  {current}\n)\nor\n(\n  {remembered}\n  and on (tenant) {BLIND}\n)"
+
+
+def _operator_alerts(s: RuleSettings) -> list[Alert]:
+    t = s.thresholds
+    job = s.scrape_job
     return [
         Alert(
-            "CockpitExporterDown",
-            f'up{{job="{s.job}"}} == 0',
-            "5m",
-            "critical",
+            "CockpitExporterDown", f'up{{job="{job}"}} == 0', "5m", "critical",
             "The cockpit exporter cannot be scraped.",
             "Prometheus has not scraped {{ $labels.instance }} for 5 minutes; no tenant's "
             "data is fresh.",
-            "exporter-down",
+            "exporter-down", owner="operator",
+        ),
+        Alert(
+            "CockpitExporterAbsent", f'absent(up{{job="{job}"}})', "10m", "critical",
+            "Prometheus has no cockpit exporter target at all.",
+            f'No target of scrape job "{job}" exists: service discovery lost the exporter '
+            "or the scrape config changed; no tenant's data is collected.",
+            "exporter-absent", owner="operator",
+        ),
+        Alert(
+            "CockpitConfigReloadFailed", "cockpit_exporter_config_last_reload_successful == 0",
+            "5m", "warning", "The exporter's last configuration reload failed.",
+            "{{ $labels.instance }} runs an older configuration: the last reload was rejected.",
+            "config-reload-failed", owner="operator",
+        ),
+        Alert(
+            "CockpitTenantBlind", BLIND, _prom_duration(t.blind_for), "critical",
+            "Nothing the platform reports about a tenant is known.",
+            "Tenant {{ $labels.tenant }}: the platform collection has failed for "
+            f"{_prom_duration(t.blind_for)}; agents, schedules and runs are unknown, and "
+            "alerts about them stay as they were.",
+            "tenant-blind", owner="operator", inform_tenant=True,
         ),
         Alert(
             "CockpitCollectionFailing",
             "cockpit_collection_success == 0 and cockpit_collection_runs_total > 0",
-            "15m",
-            "warning",
+            _prom_duration(t.collection_failing_for), "warning",
             "A tenant's data collection keeps failing.",
             "Tenant {{ $labels.tenant }}: {{ $labels.source }} collection "
-            "{{ $labels.query }} has failed for 15 minutes.",
-            "collection-failing-for-a-tenant",
+            f"{{{{ $labels.query }}}} has failed for {_prom_duration(t.collection_failing_for)}.",
+            "collection-failing-for-a-tenant", owner="operator",
         ),
         Alert(
             "CockpitDataStale",
-            f"time() - cockpit_collection_last_success_timestamp_seconds > "
-            f"{_seconds(s.stale_after)}\nand cockpit_collection_last_success_timestamp_seconds > 0",
-            "5m",
-            "warning",
-            "A tenant's data has not been refreshed for a long time.",
+            "time() - cockpit_collection_last_success_timestamp_seconds\n"
+            f"> {t.stale_intervals:g} * cockpit_collection_interval_seconds\n"
+            "and cockpit_collection_last_success_timestamp_seconds > 0",
+            "5m", "warning", "A tenant's data has not been refreshed for several intervals.",
             "Tenant {{ $labels.tenant }}: {{ $labels.source }} {{ $labels.query }} last "
             "succeeded {{ $value | humanizeDuration }} ago.",
-            "data-stale",
+            "data-stale", owner="operator", inform_tenant=True,
         ),
         Alert(
-            "CockpitTenantDiscoveryFailing",
-            "cockpit_exporter_discovery_success == 0",
-            "10m",
-            "warning",
+            "CockpitSeriesDropped", "increase(cockpit_collection_series_dropped_total[15m]) > 0",
+            "0m", "warning", "A query returns more series than its max_series limit.",
+            "Tenant {{ $labels.tenant }}: {{ $labels.source }} {{ $labels.query }} dropped "
+            "{{ $value | humanize }} series in 15 minutes; dashboards miss them.",
+            "series-dropped", owner="operator",
+        ),
+        Alert(
+            "CockpitPlatformTokenFailing",
+            "increase(cockpit_platform_token_failures_total[10m]) > 0\n"
+            "and on (tenant) increase(cockpit_platform_token_refreshes_total[10m]) == 0",
+            "10m", "warning", "The exporter cannot get a platform token for a tenant.",
+            "Tenant {{ $labels.tenant }}: every token request failed for 10 minutes "
+            "(client credentials wrong, revoked, or the token endpoint down).",
+            "platform-token-failing", owner="operator",
+        ),
+        Alert(
+            "CockpitTenantDiscoveryFailing", "cockpit_exporter_discovery_success == 0",
+            "10m", "warning",
             "Tenant discovery keeps failing; new or removed tenants are not picked up.",
             "{{ $labels.instance }} cannot read its tenant registry; it keeps collecting the "
             "tenants it knew.",
-            "tenant-discovery-failing",
+            "tenant-discovery-failing", owner="operator",
         ),
         Alert(
-            "CockpitRunsLagging",
-            f"cockpit_platform_runs_lag_seconds > {s.runs_lag_seconds}",
-            "10m",
-            "warning",
-            "A tenant's run counts are falling behind the platform.",
+            "CockpitRunsLagging", f"cockpit_platform_runs_lag_seconds > {t.runs_lag:g}",
+            "10m", "warning", "A tenant's run counts are falling behind the platform.",
             "Tenant {{ $labels.tenant }}: runs are known only up to "
             "{{ $value | humanizeDuration }} ago; run counts and failure ratios lag by that much.",
-            "runs-lagging",
+            "runs-lagging", owner="operator",
         ),
         Alert(
             "CockpitPlatformApiErrors",
             "sum by (tenant, endpoint) (rate(cockpit_platform_requests_total"
             '{code=~"5..|429|error"}[10m]))\n/\nsum by (tenant, endpoint) '
-            f"(rate(cockpit_platform_requests_total[10m])) > {s.api_error_ratio:g}",
-            "10m",
-            "warning",
-            "The platform API fails many requests for a tenant.",
+            f"(rate(cockpit_platform_requests_total[10m])) > {t.api_error_ratio:g}",
+            "10m", "warning", "The platform API fails many requests for a tenant.",
             "Tenant {{ $labels.tenant }}: {{ $value | humanizePercentage }} of requests to "
             "{{ $labels.endpoint }} fail (5xx, 429 or no answer).",
-            "platform-api-failing-for-a-tenant",
+            "platform-api-failing-for-a-tenant", owner="operator",
         ),
+    ]  # fmt: skip
+
+
+def _tenant_alerts(s: RuleSettings) -> list[Alert]:
+    t = s.thresholds
+    return [
         Alert(
             "CockpitAgentOffline",
-            "cockpit_agent_up == 0\nand on (tenant, pool, agent) cockpit_agent_enabled == 1",
-            s.agent_offline_for,
-            "warning",
-            "An enabled agent is offline.",
+            _while_blind(
+                "cockpit_agent_up == 0\n  and on (tenant, pool, agent) cockpit_agent_enabled == 1",
+                "last_over_time(cockpit_agent_up[M]) == 0\n  and on (tenant, pool, agent)"
+                " last_over_time(cockpit_agent_enabled[M]) == 1",
+                s,
+            ),
+            _prom_duration(t.agent_offline_for), "warning", "An enabled agent is offline.",
             "Tenant {{ $labels.tenant }}: agent {{ $labels.agent }} in pool "
             "{{ $labels.pool }} is offline.",
             "agent-offline",
         ),
         Alert(
             "CockpitAgentPoolOffline",
-            "tenant_pool:cockpit_agents_up:sum == 0\n"
-            "and on (tenant, pool) tenant_pool:cockpit_agents_enabled:sum > 0",
-            s.pool_offline_for,
-            "critical",
-            "Every agent of a pool is offline.",
+            _while_blind(
+                "tenant_pool:cockpit_agents_up:sum == 0\n"
+                "  and on (tenant, pool) tenant_pool:cockpit_agents_enabled:sum > 0",
+                "last_over_time(tenant_pool:cockpit_agents_up:sum[M]) == 0\n  and on (tenant, pool)"
+                " last_over_time(tenant_pool:cockpit_agents_enabled:sum[M]) > 0",
+                s,
+            ),
+            _prom_duration(t.pool_offline_for), "critical", "Every agent of a pool is offline.",
             "Tenant {{ $labels.tenant }}: no agent of pool {{ $labels.pool }} is up ("
-            + _OFFLINE_AGENTS
-            + "); its processes cannot run.",
+            + _OFFLINE_AGENTS + "); its processes cannot run.",
             "agent-pool-offline",
         ),
-        Alert(
-            "CockpitRunFailureBudgetBurn",
-            _burn(FAST_BURN, budget),
-            "2m",
-            "critical",
-            "Runs fail fast enough to spend the error budget within days.",
-            "Tenant {{ $labels.tenant }}: run failure ratio {{ $value | humanizePercentage }} "
-            f"against an objective of {s.run_success_objective:.0%} successful runs.",
-            "run-failure-ratio-above-objective",
-        ),
-        Alert(
-            "CockpitRunFailureBudgetBurnSlow",
-            _burn(SLOW_BURN, budget),
-            "1h",
-            "warning",
-            "Runs fail often enough to spend the error budget within weeks.",
-            "Tenant {{ $labels.tenant }}: run failure ratio {{ $value | humanizePercentage }} "
-            f"against an objective of {s.run_success_objective:.0%} successful runs.",
-            "run-failure-ratio-above-objective",
-        ),
+        *_burn_alerts(s),
         Alert(
             "CockpitScheduleLate",
-            f"time() - cockpit_schedule_next_run_timestamp_seconds > "
-            f"{s.schedule_late_after_seconds}\n"
+            f"time() - cockpit_schedule_next_run_timestamp_seconds > {t.schedule_late_after:g}\n"
             "and on (tenant, schedule, process) cockpit_schedule_enabled == 1",
-            "5m",
-            "warning",
-            "An enabled schedule did not start its run on time.",
+            "5m", "warning", "An enabled schedule did not start its run on time.",
             "Tenant {{ $labels.tenant }}: schedule {{ $labels.schedule }} of process "
             "{{ $labels.process }} is {{ $value | humanizeDuration }} late.",
             "schedule-late",
         ),
         Alert(
             "CockpitRunsStuckInQueue",
-            f"time() - cockpit_runs_oldest_queued_timestamp_seconds > {s.queued_too_long_seconds}",
-            "5m",
-            "warning",
-            "Runs wait in the queue for a long time.",
+            f"time() - cockpit_runs_oldest_queued_timestamp_seconds > {t.queued_too_long:g}",
+            "5m", "warning", "Runs wait in the queue for a long time.",
             "Tenant {{ $labels.tenant }}: the oldest queued run of process "
             "{{ $labels.process }} has waited {{ $value | humanizeDuration }}.",
             "runs-stuck-in-the-queue",
         ),
-    ]
+    ]  # fmt: skip
 
 
-def render_rules(settings: Settings | None = None) -> dict[str, Any]:
+def alerts(s: RuleSettings) -> list[Alert]:
+    """Every alert, with its thresholds from `s`: the operators' first, then the tenants'."""
+    return _operator_alerts(s) + _tenant_alerts(s)
+
+
+def render_rules(settings: RuleSettings | None = None) -> dict[str, Any]:
     """The rule file as a YAML-ready mapping."""
-    s = settings or Settings()
+    s = settings or RuleSettings()
     return {
         "groups": [
-            {"name": "cockpit-recording", "rules": recording_rules()},
+            {"name": "cockpit-recording", "rules": recording_rules(s)},
             {"name": "cockpit-alerts", "rules": [a.render(s) for a in alerts(s)]},
         ]
     }
 
 
-def _seconds(duration: str) -> int:
-    return int(parse_duration(duration))
+def _window_seconds(window: str) -> int:
+    return int(window[:-1]) * _SECONDS[window[-1]]
+
+
+def _prom_duration(seconds: float) -> str:
+    """Seconds in Prometheus notation, in the largest unit that divides them."""
+    whole = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole and whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"

@@ -58,7 +58,14 @@ class Runner:
             source = self.sources[job.kind]
             source.open(job)
             stats = {
-                name: JobStats(job.tenant, job.kind, name, reasons=source.reasons, full=self.full)
+                name: JobStats(
+                    job.tenant,
+                    job.kind,
+                    name,
+                    reasons=source.reasons,
+                    full=self.full,
+                    interval=job.interval,
+                )
                 for name in source.parts(job)
             }
             self._active[job.id] = _Active(job, stats)

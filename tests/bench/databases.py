@@ -155,19 +155,27 @@ class ConnectionWatch:
         self._thread.start()
 
     def _run(self) -> None:
-        conn = pymysql.connect(**ROOT)
-        with conn.cursor() as cursor:
+        # Timeouts everywhere: a server busy accepting a peer's thousand connections may
+        # leave a handshake unanswered, and the benchmark must not wait on it forever.
+        settings = {**ROOT, "connect_timeout": 10, "read_timeout": 10, "write_timeout": 10}
+        while not self._stop.is_set():
+            try:
+                self._sample(pymysql.connect(**settings))
+            except pymysql.Error:
+                self._stop.wait(1)
+
+    def _sample(self, conn: pymysql.Connection) -> None:  # type: ignore[type-arg]
+        with conn, conn.cursor() as cursor:
             while not self._stop.wait(0.2):
                 cursor.execute(
                     f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{USER}'"
                 )
                 row = cursor.fetchone()
                 self.peak = max(self.peak, int(row[0]) if row else 0)
-        conn.close()
 
     def stop(self) -> int:
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=30)
         return self.peak
 
 

@@ -1,0 +1,41 @@
+"""The `alerting` settings the alert rules are rendered from: scrape job, objectives, thresholds.
+
+Defaults render the committed `alerts/cockpit.rules.yml`; `render rules --config F` reads
+these keys from the config file instead.
+"""
+
+from typing import Annotated
+
+from pydantic import Field
+
+from exporter.durations import Duration
+from exporter.fields import HttpUrl, Model
+
+DEFAULT_RUNBOOKS = "https://github.com/cockpit-exporter/cockpit-exporter/blob/main/docs/runbooks.md"
+Objective = Annotated[float, Field(gt=0.5, lt=1)]
+
+
+class Thresholds(Model):
+    """When each alert fires; durations in Prometheus notation (`5m`) or seconds."""
+
+    collection_failing_for: Duration = 900.0
+    stale_intervals: float = Field(3.0, ge=1, le=1000)  # data stale after this many intervals
+    blind_for: Duration = 300.0
+    blind_memory: Duration = 3600.0  # how long platform alerts stay firing while blind
+    schedule_late_after: Duration = 600.0
+    queued_too_long: Duration = 1800.0
+    api_error_ratio: float = Field(0.25, gt=0, le=1)
+    runs_lag: Duration = 900.0
+    pool_offline_for: Duration = 120.0
+    agent_offline_for: Duration = 600.0
+    min_runs: int = Field(10, ge=1)  # fewer finished runs in a burn window never page
+
+
+class RuleSettings(Model):
+    """Everything `render rules` takes from the config; each key has a default."""
+
+    scrape_job: str = Field("cockpit", min_length=1, pattern=r"^[^\"\\\n]+$")
+    objective: Objective = 0.95
+    process_objectives: dict[str, Objective] = Field(default_factory=dict)
+    runbooks: HttpUrl = DEFAULT_RUNBOOKS
+    thresholds: Thresholds = Field(default_factory=Thresholds)
