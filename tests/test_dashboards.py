@@ -14,9 +14,12 @@ import aiohttp
 import promql_parser
 import pytest
 
+from exporter.alertrules import RuleSettings, Thresholds
 from exporter.grafana.build import build, render_all
-from exporter.grafana.panels import BOARDS, Board
+from exporter.grafana.model import Board
+from exporter.grafana.panels import BOARDS
 from exporter.reference import exported_series_names
+from exporter.render.rules import recording_rules, render_rules
 from exporter.render.yamlout import dump
 from tests import platform_helpers
 from tests.conftest import ScratchDatabase, free_port
@@ -38,6 +41,8 @@ def panels() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def substituted(expr: str, rate_interval: str = "1m", tenant: str = "t0001") -> str:
+    # Pool and process as their "All" value (`.+`), the tenant as one of the demo's.
+    expr = expr.replace("$pool", ".+").replace("$process", ".+")
     return expr.replace("$__rate_interval", rate_interval).replace("$tenant", tenant)
 
 
@@ -55,6 +60,8 @@ def test_template_variables_and_links() -> None:
         assert variables["datasource"]["type"] == "datasource"
         assert variables["datasource"]["query"] == "prometheus"
         assert variables["tenant"]["datasource"]["uid"] == "${datasource}"
+        tenant = variables["tenant"]
+        assert tenant["multi"] and tenant["includeAll"] and tenant["allValue"] == ".+"
         assert any(link["type"] == "dashboards" and "cockpit" in link["tags"]
                    for link in dashboard["links"])  # fmt: skip
         assert "cockpit" in dashboard["tags"]
@@ -73,6 +80,26 @@ def test_panels_follow_the_linter_rules() -> None:
             assert target["expr"].strip(), where
             assert target["datasource"]["uid"] == "${datasource}", where
             assert target["refId"], where
+
+
+def test_every_panel_sets_its_thresholds_and_tables_are_instant_table_queries() -> None:
+    """No panel falls back to Grafana's default thresholds (red from 80, which turned "Agents
+    up" red on a healthy fleet); the steps start at -infinity and rise; the stats the alerts
+    judge turn red where the alert fires; tables ask for one instant row per series."""
+    alert = Thresholds()
+    steps = {}
+    for uid, panel in panels():
+        thresholds = panel["fieldConfig"]["defaults"]["thresholds"]
+        values = [step["value"] for step in thresholds["steps"]]
+        assert thresholds["mode"] == "absolute" and values[0] is None, (uid, panel["title"])
+        assert values[1:] == sorted(values[1:]) and 80 not in values, (uid, panel["title"])
+        steps[panel["title"]] = thresholds["steps"]
+        if panel["type"] == "table":
+            assert all(t["instant"] and t["format"] == "table" for t in panel["targets"])
+    assert steps["Oldest queued run"][1] == {"value": alert.queued_too_long, "color": "red"}
+    assert steps["Agents up"] == [{"value": None, "color": "red"}, {"value": 1, "color": "green"}]
+    late = next(p for _, p in panels() if p["title"] == "Late schedules")
+    assert f"> {alert.schedule_late_after:g})" in late["targets"][0]["expr"]
 
 
 def counters_outside_rate(node: object, inside: bool = False) -> list[str]:
@@ -97,12 +124,15 @@ def test_expressions_parse_use_rate_interval_and_exported_metrics() -> None:
     """Every expression parses; range functions use $__rate_interval; counters appear only
     inside rate or increase; every metric is one the exporter exports (checked against the
     exporter's own family definitions)."""
-    known = exported_series_names()
+    known = exported_series_names() | {"ALERTS"}
+    known |= {rule["record"] for rule in recording_rules(RuleSettings())}
     for uid, panel in panels():
         for target in panel["targets"]:
             expr = target["expr"]
             for window in re.findall(r"\b(?:rate|irate|increase)\([^\[]*\[([^\]]+)\]", expr):
-                assert window == "$__rate_interval", (uid, expr)
+                # The error budget is the objective's 30 days, whatever the time picker says.
+                allowed = ("$__rate_interval", "30d") if "Error budget" in panel["title"] else ()
+                assert window in allowed or window == "$__rate_interval", (uid, expr)
             parsed = promql_parser.parse(substituted(expr))
             assert selectors(parsed) <= known, (uid, selectors(parsed) - known)
             assert counters_outside_rate(parsed) == [], (uid, expr)
@@ -136,8 +166,11 @@ async def test_every_panel_query_returns_data_from_real_prometheus(
         exporter = await make_exporter(text, schedule=True)
         config, port = tmp_path / "prometheus.yml", free_port()
         target = f"127.0.0.1:{exporter.exporter.port}"
+        # The rules too: the SLO panels read recording rules, the alert panels ALERTS.
+        (tmp_path / "rules.yml").write_text(dump(render_rules()))
         config.write_text(dump({
-            "global": {"scrape_interval": "1s"},
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(tmp_path / "rules.yml")],
             "scrape_configs": [{"job_name": "cockpit", "static_configs": [{"targets": [target]}]}],
         }))  # fmt: skip
         process = await spawn(

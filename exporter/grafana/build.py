@@ -9,10 +9,15 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import (
     DashboardLinkType,
     DataSourceRef,
+    DataTransformerConfig,
+    Threshold,
+    ThresholdsMode,
     VariableRefresh,
 )
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from exporter.grafana.panels import BOARDS, Board, Panel
+from exporter.grafana.model import Board, Panel, Variable
+from exporter.grafana.panels import BOARDS
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAG = "cockpit"
@@ -27,6 +32,11 @@ def _panel(panel: Panel) -> Any:
         .description(panel.description)
         .unit(panel.unit)
         .datasource(DATASOURCE)
+        .thresholds(
+            sdk.ThresholdsConfig()
+            .mode(ThresholdsMode.ABSOLUTE)
+            .steps([Threshold(value, colour) for value, colour in panel.thresholds])
+        )
     )
     for ref, query in zip(_REF_IDS, panel.queries, strict=False):
         target = prometheus.Dataquery().expr(query.expr).ref_id(ref).datasource(DATASOURCE)
@@ -34,8 +44,45 @@ def _panel(panel: Panel) -> Any:
             target = target.legend_format(query.legend)
         if panel.kind != "timeseries":
             target = target.instant()
+        if panel.kind == "table":  # one row per series, its labels as columns
+            target = target.format(PromQueryFormat.TABLE)
         builder = builder.with_target(target)
+    if panel.no_value:
+        builder = builder.no_value(panel.no_value)
+    if panel.links:
+        builder = builder.data_links([sdk.DashboardLink(t).url(url) for t, url in panel.links])
+    if panel.columns:
+        builder = _merged(builder, panel.columns)
     return builder
+
+
+def _merged(builder: Any, columns: tuple[str, ...]) -> Any:
+    """Several instant table queries as one row per label set, value columns named."""
+    names = {f"Value #{ref}": column for ref, column in zip(_REF_IDS, columns, strict=False)}
+    return builder.with_transformation(
+        DataTransformerConfig(id_val="merge", options={})
+    ).with_transformation(
+        DataTransformerConfig(
+            id_val="organize", options={"renameByName": names, "excludeByName": {"Time": True}}
+        )
+    )
+
+
+def _variable(variable: Variable) -> Any:
+    return (
+        sdk.QueryVariable(variable.name)
+        .label(variable.label)
+        .datasource(DATASOURCE)
+        .query(variable.query)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True)
+        .all_value(".+")
+    )
+
+
+# Firing alerts of the selected tenants as marks on every time series panel.
+ALERT_ANNOTATION_EXPR = 'ALERTS{tenant=~"$tenant",alertstate="firing"}'
 
 
 def build(board: Board) -> dict[str, Any]:
@@ -48,12 +95,20 @@ def build(board: Board) -> dict[str, Any]:
         .time("now-6h", "now")
         .refresh("1m")
         .with_variable(sdk.DatasourceVariable("datasource").label("Data source").type("prometheus"))
+        # "All" is `.+`, not Grafana's default of every value joined into one regex: at
+        # fleet size that regex is thousands of tenants long.
         .with_variable(
-            sdk.QueryVariable("tenant")
-            .label("Tenant")
+            _variable(
+                Variable("tenant", "Tenant", "label_values(cockpit_collection_success, tenant)")
+            )
+        )
+        .annotation(
+            sdk.AnnotationQuery()
+            .name("Firing alerts")
             .datasource(DATASOURCE)
-            .query("label_values(cockpit_collection_success, tenant)")
-            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .enable(True)
+            .icon_color("red")
+            .expr(ALERT_ANNOTATION_EXPR)
         )
         .link(
             sdk.DashboardLink("Cockpit dashboards")
@@ -64,9 +119,16 @@ def build(board: Board) -> dict[str, Any]:
             .keep_time(True)
         )
     )
+    for variable in board.variables:
+        dashboard = dashboard.with_variable(_variable(variable))
     for panel in board.panels:
         dashboard = dashboard.with_panel(_panel(panel))
     document: dict[str, Any] = json.loads(JSONEncoder(sort_keys=True).encode(dashboard.build()))
+    for annotation in document["annotations"]["list"]:
+        if annotation.get("expr") == ALERT_ANNOTATION_EXPR:
+            # Prometheus annotation fields the SDK has no builder for (Grafana's docs:
+            # title from labels, tags from label keys).
+            annotation |= {"titleFormat": "{{alertname}}", "tagKeys": "severity,tenant"}
     return document
 
 

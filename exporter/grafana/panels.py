@@ -1,97 +1,140 @@
-"""What a dashboard shows, independent of Grafana's JSON: panels, their queries and units."""
+"""The cockpit's dashboards: for each, its panels, their queries, units and thresholds."""
 
-from dataclasses import dataclass, field
+from exporter.alertrules import RuleSettings, Thresholds
+from exporter.grafana.model import Board, Panel, Query, Steps, Variable
 
-T = '{tenant="$tenant"}'
+# The tenant variable is multi-select: operators compare tenants side by side.
+T = '{tenant=~"$tenant"}'
 RATE = "[$__rate_interval]"
-
-
-@dataclass(frozen=True)
-class Query:
-    """One PromQL target; `may_be_empty` says why no data can be a healthy answer."""
-
-    expr: str
-    legend: str = ""
-    may_be_empty: str = ""
-
-
-@dataclass(frozen=True)
-class Panel:
-    """A panel: `kind` is timeseries, stat or table."""
-
-    title: str
-    description: str
-    unit: str
-    queries: tuple[Query, ...]
-    kind: str = "timeseries"
-
-
-@dataclass(frozen=True)
-class Board:
-    """A dashboard: uid, title, one-line purpose and its panels."""
-
-    uid: str
-    title: str
-    description: str
-    panels: tuple[Panel, ...] = field(default_factory=tuple)
+# The alerts' defaults, so a stat turns red where the alert fires.
+ALERT = Thresholds()
+ZERO_IS_GOOD: Steps = ((None, "green"), (1, "red"))
+BUDGET = 1 - RuleSettings().objective
 
 
 FAILED = 'status=~"failed|timed_out"'
-NO_QUEUE = "no run waits right now"
-NO_LATE = "every schedule is on time"
+PLATFORM = '{tenant=~"$tenant",source="platform"}'
+UNREACHABLE = "platform unreachable: see Exporter health"
+NOTHING_FIRING = "no alert is firing"
+
+
+def reachable(expr: str) -> str:
+    """`expr` only while every selected tenant's platform collection works.
+
+    Platform series vanish during an outage; a stat would then read a stale or made-up 0.
+    With this it reads nothing, and the panel's no-value text says why.
+    """
+    return f"({expr}) and on () (min(cockpit_collection_success{PLATFORM}) == 1)"
+
+
+def ratio(failed: str, every: str) -> str:
+    """The ratio failed / every, and 0 rather than NaN when nothing finished (0/0)."""
+    return f"(({failed}) / ({every}) >= 0) or vector(0)"
+
+
+RUN_FAILURES = ratio(
+    f'sum(rate(cockpit_runs_finished_total{{tenant=~"$tenant",{FAILED}}}{RATE}))',
+    f"sum(rate(cockpit_runs_finished_total{T}{RATE}))",
+)
+# The budget over the objective's 30 days: the one window that is not the rate interval.
+BUDGET_LEFT = (
+    "1 - ("
+    + ratio(
+        f'sum(increase(cockpit_runs_finished_total{{tenant=~"$tenant",{FAILED}}}[30d]))',
+        f"sum(increase(cockpit_runs_finished_total{T}[30d]))",
+    )
+    + f") / {BUDGET:g}"
+)
+
+BROKEN_NOW = (
+    Panel("Firing alerts", "Alerts firing now for the selected tenants; 0 when all is well.",
+          "none", (Query('count(ALERTS{tenant=~"$tenant",alertstate="firing"}) or vector(0)'),),
+          kind="stat", thresholds=ZERO_IS_GOOD),
+    Panel("What's broken now", "Each firing alert of the selected tenants.", "none", (
+        Query('ALERTS{tenant=~"$tenant",alertstate="firing"}',
+              may_be_empty=NOTHING_FIRING),), kind="table"),
+)  # fmt: skip
+
+SLO = (
+    Panel("Error budget left (30 days)",
+          f"Share of the run failure budget ({BUDGET:.0%} of runs) not yet spent in 30 days.",
+          "percentunit", (Query(BUDGET_LEFT),), kind="stat",
+          thresholds=((None, "red"), (0, "orange"), (0.25, "green"))),
+    Panel("Burn rate", "How fast failures spend the budget, per alert window (1 = exactly "
+          "on budget); the run failure alert pages above 14.4 (1h) and 6 (6h).", "none", tuple(
+              Query(f"(sum(tenant:cockpit_run_failures:ratio_rate{w}{T}) / {BUDGET:g} >= 0)"
+                    " or vector(0)", w) for w in ("1h", "6h", "1d", "3d")),
+          thresholds=((None, "green"), (6, "orange"), (14.4, "red"))),
+)  # fmt: skip
 
 OVERVIEW = Board(
     "cockpit-tenant-overview",
     "Cockpit / Tenant overview",
     "Is this tenant's platform healthy, and if not, where?",
     (
+        *BROKEN_NOW,
         Panel("Agents up", "Agents online or busy, of all enabled agents.", "none", (
-            Query(f"sum(cockpit_agent_up{T})"),), kind="stat"),
+            Query(reachable(f"sum(cockpit_agent_up{T}) or vector(0)")),), kind="stat",
+              thresholds=((None, "red"), (1, "green")), no_value=UNREACHABLE),
+        Panel("Runs queued", "Runs waiting for an agent.", "none", (
+            Query(reachable(f"sum(cockpit_runs_queued{T}) or vector(0)")),), kind="stat",
+              no_value=UNREACHABLE),
+        Panel("Oldest queued run", "How long the oldest waiting run has waited; 0 when none "
+              "waits. Red where CockpitRunsStuckInQueue fires.", "s", (
+            Query(reachable(f"(time() - min(cockpit_runs_oldest_queued_timestamp_seconds{T}))"
+                            " or vector(0)")),), kind="stat",
+              thresholds=((None, "green"), (ALERT.queued_too_long, "red")),
+              no_value=UNREACHABLE),
+        Panel("Late schedules", "Enabled schedules whose next run is overdue by more than "
+              "CockpitScheduleLate allows.", "none", (Query(reachable(
+                  f"count((time() - cockpit_schedule_next_run_timestamp_seconds{T}"
+                  f" > {ALERT.schedule_late_after:g})"
+                  f" and on (tenant, schedule, process) cockpit_schedule_enabled{T} == 1)"
+                  " or vector(0)")),), kind="stat", thresholds=ZERO_IS_GOOD,
+              no_value=UNREACHABLE),
+        *SLO,
         Panel("Agents by status", "Agents per pool and status.", "none", (
-            Query(f"sum by (pool, status) (cockpit_agents{T})", "{{pool}} {{status}}"),)),
+            Query(f"sum by (pool, status) (cockpit_agents{T})", "{{pool}} {{status}}"),),
+              no_value=UNREACHABLE),
         Panel("Run throughput", "Runs finishing per second, by final status.", "ops", (
             Query(f"sum by (status) (rate(cockpit_runs_finished_total{T}{RATE}))", "{{status}}"),)),
-        Panel("Run failure ratio", "Share of finished runs that failed or timed out.",
-              "percentunit", (Query(
-                  f'sum(rate(cockpit_runs_finished_total{{tenant="$tenant",{FAILED}}}{RATE}))'
-                  f" / sum(rate(cockpit_runs_finished_total{T}{RATE}))",
-                  may_be_empty="no run finished in the window"),)),
-        Panel("Runs queued", "Runs waiting for an agent.", "none", (
-            Query(f"sum(cockpit_runs_queued{T})"),), kind="stat"),
-        Panel("Oldest queued run", "How long the oldest waiting run has waited.", "s", (
-            Query(f"time() - min(cockpit_runs_oldest_queued_timestamp_seconds{T})",
-                  may_be_empty=NO_QUEUE),), kind="stat"),
-        Panel("Late schedules", "Enabled schedules whose next run is over 10 minutes overdue.",
-              "none", (Query(
-                  f"count((time() - cockpit_schedule_next_run_timestamp_seconds{T} > 600)"
-                  f" and on (tenant, schedule, process) cockpit_schedule_enabled{T} == 1)",
-                  may_be_empty=NO_LATE),), kind="stat"),
+        Panel("Run failure ratio", "Share of finished runs that failed or timed out; 0 when "
+              "no run finished.", "percentunit", (Query(RUN_FAILURES),),
+              thresholds=((None, "green"), (BUDGET, "red"))),
         Panel("SQL query duration", "How long each SQL query of this tenant took last.", "s", (
-            Query('cockpit_collection_duration_seconds{tenant="$tenant",source="sql"}',
-                  "{{query}}"),)),
+            Query('cockpit_collection_duration_seconds{tenant=~"$tenant",source="sql"}',
+                  "{{tenant}} {{query}}"),)),
         Panel("Data freshness", "Seconds since each collection last succeeded.", "s", (
             Query(f"time() - cockpit_collection_last_success_timestamp_seconds{T}",
-                  "{{source}} {{query}}"),)),
+                  "{{tenant}} {{source}} {{query}}"),)),
     ),
 )  # fmt: skip
 
+P = '{tenant=~"$tenant",pool=~"$pool"}'
 AGENTS = Board(
     "cockpit-agents",
     "Cockpit / Agents",
     "Every agent of the tenant: up or not, heartbeats, pools.",
     (
-        Panel("Agents", "Each agent's state: 1 up (online or busy), 0 down.", "none", (
-            Query(f"cockpit_agent_up{T}", "{{pool}} {{agent}}"),), kind="table"),
+        Panel("Agents", "Each agent's state: 1 up (online or busy), 0 down; a pool links to "
+              "its agents alone.", "none", (
+            Query(f"cockpit_agent_up{P}", "{{pool}} {{agent}}"),), kind="table",
+              thresholds=((None, "red"), (1, "green")), no_value=UNREACHABLE,
+              links=(("Only this pool", "/d/cockpit-agents?var-tenant=${__data.fields.tenant}"
+                      "&var-pool=${__data.fields.pool}&${__url_time_range}"),)),
         Panel("Agents up per pool", "Agents up per pool over time.", "none", (
-            Query(f"sum by (pool) (cockpit_agent_up{T})", "{{pool}}"),)),
+            Query(f"sum by (pool) (cockpit_agent_up{P})", "{{pool}}"),), no_value=UNREACHABLE),
         Panel("Heartbeat age", "Seconds since each agent's last heartbeat.", "s", (
-            Query(f"time() - cockpit_agent_last_heartbeat_timestamp_seconds{T}",
-                  "{{agent}}"),)),
+            Query(f"time() - cockpit_agent_last_heartbeat_timestamp_seconds{P}",
+                  "{{agent}}"),), no_value=UNREACHABLE),
         Panel("Agent versions", "Agents by version.", "none", (
-            Query(f"count by (version) (cockpit_agent_info{T})", "{{version}}"),), kind="table"),
+            Query(f"count by (version) (cockpit_agent_info{P})", "{{version}}"),), kind="table",
+              no_value=UNREACHABLE),
     ),
+    (Variable("pool", "Pool", 'label_values(cockpit_agent_up{tenant=~"$tenant"}, pool)'),),
 )  # fmt: skip
 
+R = '{tenant=~"$tenant",process=~"$process"}'
 PROCESSES = Board(
     "cockpit-processes",
     "Cockpit / Processes and schedules",
@@ -99,21 +142,79 @@ PROCESSES = Board(
     (
         Panel("Finished runs by process", "Runs finishing per second, by process and status.",
               "ops", (Query(
-                  f"sum by (process, status) (rate(cockpit_runs_finished_total{T}{RATE}))",
+                  f"sum by (process, status) (rate(cockpit_runs_finished_total{R}{RATE}))",
                   "{{process}} {{status}}"),)),
         Panel("Run duration p95", "95th percentile of run duration per process.", "s", (Query(
             "histogram_quantile(0.95, sum by (process, le) "
-            f"(rate(cockpit_run_duration_seconds_bucket{T}{RATE})))", "{{process}}",
+            f"(rate(cockpit_run_duration_seconds_bucket{R}{RATE})))", "{{process}}",
             may_be_empty="no run finished in the window"),)),
         Panel("Queued and running", "Runs waiting and executing per process.", "none", (
-            Query(f"sum by (process) (cockpit_runs_queued{T})", "queued {{process}}"),
-            Query(f"sum by (process) (cockpit_runs_running{T})", "running {{process}}"))),
-        Panel("Schedules", "Next planned run of each enabled schedule.", "dateTimeAsIso", (
-            Query(f"cockpit_schedule_next_run_timestamp_seconds{T} * 1000", "{{schedule}}"),),
-              kind="table"),
+            Query(f"sum by (process) (cockpit_runs_queued{R})", "queued {{process}}"),
+            Query(f"sum by (process) (cockpit_runs_running{R})", "running {{process}}")),
+              no_value=UNREACHABLE),
+        Panel("Schedules", "Next planned run of each enabled schedule; a process links to "
+              "its runs alone.", "dateTimeAsIso", (
+            Query(f"cockpit_schedule_next_run_timestamp_seconds{R} * 1000", "{{schedule}}"),),
+              kind="table", no_value=UNREACHABLE,
+              links=(("Only this process", "/d/cockpit-processes?var-tenant="
+                      "${__data.fields.tenant}&var-process=${__data.fields.process}"
+                      "&${__url_time_range}"),)),
         Panel("Processes enabled", "1 for enabled processes.", "none", (
-            Query(f"cockpit_process_enabled{T}", "{{process}}"),), kind="table"),
+            Query(f"cockpit_process_enabled{R}", "{{process}}"),), kind="table",
+              no_value=UNREACHABLE),
     ),
+    (Variable("process", "Process",
+              'label_values(cockpit_process_enabled{tenant=~"$tenant"}, process)'),),
+)  # fmt: skip
+
+TO_TENANT = (("Tenant overview", "/d/cockpit-tenant-overview?var-tenant=${__data.fields.tenant}"
+              "&${__url_time_range}"),)  # fmt: skip
+FLEET = Board(
+    "cockpit-fleet",
+    "Cockpit / Fleet overview",
+    "For operators: every tenant at once; a tenant's row links to its dashboards.",
+    (
+        Panel("Tenant count", "Tenants with collection jobs.", "none", (
+            Query("count(count by (tenant) (cockpit_collection_success))"),), kind="stat"),
+        Panel("Blind tenants", "Tenants whose platform collection fails entirely "
+              "(CockpitTenantBlind once it lasts).", "none", (Query(
+                  'count(max by (tenant) (cockpit_collection_success{source="platform"}) == 0)'
+                  " or vector(0)"),), kind="stat", thresholds=ZERO_IS_GOOD),
+        Panel("Tenants with failing jobs", "Tenants where at least one job's last run "
+              "failed.", "none", (Query(
+                  "count(min by (tenant) (cockpit_collection_success) == 0) or vector(0)"),),
+              kind="stat", thresholds=ZERO_IS_GOOD),
+        Panel("Critical alerts firing", "Critical alerts firing across all tenants.", "none", (
+            Query('count(ALERTS{alertstate="firing",severity="critical"}) or vector(0)'),),
+              kind="stat", thresholds=ZERO_IS_GOOD),
+        Panel("Tenants", "One row per tenant: collection health (1 all jobs ok), oldest data "
+              "age, blind (1), agents up of enabled, run failure ratio, firing alerts.",
+              "none", (
+                  Query("min by (tenant) (cockpit_collection_success)"),
+                  Query("max by (tenant) (time() - "
+                        "cockpit_collection_last_success_timestamp_seconds)"),
+                  Query('1 - max by (tenant) (cockpit_collection_success{source="platform"})'),
+                  Query("sum by (tenant) (cockpit_agent_up)"),
+                  Query("sum by (tenant) (cockpit_agent_enabled)"),
+                  Query(f'sum by (tenant) (rate(cockpit_runs_finished_total{{{FAILED}}}{RATE}))'
+                        f" / sum by (tenant) (rate(cockpit_runs_finished_total{RATE})) >= 0",
+                        may_be_empty="no run finished in the window"),
+                  Query('count by (tenant) (ALERTS{alertstate="firing"})',
+                        may_be_empty=NOTHING_FIRING),
+              ), kind="table", links=TO_TENANT,
+              columns=("collection ok", "data age (s)", "blind", "agents up", "agents enabled",
+                       "run failure ratio", "alerts firing")),
+        Panel("Firing alerts by tenant and severity", "Alerts firing over time.", "none", (
+            Query('count by (tenant, severity) (ALERTS{alertstate="firing"})',
+                  "{{tenant}} {{severity}}", may_be_empty=NOTHING_FIRING),)),
+        Panel("Run failure ratio by tenant", "Share of finished runs that failed or timed "
+              "out, per tenant.", "percentunit", (Query(
+                  f'sum by (tenant) (rate(cockpit_runs_finished_total{{{FAILED}}}{RATE}))'
+                  f" / sum by (tenant) (rate(cockpit_runs_finished_total{RATE})) >= 0",
+                  "{{tenant}}", may_be_empty="no run finished in the window"),),
+              thresholds=((None, "green"), (BUDGET, "red"))),
+    ),
+    operators_only=True,
 )  # fmt: skip
 
 HEALTH = Board(
@@ -143,4 +244,4 @@ HEALTH = Board(
     ),
 )  # fmt: skip
 
-BOARDS = (OVERVIEW, AGENTS, PROCESSES, HEALTH)
+BOARDS = (FLEET, OVERVIEW, AGENTS, PROCESSES, HEALTH)

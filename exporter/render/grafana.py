@@ -113,8 +113,9 @@ def write_provisioning(config: Config, out: Path) -> list[Path]:
         files[out / "dashboards" / f"org-{OPERATORS_ORG}" / f"{board['uid']}.json"] = (
             json.dumps(board, indent=2, sort_keys=True) + "\n"
         )
+    tenant_boards = [build(board) for board in BOARDS if not board.operators_only]
     for tenant, org in config.grafana_orgs.items():
-        for board in boards:
+        for board in tenant_boards:
             path = out / "dashboards" / f"org-{org.org_id}" / f"{board['uid']}.json"
             files[path] = (
                 json.dumps(fixed_to_tenant(board, tenant), indent=2, sort_keys=True) + "\n"
