@@ -13,6 +13,8 @@ from exporter.fields import HttpUrl, Model
 
 DEFAULT_RUNBOOKS = "https://github.com/cockpit-exporter/cockpit-exporter/blob/main/docs/runbooks.md"
 Objective = Annotated[float, Field(gt=0.5, lt=1)]
+# A process name as the platform reports it; control characters cannot go into a PromQL string.
+ProcessName = Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f]+$")]
 
 
 class Thresholds(Model):
@@ -21,7 +23,8 @@ class Thresholds(Model):
     collection_failing_for: Duration = 900.0
     stale_intervals: float = Field(3.0, ge=1, le=1000)  # data stale after this many intervals
     blind_for: Duration = 300.0
-    blind_memory: Duration = 3600.0  # how long platform alerts stay firing while blind
+    # How long platform alerts keep their state while blind: a PromQL range, so a minute or more.
+    blind_memory: Annotated[Duration, Field(ge=60)] = 3600.0
     schedule_late_after: Duration = 600.0
     queued_too_long: Duration = 1800.0
     api_error_ratio: float = Field(0.25, gt=0, le=1)
@@ -36,6 +39,6 @@ class RuleSettings(Model):
 
     scrape_job: str = Field("cockpit", min_length=1, pattern=r"^[^\"\\\n]+$")
     objective: Objective = 0.95
-    process_objectives: dict[str, Objective] = Field(default_factory=dict)
+    process_objectives: dict[ProcessName, Objective] = Field(default_factory=dict)
     runbooks: HttpUrl = DEFAULT_RUNBOOKS
     thresholds: Thresholds = Field(default_factory=Thresholds)

@@ -142,6 +142,21 @@ def test_rules_are_rendered_from_the_configs_alerting_section(tmp_path: Path) ->
     assert "ratio_rate1h > 0.144" in burns[0]["expr"]  # 14.4 x a 1% budget
     check = promtool("check", "rules", str(rendered / "cockpit.rules.yml"))
     assert check.returncode == 0, check.stdout + check.stderr
+    # --runbooks wins over the config's runbooks, and a bad one is named.
+    config = str(rendered / "config.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "render", "rules", "--config", config,
+         "--runbooks", "https://wiki.example.com/cockpit"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "runbook_url: https://wiki.example.com/cockpit#exporter-down" in result.stdout
+    assert 'up{job="cockpit-prod"}' in result.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "exporter", "render", "rules", "--runbooks", "wiki"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "--runbooks" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_a_process_with_its_own_objective_pages_on_its_own(tmp_path: Path) -> None:
@@ -160,6 +175,8 @@ def test_a_process_with_its_own_objective_pages_on_its_own(tmp_path: Path) -> No
         ("  thresholds: {blind_for: soon}\n", "alerting.thresholds.blind_for"),
         ("  scrape_job: 'a\"b'\n", "alerting.scrape_job"),
         ("  thresholds: {min_run: 3}\n", "alerting.thresholds.min_run"),
+        ("  thresholds: {blind_memory: 10s}\n", "alerting.thresholds.blind_memory"),
+        ("  process_objectives: {billing: 1}\n", "alerting.process_objectives.billing"),
     ],
 )
 def test_bad_alerting_settings_name_the_key(tmp_path: Path, alerting: str, message: str) -> None:

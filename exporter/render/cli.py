@@ -40,7 +40,8 @@ def _rules(config: Path | None, runbooks: str | None) -> int:
             alerting = load_config(config).alerting
             settings = alerting if alerting is not None else settings
         if runbooks:
-            settings = RuleSettings.model_validate(settings.model_dump() | {"runbooks": runbooks})
+            checked = RuleSettings(runbooks=runbooks).runbooks
+            settings = settings.model_copy(update={"runbooks": checked})
     except ConfigError as exc:
         return fail(str(exc))
     except ValidationError as exc:
