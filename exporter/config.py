@@ -15,7 +15,7 @@ from sqlalchemy.exc import ArgumentError
 from exporter import schema
 from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana
 from exporter.reference import exported_owners
-from exporter.secrets import read_secret
+from exporter.secrets import read_secret, unread
 from exporter.sources.base import Job
 
 _DRIVERS = {"mysql": "mysql+aiomysql", "mariadb": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}
@@ -161,8 +161,17 @@ class Config:
     shadowed: tuple[str, ...] = ()  # discovered ids a static tenant overrides
 
 
-def load_config(path: Path, discovered: Sequence[Mapping[str, Any]] = ()) -> Config:
-    """Read, validate and resolve the configuration file at `path` (plus discovered tenants)."""
+def load_config(
+    path: Path, discovered: Sequence[Mapping[str, Any]] = (), *, secrets: bool = True
+) -> Config:
+    """Read, validate and resolve the configuration file at `path` (plus discovered tenants).
+
+    `secrets=False` checks everything but leaves passwords and client secrets unread, for
+    rendering the configuration of the tools around the exporter.
+    """
+    if not secrets:
+        with unread():
+            return load_config(path, discovered)
     source = str(path)
     try:
         raw = path.read_text(encoding="utf-8")

@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from exporter.config import load_config
+from exporter.render.alertmanager import render_alertmanager
+from exporter.render.yamlout import dump
 from exporter.settings import split_address
 
 ROOT = Path(__file__).parent.parent
@@ -57,18 +59,48 @@ def test_ports_and_scrape_target_agree(compose: dict) -> None:
     assert "/healthz" in " ".join(exporter["healthcheck"]["test"])
 
 
-def test_prometheus_config_is_valid() -> None:
-    """promtool accepts the shipped Prometheus config."""
+def test_prometheus_config_is_valid_and_loads_the_mounted_rules(
+    compose: dict, tmp_path: Path
+) -> None:
+    """promtool accepts the shipped Prometheus config with its rule files where compose
+    mounts them from (the committed alerts/cockpit.rules.yml)."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: `make test` installs Debian's prometheus package"
+    prometheus = compose["services"]["prometheus"]
+    config = yaml.safe_load(mounts(prometheus)["/etc/prometheus/prometheus.yml"].read_text())
+    rule_files = [mounts(prometheus)[path] for path in config["rule_files"]]
+    assert rule_files == [ROOT / "alerts" / "cockpit.rules.yml"]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config | {"rule_files": [str(p) for p in rule_files]}))
     result = subprocess.run(
-        [promtool, "check", "config", str(ROOT / "deploy" / "prometheus.yml")],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+        [promtool, "check", "config", str(local)],
+        check=False, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout + result.stderr
+
+
+def test_alertmanager_gets_the_rendered_routing(compose: dict) -> None:
+    """Prometheus sends alerts to the compose Alertmanager, whose config is exactly what
+    `render alertmanager` makes of deploy/config.yaml (no secret needed to render it), and
+    amtool accepts it."""
+    prometheus = compose["services"]["prometheus"]
+    config = yaml.safe_load(mounts(prometheus)["/etc/prometheus/prometheus.yml"].read_text())
+    targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    alertmanager = compose["services"]["alertmanager"]
+    assert targets == ["alertmanager:9093"] and "9093:9093" in alertmanager["ports"]
+    routing = mounts(alertmanager)["/etc/alertmanager/alertmanager.yml"]
+    rendered = dump(
+        render_alertmanager(load_config(ROOT / "deploy" / "config.yaml", secrets=False))
+    )
+    assert routing.read_text() == rendered, "re-render deploy/alertmanager.yml (see its config)"
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool missing: `make test` installs Debian's prometheus-alertmanager"
+    check = subprocess.run(
+        [amtool, "check-config", str(routing)], capture_output=True, text=True, check=False,
+        timeout=30,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_dockerfile_installs_the_package_and_runs_the_console_script() -> None:

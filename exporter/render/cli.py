@@ -25,7 +25,7 @@ def render(options: argparse.Namespace) -> int:
     if options.target == "rules":
         return _rules(options.config, options.runbooks)
     try:
-        document = render_alertmanager(load_config(options.config))
+        document = render_alertmanager(load_config(options.config, secrets=False))
     except ConfigError as exc:
         return fail(str(exc))
     sys.stdout.write(dump(document))
@@ -37,7 +37,7 @@ def _rules(config: Path | None, runbooks: str | None) -> int:
     settings = RuleSettings()
     try:
         if config is not None:
-            alerting = load_config(config).alerting
+            alerting = load_config(config, secrets=False).alerting
             settings = alerting if alerting is not None else settings
         if runbooks:
             checked = RuleSettings(runbooks=runbooks).runbooks
@@ -59,7 +59,7 @@ def _write_dashboards(out: Path) -> int:
 
 def _write_grafana(config: Path, out: Path) -> int:
     try:
-        written = write_provisioning(load_config(config), out)
+        written = write_provisioning(load_config(config, secrets=False), out)
     except ConfigError as exc:
         return fail(str(exc))
     sys.stdout.write(f"wrote {len(written)} files under {out}\n")
