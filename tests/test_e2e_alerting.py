@@ -49,11 +49,17 @@ async def webhooks() -> AsyncIterator[tuple[Webhooks, str]]:
     await runner.cleanup()
 
 
+def named(alerts: list[dict[str, Any]], name: str, status: str = "firing") -> list[dict[str, Any]]:
+    return [a for a in alerts if a["labels"]["alertname"] == name and a["status"] == status]
+
+
 async def test_pool_offline_pages_that_tenant_only(
     make_exporter, database: ScratchDatabase, webhooks, tmp_path: Path
 ) -> None:
     """Agent pool offline for t0001: its receiver gets CockpitAgentPoolOffline naming the tenant,
-    pool and agents; no other tenant's receiver (nor the operators) gets anything."""
+    pool and agents; no other tenant's receiver (nor the operators) gets anything. Then
+    t0001's platform goes down: the operators are paged that t0001 is blind, t0001 is told,
+    and the pool page is not resolved by the missing data."""
     assert shutil.which("prometheus") and shutil.which("prometheus-alertmanager")
     hooks, hooks_url = webhooks
     sim = await platform_helpers.start(len(TENANTS))
@@ -65,9 +71,8 @@ async def test_pool_offline_pages_that_tenant_only(
 
         # Alert timings shortened for the test: pages after one evaluation, grouped at once.
         rules = tmp_path / "rules.yml"
-        rules.write_text(
-            dump(render_rules(RuleSettings(thresholds=Thresholds(pool_offline_for=1))))
-        )
+        quick = Thresholds(pool_offline_for=1, blind_for=1)
+        rules.write_text(dump(render_rules(RuleSettings(thresholds=quick))))
         routing = render_alertmanager(config)
         routing["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
         am_config, am_port = tmp_path / "alertmanager.yml", free_port()
@@ -123,6 +128,14 @@ async def test_pool_offline_pages_that_tenant_only(
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(3)  # time for anything misrouted to arrive too
+        paged_before_outage = {who: list(hooks.alerts(who)) for who in hooks.received}
+
+        tenant.faults = tenant.faults.model_copy(update={"down": True})
+        for _ in range(600):
+            if named(hooks.alerts("operators"), "CockpitTenantBlind"):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(5)  # a resolve of the pool page would have come by now
     finally:
         for process in processes:
             process.terminate()
@@ -138,5 +151,13 @@ async def test_pool_offline_pages_that_tenant_only(
     assert alert["labels"]["severity"] == "critical"
     description = alert["annotations"]["description"]
     assert "t0001" in description and all(name in description for name in offline), description
-    for other in ("t0002", "t0003", "operators"):
-        assert hooks.alerts(other) == [], (other, hooks.received.get(other))
+    # Before the outage: the tenant's business page reached the tenant alone (no other
+    # tenant's receiver, nor the operators).
+    assert set(paged_before_outage) == {"t0001"}, json.dumps(paged_before_outage)[:2000]
+    blind = named(hooks.alerts("operators"), "CockpitTenantBlind")
+    assert [a["labels"]["tenant"] for a in blind] == ["t0001"], json.dumps(hooks.received)[:3000]
+    assert named(hooks.alerts("t0001"), "CockpitTenantBlind")  # informed: its data is blind
+    assert not named(hooks.alerts("t0001"), "CockpitAgentPoolOffline", "resolved")
+    # The blind tenant's failing platform jobs page nobody twice: not the operators' warnings.
+    assert not named(hooks.alerts("operators"), "CockpitCollectionFailing")
+    assert not set(hooks.received) - {"t0001", "operators"}, json.dumps(hooks.received)[:2000]
