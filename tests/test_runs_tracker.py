@@ -53,3 +53,22 @@ def test_dedup_memory_is_bounded_by_the_overlap_window() -> None:
         tracker.update([run(f"r{minute}-{i}", "succeeded", t) for i in range(10)], t)
     assert sum(tracker.finished.values()) == 1000
     assert len(tracker.counted) <= 20
+
+
+def test_queued_runs_share_their_process_and_status_strings() -> None:
+    """Runs parsed from separate JSON answers keep one string per process and status, not
+    one per run: a platform with a long queue holds tens of thousands of them."""
+    import json
+
+    tracker = RunTracker(overlap=60, lookback=0, history=86400)
+    stamp = datetime.fromtimestamp(NOW, UTC).isoformat()
+    for page in range(2):
+        body = json.loads(json.dumps([
+            {"id": f"r{page}-{i}", "process_id": "nightly-" + "x" * 30, "status": "queued",
+             "updated_at": stamp} for i in range(3)
+        ]))  # fmt: skip
+        tracker.page([Run.model_validate(item) for item in body])
+    active = list(tracker.active.values())
+    assert len(active) == 6
+    assert all(a.process_id is active[0].process_id for a in active)
+    assert all(a.status is active[0].status for a in active)

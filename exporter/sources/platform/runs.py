@@ -8,6 +8,7 @@ running; the finished runs it sees are history and not counted (unless within `l
 """
 
 import bisect
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -84,7 +85,10 @@ class RunTracker:
             self.cursor = updated if self.cursor is None else max(self.cursor, updated)
             if run.status not in FINAL_STATUSES:
                 since = (run.queued_at or run.updated_at).timestamp()
-                self.active[run.id] = ActiveRun(run.process_id, run.status, since, updated)
+                # A long queue holds tens of thousands of these: one shared string per
+                # process and status, not one per run as the JSON parser made them.
+                process, status = sys.intern(run.process_id), sys.intern(run.status)
+                self.active[run.id] = ActiveRun(process, status, since, updated)
                 continue
             self.active.pop(run.id, None)
             if run.id in self.counted:
@@ -146,7 +150,7 @@ class RunTracker:
         self.baselined = bool(state["baselined"])
         self.counted = {str(i): float(u) for i, u in state["counted"].items()}
         self.active = {
-            str(i): ActiveRun(str(p), str(s), float(since), float(u))
+            str(i): ActiveRun(sys.intern(str(p)), sys.intern(str(s)), float(since), float(u))
             for i, (p, s, since, u) in state["active"].items()
         }
         self.finished = Counter({(str(p), str(s)): int(n) for p, s, n in state["finished"]})
