@@ -102,6 +102,22 @@ def test_every_panel_sets_its_thresholds_and_tables_are_instant_table_queries() 
     assert f"> {alert.schedule_late_after:g})" in late["targets"][0]["expr"]
 
 
+@pytest.mark.parametrize("board", BOARDS, ids=[b.uid for b in BOARDS])
+def test_panels_fit_the_grid_without_overlapping(board: Board) -> None:
+    """Every panel within Grafana's 24 columns, no two sharing a cell, stats first in a row
+    of their own size: compact, not one 12-wide block per number."""
+    cells: set[tuple[int, int]] = set()
+    for panel in build(board)["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, (board.uid, panel["title"], pos)
+        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"])
+                for y in range(pos["y"], pos["y"] + pos["h"])}  # fmt: skip
+        assert not mine & cells, (board.uid, panel["title"], pos)
+        cells |= mine
+        if panel["type"] == "stat":
+            assert pos["w"] <= 6 and pos["h"] <= 4, (board.uid, panel["title"])
+
+
 def counters_outside_rate(node: object, inside: bool = False) -> list[str]:
     """Counter selectors not wrapped in rate/irate/increase."""
     found: list[str] = []

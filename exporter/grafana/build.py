@@ -10,6 +10,7 @@ from grafana_foundation_sdk.models.dashboard import (
     DashboardLinkType,
     DataSourceRef,
     DataTransformerConfig,
+    GridPos,
     Threshold,
     ThresholdsMode,
     VariableRefresh,
@@ -23,11 +24,27 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAG = "cockpit"
 _KINDS: dict[str, Any] = {"timeseries": timeseries.Panel, "stat": stat.Panel, "table": table.Panel}
 _REF_IDS = "ABCDEFGH"
+# (width of 24, height) per kind: a row of six stats on top answers "is anything wrong?" at
+# a glance; graphs two by two; tables full width, they have columns to show.
+_SIZES = {"stat": (4, 4), "timeseries": (12, 8), "table": (24, 8)}
 
 
-def _panel(panel: Panel) -> Any:
+def layout(panels: tuple[Panel, ...]) -> list[GridPos]:
+    """Panels left to right in rows of 24 columns, a new row when the next does not fit."""
+    places, x, y, row_height = [], 0, 0, 0
+    for panel in panels:
+        width, height = _SIZES[panel.kind]
+        if x + width > 24:
+            x, y, row_height = 0, y + row_height, 0
+        places.append(GridPos(h=height, w=width, x=x, y=y))
+        x, row_height = x + width, max(row_height, height)
+    return places
+
+
+def _panel(panel: Panel, place: GridPos) -> Any:
     builder = (
         _KINDS[panel.kind]()
+        .grid_pos(place)
         .title(panel.title)
         .description(panel.description)
         .unit(panel.unit)
@@ -121,8 +138,8 @@ def build(board: Board) -> dict[str, Any]:
     )
     for variable in board.variables:
         dashboard = dashboard.with_variable(_variable(variable))
-    for panel in board.panels:
-        dashboard = dashboard.with_panel(_panel(panel))
+    for panel, place in zip(board.panels, layout(board.panels), strict=True):
+        dashboard = dashboard.with_panel(_panel(panel, place))
     document: dict[str, Any] = json.loads(JSONEncoder(sort_keys=True).encode(dashboard.build()))
     for annotation in document["annotations"]["list"]:
         if annotation.get("expr") == ALERT_ANNOTATION_EXPR:

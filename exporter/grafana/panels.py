@@ -72,7 +72,7 @@ OVERVIEW = Board(
     "Cockpit / Tenant overview",
     "Is this tenant's platform healthy, and if not, where?",
     (
-        *BROKEN_NOW,
+        BROKEN_NOW[0],
         Panel("Agents up", "Agents online or busy, of all enabled agents.", "none", (
             Query(reachable(f"sum(cockpit_agent_up{T}) or vector(0)")),), kind="stat",
               thresholds=((None, "red"), (1, "green")), no_value=UNREACHABLE),
@@ -92,7 +92,9 @@ OVERVIEW = Board(
                   f" and on (tenant, schedule, process) cockpit_schedule_enabled{T} == 1)"
                   " or vector(0)")),), kind="stat", thresholds=ZERO_IS_GOOD,
               no_value=UNREACHABLE),
-        *SLO,
+        SLO[0],
+        BROKEN_NOW[1],
+        SLO[1],
         Panel("Agents by status", "Agents per pool and status.", "none", (
             Query(f"sum by (pool, status) (cockpit_agents{T})", "{{pool}} {{status}}"),),
               no_value=UNREACHABLE),
