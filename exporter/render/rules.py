@@ -149,8 +149,8 @@ def _burn_alerts(s: RuleSettings) -> list[Alert]:
     """The run SLO's burns: one alert name, with severity and windows as labels.
 
     So a critical burn inhibits the warning one of the same tenant (Alertmanager's
-    `equal: [alertname, tenant]`). Each burn needs `min_runs` finished runs in its long
-    window: one failed run of a daily process is a 100% failure ratio, not a burning budget.
+    `equal: [tenant, alertname, process]`). Each burn needs `min_runs` finished runs in its
+    long window: one failed run of a daily process is a 100% failure ratio, not a burning budget.
     """
     targets = [("tenant", "", s.objective)]
     targets += [("tenant_process", name, o) for name, o in sorted(s.process_objectives.items())]
