@@ -11,6 +11,7 @@ from exporter.config import load_config
 from exporter.render.alertmanager import render_alertmanager
 from exporter.render.yamlout import dump
 from exporter.settings import split_address
+from tests import platform_helpers
 
 ROOT = Path(__file__).parent.parent
 
@@ -29,21 +30,62 @@ def mounts(service: dict) -> dict[str, Path]:
     return out
 
 
+def compose_config(compose: dict, tmp_path: Path, simulator_url: str = "") -> Path:
+    """deploy/config.yaml as the exporter container sees it, its secrets at their compose
+    files (and the simulator at `simulator_url`, when given)."""
+    exporter = compose["services"]["exporter"]
+    text = mounts(exporter)[exporter["command"][1]].read_text()
+    for name, secret in compose["secrets"].items():
+        text = text.replace(f"/run/secrets/{name}", str(ROOT / secret["file"]))
+    if simulator_url:
+        text = text.replace("http://simulator:9620", simulator_url)
+    copy = tmp_path / "config.yaml"
+    copy.write_text(text)
+    return copy
+
+
 def test_compose_files_exist_and_config_is_valid(compose: dict, tmp_path: Path) -> None:
-    """Every mounted file exists; the exporter's config loads with the compose secret."""
+    """Every mounted file exists; the exporter's config loads with the compose secrets, its
+    databases on the MariaDB service and its platforms on the simulator service."""
     for service in compose["services"].values():
         for host in mounts(service).values():
             assert host.exists(), host
-    exporter = compose["services"]["exporter"]
-    config_path = mounts(exporter)[exporter["command"][1]]
-    secret = ROOT / compose["secrets"]["db_password"]["file"]
-    text = config_path.read_text().replace("/run/secrets/db_password", str(secret))
-    copy = tmp_path / "config.yaml"
-    copy.write_text(text)
-    config = load_config(copy)
-    assert [job.tenant for job in config.jobs] == ["acme", "globex"]
+    config = load_config(compose_config(compose, tmp_path))
+    assert [job.tenant for job in config.jobs] == ["t0001", "t0002"]
     assert {j.database.url.host for j in config.jobs} == {"mariadb"}
     assert "mariadb" in compose["services"]
+    listen = compose["services"]["simulator"]["command"]
+    port = listen[listen.index("--web.listen-address") + 1].rsplit(":", 1)[1]
+    assert {p.base_url.split("/t/")[0] for p in config.platforms} == {f"http://simulator:{port}"}
+
+
+async def test_the_compose_platform_secrets_are_the_simulators(
+    compose: dict, tmp_path: Path, make_exporter
+) -> None:
+    """The committed demo secrets are what the compose simulator (its seed, its tenants)
+    accepts: collecting from a simulator started with the same arguments succeeds."""
+    command = compose["services"]["simulator"]["command"]
+    seed = int(command[command.index("--seed") + 1])
+    tenants = int(command[command.index("--tenants") + 1])
+    sim = await platform_helpers.start(tenants, seed=seed)
+    try:
+        text = compose_config(compose, tmp_path, sim.url).read_text()
+        document = yaml.safe_load(text)
+        for tenant in document["tenants"]:
+            del tenant["mysql"], tenant["params"]  # the platform alone: no compose MariaDB here
+        document.pop("queries")
+        exporter = await make_exporter(yaml.safe_dump(document))
+        for job in exporter.exporter.runner.jobs():
+            await exporter.exporter.run_job(job)
+        samples = await exporter.samples()
+    finally:
+        await sim.runner.cleanup()
+    success = {
+        (dict(labels)["tenant"], dict(labels)["query"]): value
+        for (name, labels), value in samples.items()
+        if name == "cockpit_collection_success"
+    }
+    assert len(success) == 8 and set(success.values()) == {1.0}, success
 
 
 def test_ports_and_scrape_target_agree(compose: dict) -> None:
