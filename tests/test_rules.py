@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import promql_parser
 import pytest
@@ -94,18 +95,27 @@ def test_the_reference_check_catches_unknown_names(bad: str) -> None:
     assert selectors(promql_parser.parse(f"rate({bad}[5m]) > 0")) == {bad}
 
 
+def render_rules_cli(tmp_path: Path, alerting: str | None, *flags: str) -> CompletedProcess[str]:
+    """`cockpit-exporter render rules`, with a config holding this alerting section (none:
+    no --config) and `flags`."""
+    args = list(flags)
+    if alerting is not None:
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"alerting:\n  operators: [{{webhook: {{url: 'http://127.0.0.1:9/'}}}}]\n{alerting}"
+            "tenants: [{id: acme}]\n"
+        )
+        args += ["--config", str(config)]
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", "render", "rules", *args],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
 def render_with(tmp_path: Path, alerting: str) -> Path:
     """`render rules --config` with this alerting section, written next to a copy of the
     promtool test file."""
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f"alerting:\n  operators: [{{webhook: {{url: 'http://127.0.0.1:9/'}}}}]\n{alerting}"
-        "tenants: [{id: acme}]\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", "render", "rules", "--config", str(config)],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    result = render_rules_cli(tmp_path, alerting)
     assert result.returncode == 0, result.stderr
     (tmp_path / "cockpit.rules.yml").write_text(result.stdout)
     shutil.copy(ROOT / "alerts" / "cockpit.test.yml", tmp_path / "cockpit.test.yml")
@@ -144,18 +154,13 @@ def test_rules_are_rendered_from_the_configs_alerting_section(tmp_path: Path) ->
     assert check.returncode == 0, check.stdout + check.stderr
     # --runbooks wins over the config's runbooks, and a bad one is named.
     config = str(rendered / "config.yaml")
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", "render", "rules", "--config", config,
-         "--runbooks", "https://wiki.example.com/cockpit"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    result = render_rules_cli(
+        tmp_path, None, "--config", config, "--runbooks", "https://wiki.example.com/cockpit"
+    )
     assert result.returncode == 0, result.stderr
     assert "runbook_url: https://wiki.example.com/cockpit#exporter-down" in result.stdout
     assert 'up{job="cockpit-prod"}' in result.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "exporter", "render", "rules", "--runbooks", "wiki"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    bad = render_rules_cli(tmp_path, None, "--runbooks", "wiki")
     assert bad.returncode != 0 and "--runbooks" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -180,14 +185,6 @@ def test_a_process_with_its_own_objective_pages_on_its_own(tmp_path: Path) -> No
     ],
 )
 def test_bad_alerting_settings_name_the_key(tmp_path: Path, alerting: str, message: str) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f"alerting:\n  operators: [{{webhook: {{url: 'http://127.0.0.1:9/'}}}}]\n{alerting}"
-        "tenants: [{id: acme}]\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", "render", "rules", "--config", str(config)],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    result = render_rules_cli(tmp_path, alerting)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr

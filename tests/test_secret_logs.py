@@ -79,3 +79,36 @@ def test_no_secret_reaches_any_log_format(tmp_path: Path, fmt: str) -> None:
     for marker in (password, token, scoped, garbage, basic, long_basic, hashed, hashed[7:]):
         assert marker not in output and marker[:16] not in output, (fmt, marker[:12])
     assert code == 0, output
+
+
+@pytest.mark.parametrize("fmt", ["console", "logfmt", "json"])
+def test_the_registry_password_reaches_no_log_page_or_metric(
+    tmp_path: Path, fmt: str, make_database
+) -> None:
+    """A registry refusing its password (a marker) fails discovery visibly, at debug level in
+    every format, without the password in the log, on the landing page or in /metrics."""
+    registry = make_database()
+    marker = f"registry-pw-{uuid.uuid4().hex}"
+    (tmp_path / "config.yaml").write_text(
+        "tenant_discovery:\n"
+        f"  dsn: mysql://root@127.0.0.1:3306/{registry.name}\n"
+        "  password_env: COCKPIT_TEST_REGISTRY_PW\n"
+        "  sql: SELECT 'a' AS id, 'b' AS `database`\n"
+        "  mysql: {dsn: 'mysql://root@127.0.0.1:3306/{database}'}\n"
+        "tenants: []\n"
+    )
+    port = free_port()
+    process = start(
+        "--config", str(tmp_path / "config.yaml"), "--web.listen-address", f"127.0.0.1:{port}",
+        "--log.level", "debug", "--log.format", fmt,
+        env={"COCKPIT_TEST_REGISTRY_PW": marker},
+    )  # fmt: skip
+    try:
+        wait_ready(port, process)
+        metrics, page = fetch(port), fetch(port, "/")
+    finally:
+        _, output = stop(process)
+    assert "cockpit_exporter_discovery_success 0" in metrics
+    assert "tenant discovery failed" in output and "Access denied" in output, output[-2000:]
+    for where, text in (("log", output), ("metrics", metrics), ("landing page", page)):
+        assert marker not in text and marker[:20] not in text, (fmt, where)
