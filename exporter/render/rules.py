@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.alertrules import RuleSettings
+from exporter.durations import parse_duration
 
 FAILED = 'status=~"failed|timed_out"'
 # (long window, short window, burn-rate factor, severity, for): the multi-window,
@@ -27,7 +28,6 @@ BURNS = (
 )
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 LONG_WINDOWS = tuple(dict.fromkeys(long for long, *_ in BURNS))
-_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 # Platform collection failing for the tenant: nothing the platform reports is current.
 BLIND = 'max by (tenant) (cockpit_collection_success{source="platform"}) == 0'
 
@@ -165,7 +165,7 @@ def _burn_alerts(s: RuleSettings) -> list[Alert]:
                 f"{ratio}{long}{only} > {threshold:g}\n"
                 f"and on ({on}) {ratio}{short}{only} > {threshold:g}\n"
                 f"and on ({on}) {level}:cockpit_runs_finished:rate{long}{only}"
-                f" * {_window_seconds(long)} >= {s.thresholds.min_runs}"
+                f" * {parse_duration(long):g} >= {s.thresholds.min_runs}"
             )
             labels = {"long_window": long, "short_window": short}
             alerts.append(
@@ -357,10 +357,6 @@ def render_rules(settings: RuleSettings | None = None) -> dict[str, Any]:
             {"name": "cockpit-alerts", "rules": [a.render(s) for a in alerts(s)]},
         ]
     }
-
-
-def _window_seconds(window: str) -> int:
-    return int(window[:-1]) * _SECONDS[window[-1]]
 
 
 def _prom_duration(seconds: float) -> str:
