@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from exporter import __version__, logs
 from exporter.app import ListenError, serve
 from exporter.config import Config, ConfigError, format_location, load_config
+from exporter.durations import parse_duration
 from exporter.exitcodes import EXIT_FAILED, fail
 from exporter.memory import tune_allocator
 from exporter.settings import Settings, split_address
@@ -196,6 +197,26 @@ def _grafana_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParse
     sync.add_argument("--token-file", type=Path, help="file holding a token (orgs must exist)")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.add_argument("--record", type=Path, help="write each tenant's org id here (JSON)")
+    sync.add_argument(
+        "--wait",
+        type=duration,
+        default=0.0,
+        help="keep asking this long while Grafana does not answer yet (e.g. 2m); default 0",
+    )
+    sync.add_argument(
+        "--provision",
+        type=Path,
+        metavar="DIR",
+        help="then write `render grafana` files here and have Grafana reload them",
+    )
+
+
+def duration(text: str) -> float:
+    """argparse type for durations such as 90s or 2m; argparse turns ValueError into usage."""
+    seconds = parse_duration(text)
+    if seconds < 0:
+        raise ValueError(text)
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

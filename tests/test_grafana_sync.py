@@ -7,15 +7,18 @@ else of Grafana's behaviour is imitated: the tests check the plan, the requests 
 (method, path, body, headers) and how we read the documented answers.
 """
 
+import asyncio
 import base64
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from exporter.config import parse_config
@@ -24,6 +27,7 @@ from exporter.grafana.sync import (
     SyncError,
     apply,
     plan,
+    sync,
     wanted_orgs,
 )
 from tests.conftest import free_port
@@ -38,6 +42,12 @@ tenants:
   - {id: globex, grafana: {org_id: 4}}
 """
 ADMIN = "admin:s3cret-admin-password"
+
+
+RELOADS = {
+    "/api/admin/provisioning/datasources/reload": "Datasources config reloaded",
+    "/api/admin/provisioning/dashboards/reload": "Dashboards config reloaded",
+}
 
 
 class DocumentedGrafana:
@@ -71,15 +81,19 @@ class DocumentedGrafana:
             self.teams.add((org, body["name"]))
             # team.md "Add Team": {"message":"Team created","teamId":2,"uid":"ceaulqadfoav4e"}
             return web.json_response({"message": "Team created", "teamId": 2, "uid": "c1"})
+        if request.method == "POST" and request.path in RELOADS:
+            # admin.md "Reload provisioning configurations": {"message":"Dashboards config
+            # reloaded"}; the datasources message is admin_provisioning.go's.
+            return web.json_response({"message": RELOADS[request.path]})
         return web.json_response({"message": "Not found"}, status=404)
 
 
-async def serve(grafana: DocumentedGrafana) -> tuple[web.AppRunner, str]:
+async def serve(grafana: DocumentedGrafana, port: int = 0) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", grafana.handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
+    port = port or free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}"
 
@@ -166,32 +180,12 @@ async def test_an_org_created_with_another_id_stops_the_sync() -> None:
 def test_command_dry_run_and_record(tmp_path: Path) -> None:
     """The real command: --dry-run only reads; a real run records each tenant's org id; the
     admin password never appears in its output."""
-    import asyncio
-    import threading
-
     grafana = DocumentedGrafana({1: "Main Org."}, set(), next_id=2)
-    loop = asyncio.new_event_loop()
-    runner, url = loop.run_until_complete(serve(grafana))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    (tmp_path / "config.yaml").write_text(CONFIG)
-    (tmp_path / "admin").write_text(ADMIN + "\n")
-    base = [sys.executable, "-m", "exporter", "grafana", "sync", "--config",
-            str(tmp_path / "config.yaml"), "--url", url, "--basic-auth-file",
-            str(tmp_path / "admin")]  # fmt: skip
-    try:
-        dry = subprocess.run(
-            [*base, "--dry-run"], check=False, capture_output=True, text=True, timeout=60
-        )
-        methods = {m for m, _, _, _ in grafana.requests}
-        real = subprocess.run(
-            [*base, "--record", str(tmp_path / "orgs.json")],
-            check=False, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    dry = run_sync(grafana, config, "--dry-run")
+    methods = {m for m, _, _, _ in grafana.requests}
+    real = run_sync(grafana, config, "--record", str(tmp_path / "orgs.json"))
     assert dry.returncode == 0, dry.stderr
     assert "plan: create org 3 acme" in dry.stdout and "dry run: nothing changed" in dry.stdout
     assert methods == {"GET"}
@@ -223,3 +217,77 @@ def test_command_refuses_bad_credentials_files(
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1 and expected in result.stderr, result.stderr
+
+
+def run_sync(grafana: DocumentedGrafana, config: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`grafana sync` as a process against `grafana`, served from a thread meanwhile."""
+    loop = asyncio.new_event_loop()
+    runner, url = loop.run_until_complete(serve(grafana))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    (config.parent / "admin").write_text(ADMIN + "\n")
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "exporter", "grafana", "sync", "--config", str(config),
+             "--url", url, "--basic-auth-file", str(config.parent / "admin"), *extra],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_provision_writes_after_the_orgs_exist_then_reloads(tmp_path: Path) -> None:
+    """--provision: the orgs are created first, then the `render grafana` files are written
+    and Grafana is asked to reload datasources, then dashboards (documented calls). A dry
+    run writes nothing and reloads nothing."""
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    out = tmp_path / "grafana"
+    grafana = DocumentedGrafana({1: "Main Org."}, set(), next_id=2)
+    dry = run_sync(grafana, config, "--provision", str(out), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"plan: write provisioning under {out}, reload it" in dry.stdout
+    assert not out.exists() and {m for m, _, _, _ in grafana.requests} == {"GET"}
+    real = run_sync(grafana, config, "--provision", str(out))
+    assert real.returncode == 0, real.stderr
+    posts = [p for m, p, _, _ in grafana.requests if m == "POST"]
+    assert posts[:3] == ["/api/orgs"] * 3 and posts[-2:] == list(RELOADS), posts
+    assert "reloaded dashboards: Dashboards config reloaded" in real.stdout
+    datasources = yaml.safe_load((out / "provisioning/datasources/cockpit.yaml").read_text())
+    assert {d["orgId"] for d in datasources["datasources"]} == {1, 3, 4}
+    assert sorted(p.name for p in (out / "dashboards").iterdir()) == ["org-1", "org-3", "org-4"]
+
+
+def test_provision_refuses_a_tenant_without_an_org_before_calling_grafana(
+    tmp_path: Path,
+) -> None:
+    """Provisioning needs an org per tenant: a tenant without one is a config error named
+    before Grafana is called at all."""
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG + "  - {id: initech}\n")
+    grafana = DocumentedGrafana({1: "Main Org."}, set(), next_id=2)
+    result = run_sync(grafana, config, "--provision", str(tmp_path / "out"))
+    assert result.returncode == 2 and "tenant 'initech'" in result.stderr, result.stderr
+    assert grafana.requests == [] and not (tmp_path / "out").exists()
+
+
+async def test_wait_asks_again_until_grafana_answers(tmp_path: Path) -> None:
+    """--wait: a Grafana that starts 3 s after the sync is still synced; without it the
+    refused connection is the error, named with the call."""
+    config = parse_config(CONFIG, "x")
+    grafana = DocumentedGrafana({1: "Main Org."}, set(), next_id=2)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(SyncError, match=r"GET /api/orgs.*ClientConnectorError"):
+        await sync(config, url, "Bearer x", dry_run=True)
+
+    async def late() -> web.AppRunner:
+        await asyncio.sleep(3)
+        return (await serve(grafana, port))[0]
+
+    starting = asyncio.create_task(late())
+    steps, done = await sync(config, url, "Bearer x", dry_run=False, wait=20)
+    await (await starting).cleanup()
+    assert "created org 4 globex" in done and len(steps) == 7

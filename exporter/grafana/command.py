@@ -11,17 +11,23 @@ from exporter.grafana.sync import SyncError, authorization, record, sync, wanted
 
 
 def run(options: argparse.Namespace) -> int:
-    """Plan, print and (unless --dry-run) apply; --record writes the org ids."""
+    """Plan, print and (unless --dry-run) apply and provision; --record writes the org ids."""
     try:
-        config = load_config(options.config)
+        config = load_config(options.config, secrets=False)  # Grafana needs none of them
         auth = authorization(options.basic_auth_file, options.token_file)
-        steps, done = asyncio.run(sync(config, options.url, auth, options.dry_run))
+        steps, done = asyncio.run(
+            sync(config, options.url, auth, options.dry_run, options.provision, options.wait)
+        )
     except ConfigError as exc:
         return fail(str(exc))
     except SyncError as exc:
         return fail(f"grafana sync: {exc}", EXIT_FAILED)
+    except OSError as exc:
+        return fail(f"grafana sync: cannot write provisioning: {exc}", EXIT_FAILED)
     out = sys.stdout
     out.writelines(f"plan: {step}\n" for step in steps)
+    if options.provision is not None:
+        out.write(f"plan: write provisioning under {options.provision}, reload it\n")
     if options.dry_run:
         out.write("dry run: nothing changed\n")
         return 0

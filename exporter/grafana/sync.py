@@ -4,10 +4,12 @@ Grafana's provisioning does not create organisations, and Grafana assigns org id
 (the next free one). So the plan compares the configured ids with what Grafana has, creates
 missing orgs in id order, checks each created org got the configured id, and records the
 ids. Nothing is renamed or deleted: a configured id that Grafana uses for another name is a
-conflict to resolve by hand. Calls follow Grafana's HTTP API docs (org.md, team.md); the
-admin org API accepts only a Grafana Admin's basic authentication.
+conflict to resolve by hand. With --provision it then writes the provisioning files and asks
+Grafana to reload them. Calls follow Grafana's HTTP API docs (org.md, team.md, admin.md); the
+admin org and provisioning APIs accept only a Grafana Admin's basic authentication.
 """
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,14 +21,21 @@ from urllib.parse import urlencode
 import aiohttp
 
 from exporter.config import Config, ConfigError
+from exporter.render.grafana import grafana_settings, write_provisioning
 from exporter.render.grafana_ini import OPERATORS_ORG
 
 LANDING_ORG_NAME = "cockpit-landing"
+WAIT_STEP = 2.0
+RELOADED = ("datasources", "dashboards")  # datasources first: the dashboards query them
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 class SyncError(Exception):
     """Grafana's state or answer does not allow the sync to go on; the message says why."""
+
+
+class Unreachable(SyncError):
+    """Grafana did not answer at all (refused, reset, timed out)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,11 @@ class GrafanaApi:
         body = await self._call("POST", "/api/teams", {"name": name}, org_id=org_id)
         return int(_field(body, "teamId", "/api/teams"))
 
+    async def reload(self, kind: str) -> str:
+        """POST /api/admin/provisioning/KIND/reload; returns Grafana's message."""
+        path = f"/api/admin/provisioning/{kind}/reload"
+        return str(_field(await self._call("POST", path), "message", path))
+
     async def _call(
         self,
         method: str,
@@ -136,7 +150,7 @@ class GrafanaApi:
             ) as response:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SyncError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+            raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         if response.status == 404 and missing_ok:
             return None
         if response.status >= 300:
@@ -209,10 +223,51 @@ def authorization(basic_auth_file: Path | None, token_file: Path | None) -> str:
     return f"Bearer {secret}"
 
 
-async def sync(config: Config, url: str, auth: str, dry_run: bool) -> tuple[list[Step], list[str]]:
-    """Read Grafana's orgs, plan, and (unless a dry run) apply; returns plan and changes."""
+async def provision(config: Config, api: GrafanaApi, out: Path) -> list[str]:
+    """Write the provisioning files under `out`, then have Grafana read them again.
+
+    Only after the orgs exist: Grafana refuses provisioning that names a missing org, at
+    start-up as on reload, so a stack writes these files here rather than before Grafana starts.
+    """
+    written = write_provisioning(config, out)
+    done = [f"wrote {len(written)} files under {out}"]
+    for kind in RELOADED:
+        done.append(f"reloaded {kind}: {await api.reload(kind)}")
+    return done
+
+
+async def orgs_when_up(api: GrafanaApi, wait: float) -> dict[int, str]:
+    """Grafana's orgs, asking again every 2 s for up to `wait` seconds while it is unreachable.
+
+    A stack starts this job beside Grafana rather than after it (see docker-compose.yml), so
+    the first answers may be refused connections; an HTTP error is an answer and stops us.
+    """
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            return await api.orgs()
+        except Unreachable:
+            if asyncio.get_running_loop().time() + WAIT_STEP > deadline:
+                raise
+        await asyncio.sleep(WAIT_STEP)
+
+
+async def sync(
+    config: Config,
+    url: str,
+    auth: str,
+    dry_run: bool,
+    out: Path | None = None,
+    wait: float = 0.0,
+) -> tuple[list[Step], list[str]]:
+    """Read Grafana's orgs, plan, and (unless a dry run) apply and provision into `out`."""
     wanted = wanted_orgs(config)
+    if out is not None:
+        grafana_settings(config)  # a tenant without an org stops us before Grafana is touched
     async with aiohttp.ClientSession() as session:
         api = GrafanaApi(session, url, auth)
-        steps = plan(wanted, await api.orgs())
-        return steps, ([] if dry_run else await apply(steps, api))
+        steps = plan(wanted, await orgs_when_up(api, wait))
+        if dry_run:
+            return steps, []
+        done = await apply(steps, api)
+        return steps, done + ([] if out is None else await provision(config, api, out))

@@ -18,7 +18,8 @@ from exporter.render.grafana_ini import OPERATORS_ORG, env, ini, label_proxy_arg
 from exporter.render.yamlout import dump
 
 
-def _settings(config: Config) -> Grafana:
+def grafana_settings(config: Config) -> Grafana:
+    """The config's `grafana` section, once every tenant has an org; else a ConfigError."""
     if config.grafana is None:
         raise ConfigError(config.source, ["grafana: needed to render Grafana provisioning"])
     missing = [t for t in config.tenants if t not in config.grafana_orgs]
@@ -31,7 +32,7 @@ def _settings(config: Config) -> Grafana:
 
 def datasources(config: Config) -> dict[str, Any]:
     """The datasources file: one default Prometheus datasource per org."""
-    grafana = _settings(config)
+    grafana = grafana_settings(config)
     entries = [
         {
             "name": "Cockpit (all tenants)",
@@ -66,7 +67,7 @@ def datasources(config: Config) -> dict[str, Any]:
 
 def providers(config: Config) -> dict[str, Any]:
     """The dashboard providers file: a read-only Cockpit folder in every org."""
-    grafana = _settings(config)
+    grafana = grafana_settings(config)
     orgs = [(OPERATORS_ORG, "operators")]
     orgs += [(org.org_id, tenant) for tenant, org in config.grafana_orgs.items()]
     return {
@@ -104,9 +105,9 @@ def write_provisioning(config: Config, out: Path) -> list[Path]:
     files: dict[Path, str] = {
         out / "provisioning" / "datasources" / "cockpit.yaml": dump(datasources(config)),
         out / "provisioning" / "dashboards" / "cockpit.yaml": dump(providers(config)),
-        out / "grafana.ini": ini(settings(config, _settings(config))),
-        out / "grafana.env": env(settings(config, _settings(config))),
-        out / "prom-label-proxy.args": "\n".join(label_proxy_args(_settings(config))) + "\n",
+        out / "grafana.ini": ini(settings(config, grafana_settings(config))),
+        out / "grafana.env": env(settings(config, grafana_settings(config))),
+        out / "prom-label-proxy.args": "\n".join(label_proxy_args(grafana_settings(config))) + "\n",
     }
     boards = [build(board) for board in BOARDS]
     for board in boards:
