@@ -1,14 +1,18 @@
 """docker-compose.yml and deploy/ agree with each other and with the exporter."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from exporter.config import load_config
 from exporter.render.alertmanager import render_alertmanager
+from exporter.render.grafana import grafana_settings
+from exporter.render.grafana_ini import env, label_proxy_args, settings
 from exporter.render.yamlout import dump
 from exporter.settings import split_address
 from tests import platform_helpers
@@ -26,8 +30,15 @@ def mounts(service: dict) -> dict[str, Path]:
     out = {}
     for volume in service.get("volumes", []):
         host, container = volume.split(":")[:2]
-        out[container] = ROOT / host
+        if host.startswith("."):
+            out[container] = ROOT / host
     return out
+
+
+def named_volumes(service: dict) -> dict[str, str]:
+    """Container path -> volume name of a service's named volumes."""
+    pairs = (v.split(":")[:2] for v in service.get("volumes", []))
+    return {container: host for host, container in pairs if not host.startswith(".")}
 
 
 def compose_config(compose: dict, tmp_path: Path, simulator_url: str = "") -> Path:
@@ -219,3 +230,114 @@ def test_wheel_and_sdist_build(tmp_path: Path) -> None:
     assert (
         "cockpit-exporter = exporter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     )
+
+
+def test_every_image_is_pinned_and_grafana_is_new_enough(compose: dict) -> None:
+    """Images name an exact version (never a moving tag); Grafana's is at least the one whose
+    org_mapping the rendered settings need."""
+    from exporter.render.grafana_ini import MIN_GRAFANA
+
+    images = {n: s["image"] for n, s in compose["services"].items() if "image" in s}
+    assert set(images) >= {"mariadb", "prometheus", "alertmanager", "prom-label-proxy", "grafana"}
+    for name, image in images.items():
+        tag = image.rsplit(":", 1)[1]
+        assert re.fullmatch(r"v?\d+\.\d+(\.\d+)?", tag), (name, image)
+    grafana = tuple(int(x) for x in images["grafana"].rsplit(":", 1)[1].split("."))
+    assert grafana >= tuple(int(x) for x in MIN_GRAFANA.split("."))
+    built = [n for n, s in compose["services"].items() if "build" in s]
+    assert sorted(built) == ["exporter", "grafana-sync", "simulator"]
+
+
+def deploy_grafana():
+    """The `grafana` section of deploy/config.yaml, and the config."""
+    config = load_config(ROOT / "deploy" / "config.yaml", secrets=False)
+    return config, grafana_settings(config)
+
+
+def test_grafana_settings_are_the_rendered_ones(compose: dict) -> None:
+    """Grafana's environment is deploy/grafana.env, which is what `render grafana` makes of
+    deploy/config.yaml; compose adds only paths, the demo admin and plain-HTTP cookies."""
+    config, grafana = deploy_grafana()
+    service = compose["services"]["grafana"]
+    assert service["env_file"] == ["deploy/grafana.env"]
+    lines = (ROOT / "deploy" / "grafana.env").read_text().splitlines()
+    committed = [line for line in lines if line and not line.startswith("#")]
+    rendered = env(settings(config, grafana)).splitlines()
+    assert committed == rendered, "re-render deploy/grafana.env (see its first line)"
+    assert set(service["environment"]) == {
+        "GF_PATHS_PROVISIONING", "GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD__FILE",
+        "GF_SECURITY_COOKIE_SECURE",
+    }  # fmt: skip
+    assert "GF_SECURITY_COOKIE_SECURE=true" in rendered  # overridden for the demo only
+
+
+def test_label_proxy_runs_the_rendered_arguments_between_grafana_and_prometheus(
+    compose: dict,
+) -> None:
+    """The proxy's command is `render grafana`'s prom-label-proxy.args; the tenant orgs'
+    datasource URL is the proxy service on its listen port, and its upstream is the
+    Prometheus service. It publishes no port."""
+    _, grafana = deploy_grafana()
+    proxy = compose["services"]["prom-label-proxy"]
+    args = label_proxy_args(grafana)
+    assert args[0] == "prom-label-proxy" and proxy["command"] == args[1:]
+    assert "ports" not in proxy
+    listen = next(a for a in args if a.startswith("-insecure-listen-address="))
+    tenant_url = urlsplit(str(grafana.tenant_proxy_url))
+    assert (tenant_url.hostname, str(tenant_url.port)) == ("prom-label-proxy", listen[-4:])
+    prometheus_url = urlsplit(str(grafana.prometheus_url))
+    assert prometheus_url.hostname == "prometheus" and prometheus_url.port == 9090
+    assert "9090:9090" in compose["services"]["prometheus"]["ports"]
+
+
+def test_grafana_sync_writes_where_grafana_reads(compose: dict) -> None:
+    """grafana-sync provisions into a volume Grafana mounts at the same path, read-only:
+    GF_PATHS_PROVISIONING and grafana.dashboards_path point into it. It talks to the
+    Grafana service with the admin Grafana is given, and waits for it."""
+    from exporter.cli import _parser
+
+    _, grafana = deploy_grafana()
+    sync, server = compose["services"]["grafana-sync"], compose["services"]["grafana"]
+    options = _parser().parse_args(sync["command"])
+    out = str(options.provision)
+    assert named_volumes(server)[out] == named_volumes(sync)[out]
+    assert f"{named_volumes(sync)[out]}:{out}:ro" in server["volumes"]
+    assert server["environment"]["GF_PATHS_PROVISIONING"] == f"{out}/provisioning"
+    assert grafana.dashboards_path == f"{out}/dashboards"
+    assert options.url == "http://grafana:3000" and "3000:3000" in server["ports"]
+    assert options.wait >= 60 and server["depends_on"]["grafana-sync"] == {
+        "condition": "service_started"
+    }
+    assert str(options.config) in mounts(sync)
+    secrets = {
+        name: (ROOT / s["file"]).read_text().strip() for name, s in compose["secrets"].items()
+    }
+    user = server["environment"]["GF_SECURITY_ADMIN_USER"]
+    password_file = server["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    password = secrets[password_file.removeprefix("/run/secrets/")]
+    assert (
+        secrets[str(options.basic_auth_file).removeprefix("/run/secrets/")] == f"{user}:{password}"
+    )
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert f"-m 0755 {out}" in dockerfile  # the volume's files are readable by Grafana's user
+
+
+def test_grafana_sync_with_the_compose_arguments(compose: dict, tmp_path: Path) -> None:
+    """The compose command, run against request/response pairs from Grafana's API docs
+    (tests/test_grafana_sync.py): it creates the landing and both tenant orgs with the ids
+    deploy/config.yaml gives them, writes providers reading dashboards_path, and reloads."""
+    from tests.test_grafana_sync import DocumentedGrafana, run_sync
+
+    command = compose["services"]["grafana-sync"]["command"]
+    options = dict(zip(command[2::2], command[3::2], strict=True))
+    config = compose_config(compose, tmp_path)
+    grafana = DocumentedGrafana({1: "Main Org."}, set(), next_id=2)
+    out = tmp_path / "provisioned"
+    result = run_sync(grafana, config, "--wait", options["--wait"], "--provision", str(out))
+    assert result.returncode == 0, result.stderr
+    assert grafana.orgs == {1: "Main Org.", 2: "cockpit-landing", 3: "t0001", 4: "t0002"}
+    providers = yaml.safe_load((out / "provisioning/dashboards/cockpit.yaml").read_text())
+    paths = {p["orgId"]: p["options"]["path"] for p in providers["providers"]}
+    dashboards = options["--provision"] + "/dashboards"
+    assert paths == {o: f"{dashboards}/org-{o}" for o in (1, 3, 4)}
+    assert "reloaded dashboards" in result.stdout
