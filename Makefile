@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: demo test lint bench bench-tools soak tools rules dashboards clean
+.PHONY: demo test lint bench bench-tools soak stack tools rules dashboards clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: $(STAMP) bench-tools
 soak: $(STAMP) tools
 	$(PY) -m tests.bench.soak
 
+# docker-compose.yml's topology without docker: MariaDB is the local server, Prometheus and
+# Alertmanager Debian's; Grafana and prom-label-proxy are skipped. STACK_PORT_OFFSET moves ports.
+stack: $(STAMP) tools
+	$(PY) -m exporter.stack $(if $(STACK_PORT_OFFSET),--port-offset $(STACK_PORT_OFFSET))
+
 # Alert and recording rules are generated; a test fails when the committed file is stale.
 rules: $(STAMP)
 	$(VENV)/bin/cockpit-exporter render rules > alerts/cockpit.rules.yml
@@ -52,4 +57,4 @@ dashboards: $(STAMP)
 	$(VENV)/bin/cockpit-exporter render dashboards --out grafana/dashboards
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .stack

@@ -212,7 +212,7 @@ def _grafana_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def duration(text: str) -> float:
-    """argparse type for durations such as 90s or 2m; argparse turns ValueError into usage."""
+    """Seconds of a duration flag such as 90s or 2m (a ValueError becomes a usage error)."""
     seconds = parse_duration(text)
     if seconds < 0:
         raise ValueError(text)

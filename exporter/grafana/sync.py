@@ -34,7 +34,7 @@ class SyncError(Exception):
     """Grafana's state or answer does not allow the sync to go on; the message says why."""
 
 
-class Unreachable(SyncError):
+class UnreachableError(SyncError):
     """Grafana did not answer at all (refused, reset, timed out)."""
 
 
@@ -150,7 +150,7 @@ class GrafanaApi:
             ) as response:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+            raise UnreachableError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         if response.status == 404 and missing_ok:
             return None
         if response.status >= 300:
@@ -246,13 +246,13 @@ async def orgs_when_up(api: GrafanaApi, wait: float) -> dict[int, str]:
     while True:
         try:
             return await api.orgs()
-        except Unreachable:
+        except UnreachableError:
             if asyncio.get_running_loop().time() + WAIT_STEP > deadline:
                 raise
         await asyncio.sleep(WAIT_STEP)
 
 
-async def sync(
+async def sync(  # noqa: PLR0917 - the command's options, one each
     config: Config,
     url: str,
     auth: str,
