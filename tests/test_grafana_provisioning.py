@@ -215,3 +215,40 @@ def test_without_oauth_local_logins_stay_and_nothing_maps(tmp_path: Path) -> Non
     assert config.grafana is not None
     text = ini(settings(config, config.grafana))
     assert "generic_oauth" not in text and "disable_login_form = false" in text
+
+
+def test_dashboards_follow_the_configs_objective_and_thresholds(tmp_path: Path, out: Path) -> None:
+    """With `alerting.objective` and a threshold set, the provisioned dashboards turn red
+    where the rules rendered from the same config fire, and the budget is the config's;
+    without them they are the committed defaults."""
+    from exporter.render.grafana import write_provisioning
+
+    config = parse_config(
+        CONFIG
+        + 'alerting:\n  operators: [{webhook: {url: "http://sink.example/ops"}}]\n'
+        + "  objective: 0.99\n  thresholds: {queued_too_long: 10m}\n",
+        "x",
+    )
+    write_provisioning(config, tmp_path)
+
+    def panels(root: Path, uid: str) -> dict[str, dict]:
+        board = load(root / "dashboards" / "org-1" / f"{uid}.json")
+        return {p["title"]: p for p in board["panels"]}
+
+    def steps(panel: dict) -> list:
+        return [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+
+    tuned, default = (
+        panels(tmp_path, "cockpit-tenant-overview"),
+        panels(out, "cockpit-tenant-overview"),
+    )
+    assert steps(tuned["Oldest queued run"]) == [None, 600]
+    assert steps(default["Oldest queued run"]) == [None, 1800]
+    assert steps(tuned["Run failure ratio"]) == [None, 0.01]
+    assert ") / 0.01" in tuned["Error budget left (30 days)"]["targets"][0]["expr"]
+    assert ") / 0.05" in default["Error budget left (30 days)"]["targets"][0]["expr"]
+    fleet = panels(tmp_path, "cockpit-fleet")
+    assert steps(fleet["Run failure ratio by tenant"]) == [None, 0.01]
+    committed = json.loads((Path(__file__).parent.parent / "grafana" / "dashboards" /
+                            "cockpit-tenant-overview.json").read_text())  # fmt: skip
+    assert load(out / "dashboards" / "org-1" / "cockpit-tenant-overview.json") == committed

@@ -1,15 +1,12 @@
 """The cockpit's dashboards: for each, its panels, their queries, units and thresholds."""
 
-from exporter.alertrules import RuleSettings, Thresholds
+from exporter.alertrules import RuleSettings
 from exporter.grafana.model import Board, Panel, Query, Steps, Variable
 
 # The tenant variable is multi-select: operators compare tenants side by side.
 T = '{tenant=~"$tenant"}'
 RATE = "[$__rate_interval]"
-# The alerts' defaults, so a stat turns red where the alert fires.
-ALERT = Thresholds()
 ZERO_IS_GOOD: Steps = ((None, "green"), (1, "red"))
-BUDGET = 1 - RuleSettings().objective
 
 
 FAILED = 'status=~"failed|timed_out"'
@@ -36,15 +33,24 @@ RUN_FAILURES = ratio(
     f'sum(rate(cockpit_runs_finished_total{{tenant=~"$tenant",{FAILED}}}{RATE}))',
     f"sum(rate(cockpit_runs_finished_total{T}{RATE}))",
 )
-# The budget over the objective's 30 days: the one window that is not the rate interval.
-BUDGET_LEFT = (
-    "1 - ("
-    + ratio(
-        f'sum(increase(cockpit_runs_finished_total{{tenant=~"$tenant",{FAILED}}}[30d]))',
-        f"sum(increase(cockpit_runs_finished_total{T}[30d]))",
+
+
+def budget_of(s: RuleSettings) -> float:
+    """The failure budget, 1 - objective, without float noise (0.01, not 0.010000000000000009)."""
+    return round(1 - s.objective, 9)
+
+
+def budget_left(budget: float) -> str:
+    """Share of the 30-day failure budget not spent; the one window not the rate interval."""
+    return (
+        "1 - ("
+        + ratio(
+            f'sum(increase(cockpit_runs_finished_total{{tenant=~"$tenant",{FAILED}}}[30d]))',
+            f"sum(increase(cockpit_runs_finished_total{T}[30d]))",
+        )
+        + f") / {budget:g}"
     )
-    + f") / {BUDGET:g}"
-)
+
 
 BROKEN_NOW = (
     Panel("Firing alerts", "Alerts firing now for the selected tenants; 0 when all is well.",
@@ -55,62 +61,72 @@ BROKEN_NOW = (
               may_be_empty=NOTHING_FIRING),), kind="table"),
 )  # fmt: skip
 
-SLO = (
-    Panel("Error budget left (30 days)",
-          f"Share of the run failure budget ({BUDGET:.0%} of runs) not yet spent in 30 days.",
-          "percentunit", (Query(BUDGET_LEFT),), kind="stat",
-          thresholds=((None, "red"), (0, "orange"), (0.25, "green"))),
-    Panel("Burn rate", "How fast failures spend the budget, per alert window (1 = exactly "
-          "on budget); the run failure alert pages above 14.4 (1h) and 6 (6h).", "none", tuple(
-              Query(f"(sum(tenant:cockpit_run_failures:ratio_rate{w}{T}) / {BUDGET:g} >= 0)"
-                    " or vector(0)", w) for w in ("1h", "6h", "1d", "3d")),
-          thresholds=((None, "green"), (6, "orange"), (14.4, "red"))),
-)  # fmt: skip
 
-OVERVIEW = Board(
-    "cockpit-tenant-overview",
-    "Cockpit / Tenant overview",
-    "Is this tenant's platform healthy, and if not, where?",
-    (
-        BROKEN_NOW[0],
-        Panel("Agents up", "Agents online or busy, of all enabled agents.", "none", (
-            Query(reachable(f"sum(cockpit_agent_up{T}) or vector(0)")),), kind="stat",
-              thresholds=((None, "red"), (1, "green")), no_value=UNREACHABLE),
-        Panel("Runs queued", "Runs waiting for an agent.", "none", (
-            Query(reachable(f"sum(cockpit_runs_queued{T}) or vector(0)")),), kind="stat",
-              no_value=UNREACHABLE),
-        Panel("Oldest queued run", "How long the oldest waiting run has waited; 0 when none "
-              "waits. Red where CockpitRunsStuckInQueue fires.", "s", (
-            Query(reachable(f"(time() - min(cockpit_runs_oldest_queued_timestamp_seconds{T}))"
-                            " or vector(0)")),), kind="stat",
-              thresholds=((None, "green"), (ALERT.queued_too_long, "red")),
-              no_value=UNREACHABLE),
-        Panel("Late schedules", "Enabled schedules whose next run is overdue by more than "
-              "CockpitScheduleLate allows.", "none", (Query(reachable(
-                  f"count((time() - cockpit_schedule_next_run_timestamp_seconds{T}"
-                  f" > {ALERT.schedule_late_after:g})"
-                  f" and on (tenant, schedule, process) cockpit_schedule_enabled{T} == 1)"
-                  " or vector(0)")),), kind="stat", thresholds=ZERO_IS_GOOD,
-              no_value=UNREACHABLE),
-        SLO[0],
-        BROKEN_NOW[1],
-        SLO[1],
-        Panel("Agents by status", "Agents per pool and status.", "none", (
-            Query(f"sum by (pool, status) (cockpit_agents{T})", "{{pool}} {{status}}"),),
-              no_value=UNREACHABLE),
-        Panel("Run throughput", "Runs finishing per second, by final status.", "ops", (
-            Query(f"sum by (status) (rate(cockpit_runs_finished_total{T}{RATE}))", "{{status}}"),)),
-        Panel("Run failure ratio", "Share of finished runs that failed or timed out; 0 when "
-              "no run finished.", "percentunit", (Query(RUN_FAILURES),),
-              thresholds=((None, "green"), (BUDGET, "red"))),
-        Panel("SQL query duration", "How long each SQL query of this tenant took last.", "s", (
-            Query('cockpit_collection_duration_seconds{tenant=~"$tenant",source="sql"}',
-                  "{{tenant}} {{query}}"),)),
-        Panel("Data freshness", "Seconds since each collection last succeeded.", "s", (
-            Query(f"time() - cockpit_collection_last_success_timestamp_seconds{T}",
-                  "{{tenant}} {{source}} {{query}}"),)),
-    ),
-)  # fmt: skip
+def slo(budget: float) -> tuple[Panel, Panel]:
+    """Budget left and burn rate per alert window, for an objective of 1 - budget."""
+    return (
+        Panel("Error budget left (30 days)",
+              f"Share of the run failure budget ({budget:.0%} of runs) not yet spent in 30 days.",
+              "percentunit", (Query(budget_left(budget)),), kind="stat",
+              thresholds=((None, "red"), (0, "orange"), (0.25, "green"))),
+        Panel("Burn rate", "How fast failures spend the budget, per alert window (1 = exactly "
+              "on budget); the run failure alert pages above 14.4 (1h) and 6 (6h).", "none", tuple(
+                  Query(f"(sum(tenant:cockpit_run_failures:ratio_rate{w}{T}) / {budget:g} >= 0)"
+                        " or vector(0)", w) for w in ("1h", "6h", "1d", "3d")),
+              thresholds=((None, "green"), (6, "orange"), (14.4, "red"))),
+    )  # fmt: skip
+
+
+def overview(s: RuleSettings) -> Board:
+    """The tenant overview, its thresholds those of the alerts under settings `s`."""
+    budget, alert = budget_of(s), s.thresholds
+    panels = slo(budget)
+    return Board(
+        "cockpit-tenant-overview",
+        "Cockpit / Tenant overview",
+        "Is this tenant's platform healthy, and if not, where?",
+        (
+            BROKEN_NOW[0],
+            Panel("Agents up", "Agents online or busy, of all enabled agents.", "none", (
+                Query(reachable(f"sum(cockpit_agent_up{T}) or vector(0)")),), kind="stat",
+                  thresholds=((None, "red"), (1, "green")), no_value=UNREACHABLE),
+            Panel("Runs queued", "Runs waiting for an agent.", "none", (
+                Query(reachable(f"sum(cockpit_runs_queued{T}) or vector(0)")),), kind="stat",
+                  no_value=UNREACHABLE),
+            Panel("Oldest queued run", "How long the oldest waiting run has waited; 0 when none "
+                  "waits. Red where CockpitRunsStuckInQueue fires.", "s", (
+                Query(reachable(f"(time() - min(cockpit_runs_oldest_queued_timestamp_seconds{T}))"
+                                " or vector(0)")),), kind="stat",
+                  thresholds=((None, "green"), (alert.queued_too_long, "red")),
+                  no_value=UNREACHABLE),
+            Panel("Late schedules", "Enabled schedules whose next run is overdue by more than "
+                  "CockpitScheduleLate allows.", "none", (Query(reachable(
+                      f"count((time() - cockpit_schedule_next_run_timestamp_seconds{T}"
+                      f" > {alert.schedule_late_after:g})"
+                      f" and on (tenant, schedule, process) cockpit_schedule_enabled{T} == 1)"
+                      " or vector(0)")),), kind="stat", thresholds=ZERO_IS_GOOD,
+                  no_value=UNREACHABLE),
+            panels[0],
+            BROKEN_NOW[1],
+            panels[1],
+            Panel("Agents by status", "Agents per pool and status.", "none", (
+                Query(f"sum by (pool, status) (cockpit_agents{T})", "{{pool}} {{status}}"),),
+                  no_value=UNREACHABLE),
+            Panel("Run throughput", "Runs finishing per second, by final status.", "ops", (
+                Query(f"sum by (status) (rate(cockpit_runs_finished_total{T}{RATE}))",
+                      "{{status}}"),)),
+            Panel("Run failure ratio", "Share of finished runs that failed or timed out; 0 when "
+                  "no run finished.", "percentunit", (Query(RUN_FAILURES),),
+                  thresholds=((None, "green"), (budget, "red"))),
+            Panel("SQL query duration", "How long each SQL query of this tenant took last.", "s", (
+                Query('cockpit_collection_duration_seconds{tenant=~"$tenant",source="sql"}',
+                      "{{tenant}} {{query}}"),)),
+            Panel("Data freshness", "Seconds since each collection last succeeded.", "s", (
+                Query(f"time() - cockpit_collection_last_success_timestamp_seconds{T}",
+                      "{{tenant}} {{source}} {{query}}"),)),
+        ),
+    )  # fmt: skip
+
 
 P = '{tenant=~"$tenant",pool=~"$pool"}'
 AGENTS = Board(
@@ -171,53 +187,59 @@ PROCESSES = Board(
 
 TO_TENANT = (("Tenant overview", "/d/cockpit-tenant-overview?var-tenant=${__data.fields.tenant}"
               "&${__url_time_range}"),)  # fmt: skip
-FLEET = Board(
-    "cockpit-fleet",
-    "Cockpit / Fleet overview",
-    "For operators: every tenant at once; a tenant's row links to its dashboards.",
-    (
-        Panel("Tenant count", "Tenants with collection jobs.", "none", (
-            Query("count(count by (tenant) (cockpit_collection_success))"),), kind="stat"),
-        Panel("Blind tenants", "Tenants whose platform collection fails entirely "
-              "(CockpitTenantBlind once it lasts).", "none", (Query(
-                  'count(max by (tenant) (cockpit_collection_success{source="platform"}) == 0)'
-                  " or vector(0)"),), kind="stat", thresholds=ZERO_IS_GOOD),
-        Panel("Tenants with failing jobs", "Tenants where at least one job's last run "
-              "failed.", "none", (Query(
-                  "count(min by (tenant) (cockpit_collection_success) == 0) or vector(0)"),),
-              kind="stat", thresholds=ZERO_IS_GOOD),
-        Panel("Critical alerts firing", "Critical alerts firing across all tenants.", "none", (
-            Query('count(ALERTS{alertstate="firing",severity="critical"}) or vector(0)'),),
-              kind="stat", thresholds=ZERO_IS_GOOD),
-        Panel("Tenants", "One row per tenant: collection health (1 all jobs ok), oldest data "
-              "age, blind (1), agents up of enabled, run failure ratio, firing alerts.",
-              "none", (
-                  Query("min by (tenant) (cockpit_collection_success)"),
-                  Query("max by (tenant) (time() - "
-                        "cockpit_collection_last_success_timestamp_seconds)"),
-                  Query('1 - max by (tenant) (cockpit_collection_success{source="platform"})'),
-                  Query("sum by (tenant) (cockpit_agent_up)"),
-                  Query("sum by (tenant) (cockpit_agent_enabled)"),
-                  Query(f'sum by (tenant) (rate(cockpit_runs_finished_total{{{FAILED}}}{RATE}))'
-                        f" / sum by (tenant) (rate(cockpit_runs_finished_total{RATE})) >= 0",
-                        may_be_empty="no run finished in the window"),
-                  Query('count by (tenant) (ALERTS{alertstate="firing"})',
-                        may_be_empty=NOTHING_FIRING),
-              ), kind="table", links=TO_TENANT,
-              columns=("collection ok", "data age (s)", "blind", "agents up", "agents enabled",
-                       "run failure ratio", "alerts firing")),
-        Panel("Firing alerts by tenant and severity", "Alerts firing over time.", "none", (
-            Query('count by (tenant, severity) (ALERTS{alertstate="firing"})',
-                  "{{tenant}} {{severity}}", may_be_empty=NOTHING_FIRING),)),
-        Panel("Run failure ratio by tenant", "Share of finished runs that failed or timed "
-              "out, per tenant.", "percentunit", (Query(
-                  f'sum by (tenant) (rate(cockpit_runs_finished_total{{{FAILED}}}{RATE}))'
-                  f" / sum by (tenant) (rate(cockpit_runs_finished_total{RATE})) >= 0",
-                  "{{tenant}}", may_be_empty="no run finished in the window"),),
-              thresholds=((None, "green"), (BUDGET, "red"))),
-    ),
-    operators_only=True,
-)  # fmt: skip
+
+
+def fleet(s: RuleSettings) -> Board:
+    """The operators' fleet overview, its thresholds those of settings `s`."""
+    budget = budget_of(s)
+    return Board(
+        "cockpit-fleet",
+        "Cockpit / Fleet overview",
+        "For operators: every tenant at once; a tenant's row links to its dashboards.",
+        (
+            Panel("Tenant count", "Tenants with collection jobs.", "none", (
+                Query("count(count by (tenant) (cockpit_collection_success))"),), kind="stat"),
+            Panel("Blind tenants", "Tenants whose platform collection fails entirely "
+                  "(CockpitTenantBlind once it lasts).", "none", (Query(
+                      'count(max by (tenant) (cockpit_collection_success{source="platform"}) == 0)'
+                      " or vector(0)"),), kind="stat", thresholds=ZERO_IS_GOOD),
+            Panel("Tenants with failing jobs", "Tenants where at least one job's last run "
+                  "failed.", "none", (Query(
+                      "count(min by (tenant) (cockpit_collection_success) == 0) or vector(0)"),),
+                  kind="stat", thresholds=ZERO_IS_GOOD),
+            Panel("Critical alerts firing", "Critical alerts firing across all tenants.", "none", (
+                Query('count(ALERTS{alertstate="firing",severity="critical"}) or vector(0)'),),
+                  kind="stat", thresholds=ZERO_IS_GOOD),
+            Panel("Tenants", "One row per tenant: collection health (1 all jobs ok), oldest data "
+                  "age, blind (1), agents up of enabled, run failure ratio, firing alerts.",
+                  "none", (
+                      Query("min by (tenant) (cockpit_collection_success)"),
+                      Query("max by (tenant) (time() - "
+                            "cockpit_collection_last_success_timestamp_seconds)"),
+                      Query('1 - max by (tenant) (cockpit_collection_success{source="platform"})'),
+                      Query("sum by (tenant) (cockpit_agent_up)"),
+                      Query("sum by (tenant) (cockpit_agent_enabled)"),
+                      Query(f'sum by (tenant) (rate(cockpit_runs_finished_total{{{FAILED}}}{RATE}))'
+                            f" / sum by (tenant) (rate(cockpit_runs_finished_total{RATE})) >= 0",
+                            may_be_empty="no run finished in the window"),
+                      Query('count by (tenant) (ALERTS{alertstate="firing"})',
+                            may_be_empty=NOTHING_FIRING),
+                  ), kind="table", links=TO_TENANT,
+                  columns=("collection ok", "data age (s)", "blind", "agents up", "agents enabled",
+                           "run failure ratio", "alerts firing")),
+            Panel("Firing alerts by tenant and severity", "Alerts firing over time.", "none", (
+                Query('count by (tenant, severity) (ALERTS{alertstate="firing"})',
+                      "{{tenant}} {{severity}}", may_be_empty=NOTHING_FIRING),)),
+            Panel("Run failure ratio by tenant", "Share of finished runs that failed or timed "
+                  "out, per tenant.", "percentunit", (Query(
+                      f'sum by (tenant) (rate(cockpit_runs_finished_total{{{FAILED}}}{RATE}))'
+                      f" / sum by (tenant) (rate(cockpit_runs_finished_total{RATE})) >= 0",
+                      "{{tenant}}", may_be_empty="no run finished in the window"),),
+                  thresholds=((None, "green"), (budget, "red"))),
+        ),
+        operators_only=True,
+    )  # fmt: skip
+
 
 HEALTH = Board(
     "cockpit-exporter-health",
@@ -246,4 +268,11 @@ HEALTH = Board(
     ),
 )  # fmt: skip
 
-BOARDS = (FLEET, OVERVIEW, AGENTS, PROCESSES, HEALTH)
+
+def boards(s: RuleSettings) -> tuple[Board, ...]:
+    """Every dashboard, with the objective and alert thresholds of settings `s`."""
+    return (fleet(s), overview(s), AGENTS, PROCESSES, HEALTH)
+
+
+# As the committed JSON and `render dashboards`: the alerts' defaults.
+BOARDS = boards(RuleSettings())

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from exporter.alertrules import RuleSettings
 from exporter.config import Config, ConfigError
 from exporter.grafana.build import build
-from exporter.grafana.panels import BOARDS
+from exporter.grafana.panels import boards
 from exporter.receivers import Grafana
 from exporter.render.grafana_ini import OPERATORS_ORG, env, ini, label_proxy_args, settings
 from exporter.render.yamlout import dump
@@ -109,12 +110,13 @@ def write_provisioning(config: Config, out: Path) -> list[Path]:
         out / "grafana.env": env(settings(config, grafana_settings(config))),
         out / "prom-label-proxy.args": "\n".join(label_proxy_args(grafana_settings(config))) + "\n",
     }
-    boards = [build(board) for board in BOARDS]
-    for board in boards:
+    # The config's objective and alert thresholds, as `render rules --config` uses them.
+    every = boards(config.alerting or RuleSettings())
+    for board in (build(b) for b in every):
         files[out / "dashboards" / f"org-{OPERATORS_ORG}" / f"{board['uid']}.json"] = (
             json.dumps(board, indent=2, sort_keys=True) + "\n"
         )
-    tenant_boards = [build(board) for board in BOARDS if not board.operators_only]
+    tenant_boards = [build(board) for board in every if not board.operators_only]
     for tenant, org in config.grafana_orgs.items():
         for board in tenant_boards:
             path = out / "dashboards" / f"org-{org.org_id}" / f"{board['uid']}.json"
