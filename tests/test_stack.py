@@ -95,8 +95,12 @@ def test_the_stack_runs_the_compose_topology_and_stops_gracefully(
                 for r in result["result"]
             }
 
-        success = until(lambda: len(collected()) == 10 and collected(), 60)
-        assert success and set(success.values()) == {"1"}, success
+        def all_ok() -> dict:
+            now = collected()
+            return now if len(now) == 10 and set(now.values()) == {"1"} else {}
+
+        # A loaded machine may fail a first poll: the next one must succeed.
+        assert until(all_ok, 120), (collected(), (tmp_path / "exporter.log").read_text()[-3000:])
         items = prometheus(offset, "/api/v1/query", query="cockpit_work_items")["result"]
         seeded = {
             (r["metric"]["tenant"], r["metric"]["queue"], r["metric"]["status"]) for r in items
