@@ -26,6 +26,8 @@ from exporter.selfmetrics import (
 )
 from exporter.server import Endpoints, bound_port, make_app
 from exporter.settings import Settings, split_address
+from exporter.sharding import FAMILIES as SHARD_FAMILIES
+from exporter.sharding import resolve, shard_snapshot
 from exporter.sources.base import Job, Resources
 from exporter.sources.registry import all_jobs, make_sources
 from exporter.sources.runner import Runner
@@ -40,6 +42,7 @@ log = structlog.get_logger(__name__)
 HTTP_LIMIT, HTTP_LIMIT_PER_HOST = 256, 64
 CONFIG_KEY = ("", "exporter", "config")
 DISCOVERY_KEY = ("", "exporter", "discovery")
+SHARD_KEY = ("", "exporter", "shard")
 
 
 class ListenError(Exception):
@@ -64,6 +67,7 @@ class Exporter:
         self.settings = settings
         self.web_config = web_config or WebConfig()
         self.policy = AccessPolicy.of(self.web_config)
+        self.shard = resolve(settings.shard, settings.total_shards)
         self.store = SnapshotStore()
         self.state = State(
             open_store(
@@ -100,13 +104,13 @@ class Exporter:
     async def start(self, schedule: bool = True) -> None:
         """Listen first (a taken port fails before any job starts), then publish and schedule."""
         context = await self._serve()
-        self.store.register([BUILD_INFO, *CONFIG_FAMILIES])
+        self.store.register([BUILD_INFO, *CONFIG_FAMILIES, *SHARD_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, self.config.digest))
         # The first discovery round comes before any job, so discovered tenants start with
         # the static ones.
         await self._start_discovery(self.config)
-        jobs = all_jobs(self.config)
+        jobs = self._jobs(self.config)
         self.collection.add(jobs)
         await self._prune_state(jobs)
         self._started = True
@@ -276,7 +280,7 @@ class Exporter:
 
     async def apply(self, config: Config) -> None:
         """Switch to `config`: start new jobs, stop removed ones, keep unchanged snapshots."""
-        jobs = all_jobs(config)
+        jobs = self._jobs(config)
         self.runner.set_full(config.limits.self_metrics == "full")
         changes = await self.collection.apply(jobs)
         await self._prune_state(jobs)
@@ -284,6 +288,12 @@ class Exporter:
         self._loaded_at = time.time()
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, config.digest))
         log.info("config reloaded", jobs=changes.summary)
+
+    def _jobs(self, config: Config) -> list[Job]:
+        """The jobs of `config` this shard owns; publishes the shard and its tenant count."""
+        owned = {t for t in config.tenants if self.shard.owns(t)}
+        self.store.put(SHARD_KEY, shard_snapshot(self.shard, len(owned)))
+        return [job for job in all_jobs(config) if job.tenant in owned]
 
     async def _prune_state(self, jobs: list[Job]) -> None:
         removed = await self.state.prune((j.id for j in jobs), self.settings.state_retention)

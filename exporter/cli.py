@@ -16,6 +16,7 @@ from exporter.durations import parse_duration
 from exporter.exitcodes import EXIT_FAILED, fail
 from exporter.memory import tune_allocator
 from exporter.settings import Settings, split_address
+from exporter.sharding import resolve
 from exporter.sources.registry import all_jobs
 from exporter.state import open_store
 from exporter.webconfig import check_scopes, load_web_config
@@ -126,6 +127,17 @@ def _run_parser(
         dest="state_mysql_password_file",
         type=Path,
         help="password for --state.mysql-dsn",
+    )
+    run.add_argument(
+        "--shard",
+        help="this replica's shard, 0-based, or auto from a hostname ending in -N"
+        " (env COCKPIT_SHARD, default 0)",
+    )
+    run.add_argument(
+        "--total-shards",
+        dest="total_shards",
+        type=int,
+        help="how many shards share the tenants (env COCKPIT_TOTAL_SHARDS, default 1)",
     )
     run.add_argument(
         "--state.retention",
@@ -297,6 +309,7 @@ def _run(settings: Settings) -> int:
         return fail("no configuration: pass --config FILE or set COCKPIT_CONFIG")
     try:
         open_store(settings.state_dir, settings.state_mysql_dsn, settings.state_mysql_password_file)
+        resolve(settings.shard, settings.total_shards)  # ShardError is a ValueError
     except ValueError as exc:
         return fail(str(exc))
     try:

@@ -3,12 +3,19 @@
 from exporter.discovery import FAMILIES as DISCOVERY_FAMILIES
 from exporter.exposition import Family
 from exporter.selfmetrics import BUILD_INFO, CONFIG_FAMILIES, JOB_FAMILIES
+from exporter.sharding import FAMILIES as SHARD_FAMILIES
 from exporter.sources.platform import families as platform
 
 _SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
 # Who exports each family: a configured metric may not take one of these names.
 _OWNERS: dict[str, tuple[Family, ...]] = {
-    "the exporter": (*JOB_FAMILIES, BUILD_INFO, *CONFIG_FAMILIES, *DISCOVERY_FAMILIES),
+    "the exporter": (
+        *JOB_FAMILIES,
+        BUILD_INFO,
+        *CONFIG_FAMILIES,
+        *DISCOVERY_FAMILIES,
+        *SHARD_FAMILIES,
+    ),
     "the platform source": (*platform.DATA_FAMILIES, *platform.CLIENT_FAMILIES),
 }
 

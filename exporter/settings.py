@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     state_mysql_dsn: str | None = None  # instead of state_dir, for replicas without disks
     state_mysql_password_file: Path | None = None
     state_retention: Duration = 86400.0
+    # Sharding: this replica collects the tenants rendezvous hashing gives shard `shard` of
+    # `total_shards`; `auto` reads the index from a StatefulSet-style hostname (NAME-3).
+    shard: str = "0"
+    total_shards: int = 1
 
     @field_validator("telemetry_path")
     @classmethod
