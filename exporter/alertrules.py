@@ -15,6 +15,7 @@ DEFAULT_RUNBOOKS = "https://github.com/cockpit-exporter/cockpit-exporter/blob/ma
 Objective = Annotated[float, Field(gt=0.5, lt=1)]
 # A process name as the platform reports it; control characters cannot go into a PromQL string.
 ProcessName = Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f]+$")]
+LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
 
 
 class Thresholds(Model):
@@ -42,3 +43,7 @@ class RuleSettings(Model):
     process_objectives: dict[ProcessName, Objective] = Field(default_factory=dict)
     runbooks: HttpUrl = DEFAULT_RUNBOOKS
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    # Labels that tell replicas of the same shard apart (the scrape target, the external
+    # replica label): tenant alerts and recording rules aggregate them away, so two
+    # replicas collecting the same tenants page once. Must not name a label our series carry.
+    replica_labels: tuple[LabelName, ...] = ("instance", "replica")

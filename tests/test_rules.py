@@ -144,7 +144,10 @@ def test_rules_are_rendered_from_the_configs_alerting_section(tmp_path: Path) ->
     by_name = {r["alert"]: r for g in document["groups"] for r in g["rules"] if "alert" in r}
     assert by_name["CockpitExporterDown"]["expr"] == 'up{job="cockpit-prod"} == 0'
     assert by_name["CockpitExporterAbsent"]["expr"] == 'absent(up{job="cockpit-prod"})'
-    assert "> 5 * cockpit_collection_interval_seconds" in by_name["CockpitDataStale"]["expr"]
+    assert (
+        "> 5 * max without (instance, replica) (cockpit_collection_interval_seconds)"
+        in (by_name["CockpitDataStale"]["expr"])
+    )
     assert by_name["CockpitAgentPoolOffline"]["for"] == "5m"
     assert by_name["CockpitRunsLagging"]["expr"].endswith("> 1800")
     burns = [r for g in document["groups"] for r in g["rules"]
@@ -188,3 +191,64 @@ def test_bad_alerting_settings_name_the_key(tmp_path: Path, alerting: str, messa
     result = render_rules_cli(tmp_path, alerting)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def from_replicas(series: str) -> list[str]:
+    """One input series as two replicas of one shard report it: the same values, told apart
+    by the external `replica` label and their scrape target."""
+    name, brace, rest = series.partition("{")
+    copies = []
+    for replica in ("a", "b"):
+        labels = f'replica="{replica}"'
+        if 'instance="' not in rest:
+            labels += f',instance="exporter-{replica}:9610"'
+        copies.append(f"{name}{{{labels}" + ("," + rest if brace else "}"))
+    return copies
+
+
+def run_as_replicas(tmp_path: Path, cases: Path, alerting: str) -> subprocess.CompletedProcess:
+    """The tenant-alert cases of `cases`, each input series reported by two replicas."""
+    rendered = render_with(tmp_path, alerting)
+    document = yaml.safe_load(cases.read_text())
+    kept = []
+    for case in document["tests"]:
+        if any(t["alertname"] in EXPORTER_WIDE for t in case["alert_rule_test"]):
+            continue
+        for entry in case["input_series"]:
+            assert entry["series"].count("{") <= 1, entry
+        case["input_series"] = [
+            {**entry, "series": copy}
+            for entry in case["input_series"]
+            for copy in from_replicas(entry["series"])
+        ]
+        kept.append(case)
+    assert kept
+    (rendered / "replicas.test.yml").write_text(yaml.safe_dump({**document, "tests": kept}))
+    return promtool("test", "rules", str(rendered / "replicas.test.yml"))
+
+
+@pytest.mark.parametrize(
+    ("cases", "alerting"),
+    [
+        (ROOT / "alerts" / "cockpit.test.yml", ""),
+        (ROOT / "tests" / "promtool" / "process_objectives.test.yml",
+         "  process_objectives: {bill.ing: 0.999}\n"),
+    ],
+    ids=["cockpit", "process-objectives"],
+)  # fmt: skip
+def test_two_replicas_of_a_shard_page_once(tmp_path: Path, cases: Path, alerting: str) -> None:
+    """Every promtool case of a tenant alert again, each input series reported by two
+    replicas: exactly the same alerts fire, once each (the expectations are unchanged, and
+    promtool fails on an alert it did not expect). Exporter-wide alerts are about each
+    target and stay per target."""
+    result = run_as_replicas(tmp_path, cases, alerting)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_without_the_replica_labels_aggregated_the_replicas_page_twice(tmp_path: Path) -> None:
+    """The check above can fail: with replica_labels naming another label, the same cases
+    see each alert twice."""
+    result = run_as_replicas(
+        tmp_path, ROOT / "alerts" / "cockpit.test.yml", "  replica_labels: [pod]\n"
+    )
+    assert result.returncode == 1 and "CockpitAgentOffline" in result.stdout + result.stderr

@@ -65,12 +65,25 @@ class Alert:
         }
 
 
-# Names the pool's agents in the page itself: their own alerts are inhibited by this one.
-_OFFLINE_AGENTS = (
-    "{{ range $i, $agent := query (printf \"cockpit_agent_up{tenant='%s',pool='%s'} == 0\" "
-    '$labels.tenant $labels.pool) | sortByLabel "agent" }}{{ if $i }}, {{ end }}'
-    "{{ $agent.Labels.agent }}{{ end }}"
-)
+def _offline_agents(s: RuleSettings) -> str:
+    """Names the pool's agents in the page itself: their own alerts are inhibited by this one.
+
+    Once each, however many replicas report them.
+    """
+    up = one("cockpit_agent_up{tenant='%s',pool='%s'}", s)
+    return (
+        f'{{{{ range $i, $agent := query (printf "{up} == 0" '
+        '$labels.tenant $labels.pool) | sortByLabel "agent" }}{{ if $i }}, {{ end }}'
+        "{{ $agent.Labels.agent }}{{ end }}"
+    )
+
+
+def one(expr: str, s: RuleSettings, aggregation: str = "max") -> str:
+    """`expr` once per series however many replicas report it: their labels aggregated away.
+
+    Replicas of one shard report the same values, so `max` (or `min`) only removes the copy.
+    """
+    return f"{aggregation} without ({', '.join(s.replica_labels)}) ({expr})"
 
 
 def _runs(*matchers: str) -> str:
@@ -96,13 +109,16 @@ def recording_rules(s: RuleSettings) -> list[dict[str, str]]:
     own = sorted(s.process_objectives)
     rest, only = _processes(own, "!~"), _processes(own, "=~")
     rules = [
-        {"record": f"tenant:cockpit_run_failures:ratio_rate{w}", "expr": _ratio("tenant", w, rest)}
+        {
+            "record": f"tenant:cockpit_run_failures:ratio_rate{w}",
+            "expr": _ratio("tenant", w, rest, s),
+        }
         for w in WINDOWS
     ]
     rules += [
         {
             "record": f"tenant:cockpit_runs_finished:rate{w}",
-            "expr": f"sum by (tenant) (rate({_runs(rest)}[{w}]))",
+            "expr": f"sum by (tenant) ({one(f'rate({_runs(rest)}[{w}])', s)})",
         }
         for w in LONG_WINDOWS
     ]
@@ -110,39 +126,38 @@ def recording_rules(s: RuleSettings) -> list[dict[str, str]]:
         rules += [
             {
                 "record": f"tenant_process:cockpit_run_failures:ratio_rate{w}",
-                "expr": _ratio("tenant, process", w, only),
+                "expr": _ratio("tenant, process", w, only, s),
             }
             for w in WINDOWS
         ]
         rules += [
             {
                 "record": f"tenant_process:cockpit_runs_finished:rate{w}",
-                "expr": f"sum by (tenant, process) (rate({_runs(only)}[{w}]))",
+                "expr": f"sum by (tenant, process) ({one(f'rate({_runs(only)}[{w}])', s)})",
             }
             for w in LONG_WINDOWS
         ]
     rules += [
         {
             "record": "tenant_status:cockpit_runs_finished:rate5m",
-            "expr": "sum by (tenant, status) (rate(cockpit_runs_finished_total[5m]))",
+            "expr": f"sum by (tenant, status) ({one('rate(cockpit_runs_finished_total[5m])', s)})",
         },
         {
             "record": "tenant_pool:cockpit_agents_up:sum",
-            "expr": "sum by (tenant, pool) (cockpit_agent_up)",
+            "expr": f"sum by (tenant, pool) ({one('cockpit_agent_up', s)})",
         },
         {
             "record": "tenant_pool:cockpit_agents_enabled:sum",
-            "expr": "sum by (tenant, pool) (cockpit_agent_enabled)",
+            "expr": f"sum by (tenant, pool) ({one('cockpit_agent_enabled', s)})",
         },
     ]
     return rules
 
 
-def _ratio(by: str, window: str, matcher: str) -> str:
-    return (
-        f"sum by ({by}) (rate({_runs(FAILED, matcher)}[{window}]))\n"
-        f"/\nsum by ({by}) (rate({_runs(matcher)}[{window}]))"
-    )
+def _ratio(by: str, window: str, matcher: str, s: RuleSettings) -> str:
+    failed = one(f"rate({_runs(FAILED, matcher)}[{window}])", s)
+    every = one(f"rate({_runs(matcher)}[{window}])", s)
+    return f"sum by ({by}) ({failed})\n/\nsum by ({by}) ({every})"
 
 
 def _burn_alerts(s: RuleSettings) -> list[Alert]:
@@ -231,7 +246,8 @@ def _operator_alerts(s: RuleSettings) -> list[Alert]:
         ),
         Alert(
             "CockpitCollectionFailing",
-            "cockpit_collection_success == 0 and cockpit_collection_runs_total > 0",
+            f"{one('cockpit_collection_success', s)} == 0\n"
+            f"and {one('cockpit_collection_runs_total', s)} > 0",
             _prom_duration(t.collection_failing_for), "warning",
             "A tenant's data collection keeps failing.",
             "Tenant {{ $labels.tenant }}: {{ $labels.source }} collection "
@@ -240,16 +256,17 @@ def _operator_alerts(s: RuleSettings) -> list[Alert]:
         ),
         Alert(
             "CockpitDataStale",
-            "time() - cockpit_collection_last_success_timestamp_seconds\n"
-            f"> {t.stale_intervals:g} * cockpit_collection_interval_seconds\n"
-            "and cockpit_collection_last_success_timestamp_seconds > 0",
+            f"time() - {one('cockpit_collection_last_success_timestamp_seconds', s)}\n"
+            f"> {t.stale_intervals:g} * {one('cockpit_collection_interval_seconds', s)}\n"
+            f"and {one('cockpit_collection_last_success_timestamp_seconds', s)} > 0",
             "5m", "warning", "A tenant's data has not been refreshed for several intervals.",
             "Tenant {{ $labels.tenant }}: {{ $labels.source }} {{ $labels.query }} last "
             "succeeded {{ $value | humanizeDuration }} ago.",
             "data-stale", owner="operator", inform_tenant=True,
         ),
         Alert(
-            "CockpitSeriesDropped", "increase(cockpit_collection_series_dropped_total[15m]) > 0",
+            "CockpitSeriesDropped",
+            f"{one('increase(cockpit_collection_series_dropped_total[15m])', s)} > 0",
             "0m", "warning", "A query returns more series than its max_series limit.",
             "Tenant {{ $labels.tenant }}: {{ $labels.source }} {{ $labels.query }} dropped "
             "{{ $value | humanize }} series in 15 minutes; dashboards miss them.",
@@ -257,8 +274,9 @@ def _operator_alerts(s: RuleSettings) -> list[Alert]:
         ),
         Alert(
             "CockpitPlatformTokenFailing",
-            "increase(cockpit_platform_token_failures_total[10m]) > 0\n"
-            "and on (tenant) increase(cockpit_platform_token_refreshes_total[10m]) == 0",
+            f"{one('increase(cockpit_platform_token_failures_total[10m])', s)} > 0\n"
+            "and on (tenant) "
+            f"{one('increase(cockpit_platform_token_refreshes_total[10m])', s)} == 0",
             "10m", "warning", "The exporter cannot get a platform token for a tenant.",
             "Tenant {{ $labels.tenant }}: every token request failed for 10 minutes "
             "(client credentials wrong, revoked, or the token endpoint down).",
@@ -273,7 +291,8 @@ def _operator_alerts(s: RuleSettings) -> list[Alert]:
             "tenant-discovery-failing", owner="operator",
         ),
         Alert(
-            "CockpitRunsLagging", f"cockpit_platform_runs_lag_seconds > {t.runs_lag:g}",
+            "CockpitRunsLagging",
+            f"{one('cockpit_platform_runs_lag_seconds', s, 'min')} > {t.runs_lag:g}",
             "10m", "warning", "A tenant's run counts are falling behind the platform.",
             "Tenant {{ $labels.tenant }}: runs are known only up to "
             "{{ $value | humanizeDuration }} ago; run counts and failure ratios lag by that much.",
@@ -298,9 +317,11 @@ def _tenant_alerts(s: RuleSettings) -> list[Alert]:
         Alert(
             "CockpitAgentOffline",
             _while_blind(
-                "cockpit_agent_up == 0\n  and on (tenant, pool, agent) cockpit_agent_enabled == 1",
-                "last_over_time(cockpit_agent_up[M]) == 0\n  and on (tenant, pool, agent)"
-                " last_over_time(cockpit_agent_enabled[M]) == 1",
+                f"{one('cockpit_agent_up', s)} == 0\n  and on (tenant, pool, agent) "
+                f"{one('cockpit_agent_enabled', s)} == 1",
+                f"{one('last_over_time(cockpit_agent_up[M])', s)} == 0\n"
+                "  and on (tenant, pool, agent) "
+                f"{one('last_over_time(cockpit_agent_enabled[M])', s)} == 1",
                 s,
             ),
             _prom_duration(t.agent_offline_for), "warning", "An enabled agent is offline.",
@@ -319,14 +340,15 @@ def _tenant_alerts(s: RuleSettings) -> list[Alert]:
             ),
             _prom_duration(t.pool_offline_for), "critical", "Every agent of a pool is offline.",
             "Tenant {{ $labels.tenant }}: no agent of pool {{ $labels.pool }} is up ("
-            + _OFFLINE_AGENTS + "); its processes cannot run.",
+            + _offline_agents(s) + "); its processes cannot run.",
             "agent-pool-offline",
         ),
         *_burn_alerts(s),
         Alert(
             "CockpitScheduleLate",
-            f"time() - cockpit_schedule_next_run_timestamp_seconds > {t.schedule_late_after:g}\n"
-            "and on (tenant, schedule, process) cockpit_schedule_enabled == 1",
+            f"time() - {one('cockpit_schedule_next_run_timestamp_seconds', s)}"
+            f" > {t.schedule_late_after:g}\n"
+            f"and on (tenant, schedule, process) {one('cockpit_schedule_enabled', s)} == 1",
             "5m", "warning", "An enabled schedule did not start its run on time.",
             "Tenant {{ $labels.tenant }}: schedule {{ $labels.schedule }} of process "
             "{{ $labels.process }} is {{ $value | humanizeDuration }} late.",
@@ -334,7 +356,8 @@ def _tenant_alerts(s: RuleSettings) -> list[Alert]:
         ),
         Alert(
             "CockpitRunsStuckInQueue",
-            f"time() - cockpit_runs_oldest_queued_timestamp_seconds > {t.queued_too_long:g}",
+            f"time() - {one('cockpit_runs_oldest_queued_timestamp_seconds', s)}"
+            f" > {t.queued_too_long:g}",
             "5m", "warning", "Runs wait in the queue for a long time.",
             "Tenant {{ $labels.tenant }}: the oldest queued run of process "
             "{{ $labels.process }} has waited {{ $value | humanizeDuration }}.",
