@@ -188,9 +188,42 @@ def _render_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser
     rules.add_argument("--runbooks", help="base URL of docs/runbooks.md")
     dashboards = targets.add_parser("dashboards", help="write the dashboards' JSON files")
     dashboards.add_argument("--out", type=Path, required=True, help="directory to write to")
+    _prometheus_parser(targets)
     grafana = targets.add_parser("grafana", help="write Grafana provisioning for every org")
     grafana.add_argument("--config", type=Path, required=True, help="the exporter config")
     grafana.add_argument("--out", type=Path, required=True, help="directory to write to")
+
+
+def _prometheus_parser(targets: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    prometheus = targets.add_parser(
+        "prometheus", help="print a Prometheus config scraping N shards, with remote write"
+    )
+    prometheus.add_argument("--config", type=Path, required=True, help="the exporter config")
+    prometheus.add_argument("--shards", type=int, default=1, help="how many shards (default 1)")
+    where = prometheus.add_mutually_exclusive_group()
+    where.add_argument(
+        "--target-pattern",
+        default="cockpit-exporter-{shard}.cockpit-exporter:9610",
+        help="static target of shard {shard} (default: the StatefulSet's DNS names)",
+    )
+    where.add_argument("--targets", help="static targets, comma-separated, one per shard")
+    where.add_argument(
+        "--kubernetes-namespace", help="find the shards by Kubernetes pod discovery here"
+    )
+    prometheus.add_argument("--rules", help="path of cockpit.rules.yml as Prometheus sees it")
+    prometheus.add_argument("--alertmanager", action="append", default=[], help="host:port")
+    prometheus.add_argument(
+        "--agent", action="store_true", help="for agent mode: no rules, no alerting"
+    )
+    prometheus.add_argument("--remote-write", help="backend URL; {tenant} is replaced per tenant")
+    prometheus.add_argument(
+        "--tenant-header", help="send each tenant's series with this header (X-Scope-OrgID)"
+    )
+    prometheus.add_argument(
+        "--operators-tenant",
+        default="cockpit-operators",
+        help="backend tenant for series without a tenant (default cockpit-operators)",
+    )
 
 
 def _grafana_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -12,6 +12,7 @@ from exporter.exitcodes import fail
 from exporter.grafana.build import render_all
 from exporter.render.alertmanager import render_alertmanager
 from exporter.render.grafana import write_provisioning
+from exporter.render.prometheus import prometheus_topology, render_prometheus
 from exporter.render.rules import render_rules
 from exporter.render.yamlout import dump
 
@@ -24,6 +25,8 @@ def render(options: argparse.Namespace) -> int:
         return _write_grafana(options.config, options.out)
     if options.target == "rules":
         return _rules(options.config, options.runbooks)
+    if options.target == "prometheus":
+        return _prometheus(options)
     try:
         document = render_alertmanager(load_config(options.config, secrets=False))
     except ConfigError as exc:
@@ -47,6 +50,19 @@ def _rules(config: Path | None, runbooks: str | None) -> int:
     except ValidationError as exc:
         return fail(f"--runbooks: {exc.errors(include_url=False)[0]['msg']}")
     sys.stdout.write(dump(render_rules(settings)))
+    return 0
+
+
+def _prometheus(options: argparse.Namespace) -> int:
+    """`render prometheus`: targets from the flags, tenants and scrape job from the config."""
+    try:
+        topology = prometheus_topology(options)
+        document = render_prometheus(load_config(options.config, secrets=False), topology)
+    except ConfigError as exc:
+        return fail(str(exc))
+    except ValueError as exc:
+        return fail(f"render prometheus: {exc}")
+    sys.stdout.write(dump(document))
     return 0
 
 
