@@ -215,6 +215,7 @@ def _prometheus_parser(targets: "argparse._SubParsersAction[argparse.ArgumentPar
     prometheus.add_argument(
         "--agent", action="store_true", help="for agent mode: no rules, no alerting"
     )
+    prometheus.add_argument("--scrape-interval", type=duration, default=15.0, help="default 15s")
     prometheus.add_argument("--remote-write", help="backend URL; {tenant} is replaced per tenant")
     prometheus.add_argument(
         "--tenant-header", help="send each tenant's series with this header (X-Scope-OrgID)"

@@ -36,14 +36,17 @@ class Topology:
     remote_write: str | None = None
     tenant_header: str | None = None
     operators_tenant: str = "cockpit-operators"
-    scrape_interval: str = "15s"
+    scrape_interval: float = 15.0
 
 
 def render_prometheus(config: Config, topology: Topology) -> dict[str, Any]:
     """The prometheus.yml document."""
     settings = config.alerting or RuleSettings()
     document: dict[str, Any] = {
-        "global": {"scrape_interval": topology.scrape_interval, "evaluation_interval": "1m"}
+        "global": {
+            "scrape_interval": f"{topology.scrape_interval:g}s",
+            "evaluation_interval": "1m",
+        }
     }
     if not topology.agent:
         document["rule_files"] = [topology.rules]
@@ -128,6 +131,8 @@ def prometheus_topology(options: Any) -> Topology:
     """The Topology from `render prometheus` flags; ValueError names a bad one."""
     if options.shards < 1:
         raise ValueError(f"--shards {options.shards}: at least 1")
+    if options.scrape_interval < 1:
+        raise ValueError(f"--scrape-interval {options.scrape_interval:g}s: at least 1s")
     targets: tuple[str, ...] = ()
     if options.kubernetes_namespace is None:
         if options.targets:
@@ -153,4 +158,5 @@ def prometheus_topology(options: Any) -> Topology:
         remote_write=options.remote_write,
         tenant_header=header,
         operators_tenant=options.operators_tenant,
+        scrape_interval=options.scrape_interval,
     )
