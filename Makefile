@@ -12,10 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# promtool and amtool come from Debian's prometheus and prometheus-alertmanager packages;
-# installed only when missing.
+# promtool and amtool come from Debian's prometheus and prometheus-alertmanager packages,
+# kubectl (for `kubectl kustomize`) from kubernetes-client; each installed only when missing.
 tools:
 	@command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq prometheus prometheus-alertmanager >/dev/null; }
+	@command -v kubectl >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq kubernetes-client >/dev/null; }
 
 # `make demo PORT=9700` serves on another port.
 demo: $(STAMP)
