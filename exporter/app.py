@@ -196,7 +196,11 @@ class Exporter:
 
     def _notes(self) -> dict[str, str]:
         """Operator-only status lines for the landing page."""
-        return {"Tenant discovery": self.discovery.status()} if self.discovery else {}
+        notes = {"Tenant discovery": self.discovery.status()} if self.discovery else {}
+        if self.shard.total > 1:
+            owned = len({job.tenant for job in self.runner.jobs()})
+            notes["Shard"] = f"{self.shard.index} of {self.shard.total} ({owned} tenants)"
+        return notes
 
     def _log_start(self, context: ssl.SSLContext | None) -> None:
         host, _ = split_address(self.settings.listen_address)
@@ -205,8 +209,9 @@ class Exporter:
             listen=f"{host or '*'}:{self.port}",
             tls=context is not None,
             auth=self.web_config.auth_required,
-            tenants=len(self.config.tenants),
+            tenants=len({job.tenant for job in self.runner.jobs()}),
             jobs=len(self.runner.jobs()),
+            shard=f"{self.shard.index}/{self.shard.total}",
         )
         if context is None or not self.web_config.auth_required:
             log.warning(

@@ -110,6 +110,8 @@ async def test_a_shard_collects_its_tenants_and_reshards_on_reload(
     } == mine
     assert samples[key("cockpit_exporter_shard_info", shard="1", total="3")] == 1
     assert samples[key("cockpit_exporter_shard_tenants")] == len(mine)
+    landing = await exporter.scrape("/")
+    assert f"1 of 3 ({len(mine)} tenants)" in landing
 
     write(path, fleet(database, 60))
     assert await exporter.exporter.reload() == []

@@ -118,8 +118,12 @@ def test_the_stack_runs_the_compose_topology_and_stops_gracefully(
         stack.send_signal(signal.SIGINT)
         rest = stack.communicate(timeout=60)[0]
     finally:
-        if stack.poll() is None:
-            stack.kill()
+        if stack.poll() is None:  # a failed assertion: stop it as Ctrl-C would, then harder
+            stack.send_signal(signal.SIGINT)
+            try:
+                stack.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                stack.kill()
     assert stack.returncode == 0, rest
     stopped = re.findall(r"service=(\S+) code=(-?\d+) event=\"stack service stopped\"", rest)
     assert stopped == [
@@ -129,6 +133,38 @@ def test_the_stack_runs_the_compose_topology_and_stops_gracefully(
         ("simulator", "0"),
     ]
     assert '"event": "exporter stopped"' in (tmp_path / "exporter.log").read_text()
+
+
+def test_services_do_not_outlive_a_killed_stack(tmp_path: Path, names: mariadb.Names) -> None:
+    """SIGKILL leaves the stack no chance to stop anything: its services still go (each
+    asked the kernel for a SIGTERM when the stack dies)."""
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "exporter.stack", "--compose", str(COMPOSE), "--run-dir",
+         str(tmp_path), "--port-offset", str(free_offset()), "--database", names.database,
+         "--db-user", names.user],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+    )  # fmt: skip
+    pids = []
+    for line in stack.stdout:
+        pids += [int(p) for p in re.findall(r"pid=(\d+)", line)]
+        if "stack ready" in line or "stack:" in line:
+            break
+    assert len(pids) == 4, pids
+    stack.kill()
+    stack.wait(timeout=10)
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() and "Z" not in state(pid) for pid in pids)
+
+    assert until(gone, 20), [(pid, state(pid)) for pid in pids]
+
+
+def state(pid: int) -> str:
+    """The process state letter, or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_mariadb_is_seeded_once_as_the_image_does(tmp_path: Path, names: mariadb.Names) -> None:

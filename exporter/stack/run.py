@@ -3,6 +3,8 @@
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ from exporter.stack.topology import Topology, TopologyError, load, materialise, 
 log = structlog.get_logger(__name__)
 READY_WITHIN = 60.0
 STOP_WITHIN = 15.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def options(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -57,6 +60,16 @@ def prepare(opts: argparse.Namespace) -> tuple[Topology, list[Process]]:
     return topology, [process(topology, name, run_dir) for name in order]
 
 
+def _die_with_parent() -> None:
+    """In the child: a SIGTERM when the stack dies, even by SIGKILL (Linux; elsewhere a no-op).
+
+    So no service is left running without the stack that started it.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 async def _start(plan: Process, run_dir: Path) -> asyncio.subprocess.Process:
     output = run_dir / f"{plan.name}.log"
     with output.open("ab") as sink:
@@ -64,7 +77,7 @@ async def _start(plan: Process, run_dir: Path) -> asyncio.subprocess.Process:
         # order (a second signal makes the exporter skip its graceful shutdown).
         child = await asyncio.create_subprocess_exec(
             *plan.argv, stdout=sink, stderr=sink, env={**os.environ, **plan.env},
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )  # fmt: skip
     log.info("stack service started", service=plan.name, pid=child.pid, log=str(output))
     return child
