@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import promql_parser
@@ -29,6 +30,17 @@ async def eventually(check: Callable[[], bool], seconds: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {seconds}s")
         await asyncio.sleep(0.05)
+
+
+def until(check: Callable[[], Any], seconds: float, step: float = 1.0) -> Any:
+    """The first truthy result of `check()` within `seconds` (polled every `step`), else the
+    last one: for processes outside the test's event loop."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(step)
 
 
 WORK_ITEMS = """

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import ScratchDatabase, admin, free_port, parse_samples
-from tests.helpers import wait_ready
+from tests.helpers import until, wait_ready
 
 
 def sqlite_tenant(directory: Path, tenant: str, value: int) -> str:
@@ -50,12 +50,7 @@ def value(samples: dict, name: str, **labels: str) -> float | None:
 
 
 def eventually(check, seconds: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
+    return until(check, seconds, step=0.2)
 
 
 def test_sighup_applies_a_valid_config_and_keeps_the_old_one_on_errors(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -21,6 +20,7 @@ from exporter.stack import mariadb
 from exporter.stack.processes import DEBIAN, SKIPPED
 from exporter.stack.topology import load, materialise
 from tests.conftest import admin
+from tests.helpers import until
 
 ROOT = Path(__file__).parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -53,16 +53,6 @@ def prometheus(offset: int, path: str, **query: str) -> dict:
     url = f"http://127.0.0.1:{9090 + offset}{path}?{urllib.parse.urlencode(query)}"
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)["data"]
-
-
-def until(check, seconds: float):
-    """The first truthy result of `check()` within `seconds`, else the last one."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(1)
 
 
 def test_the_stack_runs_the_compose_topology_and_stops_gracefully(
