@@ -206,3 +206,22 @@ def test_every_compose_service_has_a_local_counterpart_or_a_reason() -> None:
             )
             pinned = image.rsplit(":", 1)[1].removeprefix("v")
             assert f"version {pinned}" in version.stdout + version.stderr, (name, version.stdout)
+
+
+@pytest.mark.parametrize(
+    ("compose", "message"),
+    [
+        ("services: {exporter: {build: .}}\n", "no mariadb service"),
+        ("services: {mariadb: {ports: ['x:3306']}}\n", "is not HOST:CONTAINER"),
+        ("services: [", "docker-compose.yml"),
+    ],
+)
+def test_a_compose_file_the_stack_cannot_run_is_named(
+    tmp_path: Path, compose: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1 with what is wrong with the file, before anything starts."""
+    from exporter.stack.run import main
+
+    (tmp_path / "docker-compose.yml").write_text(compose)
+    code = main(["--compose", str(tmp_path / "docker-compose.yml"), "--run-dir", str(tmp_path)])
+    assert code == 1 and message in capsys.readouterr().err

@@ -45,6 +45,8 @@ def options(argv: Sequence[str] | None) -> argparse.Namespace:
 def prepare(opts: argparse.Namespace) -> tuple[Topology, list[Process]]:
     """Read the compose file, set up MariaDB, write the rewritten files; the processes."""
     topology = load(opts.compose, opts.port_offset)
+    if "mariadb" not in topology.services:
+        raise TopologyError(f"{opts.compose}: no mariadb service")
     local = [n for n in topology.services if n not in SKIPPED and n != "mariadb"]
     order = start_order(topology, local)
     compose = mariadb.compose_names(topology.services["mariadb"])

@@ -69,8 +69,10 @@ def _published(name: str, spec: dict[str, Any], offset: int) -> tuple[int, int] 
         raise TopologyError(f"service {name}: one published port expected, not {mappings}")
     if not mappings:
         return None
-    host, container = str(mappings[0]).split(":")[-2:]
-    return int(container), int(host) + offset
+    parts = str(mappings[0]).split(":")
+    if len(parts) < 2 or not parts[-1].isdigit() or not parts[-2].isdigit():
+        raise TopologyError(f"service {name}: ports {mappings[0]!r} is not HOST:CONTAINER")
+    return int(parts[-1]), int(parts[-2]) + offset
 
 
 def bind_mounts(spec: dict[str, Any]) -> dict[str, str]:
