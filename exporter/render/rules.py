@@ -30,6 +30,10 @@ WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 LONG_WINDOWS = tuple(dict.fromkeys(long for long, *_ in BURNS))
 # Platform collection failing for the tenant: nothing the platform reports is current.
 BLIND = 'max by (tenant) (cockpit_collection_success{source="platform"}) == 0'
+# The tenant's agents cannot be read (on every replica): its agent series are gone.
+AGENTS_UNREADABLE = (
+    'max by (tenant) (cockpit_collection_success{source="platform",query="agents"}) == 0'
+)
 
 
 @dataclass(frozen=True)
@@ -202,14 +206,17 @@ def _burn_alerts(s: RuleSettings) -> list[Alert]:
 
 
 def _while_blind(current: str, remembered: str, s: RuleSettings) -> str:
-    """The condition now, or, while the tenant's platform cannot be read, as last seen.
+    """The condition now, or, while the tenant's agents cannot be read, as last seen.
 
-    A platform outage removes the platform's series; without this the alerts about them
-    would resolve while nothing is known (the pool may well still be offline).
+    A platform outage removes the agent series; without this the alerts about them would
+    resolve while nothing is known (the pool may well still be offline). Gated on the agents
+    job itself, not on the whole tenant being blind: the platform's jobs fail one by one, and
+    until the last one has, the tenant is not blind yet while its agent series are gone.
     """
     memory = _prom_duration(s.thresholds.blind_memory)
     remembered = remembered.replace("[M]", f"[{memory}]")
-    return f"(\n  {current}\n)\nor\n(\n  {remembered}\n  and on (tenant) {BLIND}\n)"
+    gate = AGENTS_UNREADABLE
+    return f"(\n  {current}\n)\nor\n(\n  {remembered}\n  and on (tenant) {gate}\n)"
 
 
 def _operator_alerts(s: RuleSettings) -> list[Alert]:
