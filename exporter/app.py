@@ -68,6 +68,7 @@ class Exporter:
         self.web_config = web_config or WebConfig()
         self.policy = AccessPolicy.of(self.web_config)
         self.shard = resolve(settings.shard, settings.total_shards)
+        self.owned = 0  # tenants of the config this shard collects, set by _jobs
         self.store = SnapshotStore()
         self.state = State(
             open_store(
@@ -198,8 +199,7 @@ class Exporter:
         """Operator-only status lines for the landing page."""
         notes = {"Tenant discovery": self.discovery.status()} if self.discovery else {}
         if self.shard.total > 1:
-            owned = len({job.tenant for job in self.runner.jobs()})
-            notes["Shard"] = f"{self.shard.index} of {self.shard.total} ({owned} tenants)"
+            notes["Shard"] = f"{self.shard.index} of {self.shard.total} ({self.owned} tenants)"
         return notes
 
     def _log_start(self, context: ssl.SSLContext | None) -> None:
@@ -209,7 +209,7 @@ class Exporter:
             listen=f"{host or '*'}:{self.port}",
             tls=context is not None,
             auth=self.web_config.auth_required,
-            tenants=len({job.tenant for job in self.runner.jobs()}),
+            tenants=self.owned,
             jobs=len(self.runner.jobs()),
             shard=f"{self.shard.index}/{self.shard.total}",
         )
@@ -297,7 +297,8 @@ class Exporter:
     def _jobs(self, config: Config) -> list[Job]:
         """The jobs of `config` this shard owns; publishes the shard and its tenant count."""
         owned = {t for t in config.tenants if self.shard.owns(t)}
-        self.store.put(SHARD_KEY, shard_snapshot(self.shard, len(owned)))
+        self.owned = len(owned)
+        self.store.put(SHARD_KEY, shard_snapshot(self.shard, self.owned))
         return [job for job in all_jobs(config) if job.tenant in owned]
 
     async def _prune_state(self, jobs: list[Job]) -> None:
