@@ -169,6 +169,14 @@ def _simulate_parser(
         help="platform seconds per wall-clock second (default 1)",
     )
     simulate.add_argument(
+        "--warm-up",
+        type=duration,
+        default="10m",
+        dest="warm_up",
+        help="platform time each world runs before it is first served (default 10m; "
+        "about 1h for queues in their steady state)",
+    )
+    simulate.add_argument(
         "--write-config",
         type=Path,
         dest="write_config",
@@ -305,6 +313,7 @@ def _simulate(options: argparse.Namespace) -> int:
                 host=host,
                 port=port,
                 speed=options.speed,
+                warm_up=options.warm_up,
                 config=options.write_config,
             )
         )

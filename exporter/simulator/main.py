@@ -56,10 +56,17 @@ async def start_simulator(simulator: Simulator, host: str, port: int) -> tuple[w
 
 
 async def run_simulator(
-    *, tenants: int, seed: int, host: str, port: int, speed: float, config: Path | None
+    *,
+    tenants: int,
+    seed: int,
+    host: str,
+    port: int,
+    speed: float,
+    warm_up: float,
+    config: Path | None,
 ) -> int:
     """Serve until SIGTERM or SIGINT."""
-    simulator = Simulator(tenant_ids(tenants), seed, speed)
+    simulator = Simulator(tenant_ids(tenants), seed, speed, warm_up=warm_up)
     runner, url = await start_simulator(simulator, host, port)
     if config is not None:
         write_config(simulator, url, config)

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from exporter.simulator.faults import Faults
-from exporter.simulator.world import Agent, Run, Schedule, World, build_world
+from exporter.simulator.world import WARM_UP, Agent, Run, Schedule, World, build_world
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
@@ -44,6 +44,7 @@ class Simulator:
         seed: int,
         speed: float = 1.0,
         clock: Callable[[], float] | None = None,
+        warm_up: float = WARM_UP,
     ) -> None:
         self.seed, self.speed = seed, speed
         self._wall_start = time.time()
@@ -54,7 +55,7 @@ class Simulator:
         self.tenants: dict[str, SimTenant] = {}
         for tenant_id in tenant_ids:
             secret = hashlib.sha256(f"{seed}/{tenant_id}/secret".encode()).hexdigest()[:32]
-            world = build_world(tenant_id, seed, self.now())
+            world = build_world(tenant_id, seed, self.now(), warm_up)
             rng = random.Random(f"{seed}/{tenant_id}/faults")
             self.tenants[tenant_id] = SimTenant(tenant_id, tenant_id, secret, world, rng=rng)
         self._by_client = {t.client_id: t for t in self.tenants.values()}

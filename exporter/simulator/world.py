@@ -14,7 +14,7 @@ OUTCOMES = (("succeeded", 0.8), ("failed", 0.12), ("cancelled", 0.03), ("timed_o
 HEARTBEAT_EVERY = 15
 HISTORY = 3600  # seconds of finished runs kept for updated_since queries
 QUEUE_TIMEOUT = 900  # a run queued this long without a free agent is cancelled, as on the platform
-WARM_UP = 600  # the world starts this long before it is first served
+WARM_UP = 600  # by default the world starts this long before it is first served
 
 
 @dataclass
@@ -88,6 +88,10 @@ class World:
     processes: list[Process] = field(default_factory=list)
     schedules: list[Schedule] = field(default_factory=list)
     runs: dict[str, Run] = field(default_factory=dict)
+    # In-flight runs indexed so a tick costs what changes, not the length of the queues:
+    # each pool's queue oldest first, and the running runs.
+    queues: dict[str, dict[str, Run]] = field(default_factory=dict)
+    running: dict[str, Run] = field(default_factory=dict)
     finished: Counter[tuple[str, str]] = field(default_factory=Counter)
     offline_pool: str | None = None
     _log: list[tuple[float, int, str]] = field(default_factory=list)
@@ -108,9 +112,10 @@ class World:
                 schedule.next_run_at += schedule.every
                 schedule.last_run_at = now
                 self._queue(schedule.process_id, schedule.id, now)
-        active = [r for r in self.runs.values() if r.status in ("queued", "running")]
-        for run in active:
-            self._progress(run, now)
+        for run in [r for r in self.running.values() if now - (r.started_at or now) >= r.planned]:
+            self._finish(run, now)
+        for pool, queue in self.queues.items():
+            self._dispatch(pool, queue, now)
         if int(now) % 60 == 0:
             self._forget(now - HISTORY)
 
@@ -133,38 +138,43 @@ class World:
                 agent.last_heartbeat_at = now
 
     def _queue(self, process_id: str, schedule_id: str | None, now: float) -> None:
-        process = next(p for p in self.processes if p.id == process_id)
+        process = self._process(process_id)
         if not process.enabled:
             return
         self._seq += 1
         outcome = self.rng.choices([o for o, _ in OUTCOMES], [w for _, w in OUTCOMES])[0]
         planned = self.rng.randint(5, 180) if outcome != "timed_out" else process.max_seconds
         run = Run(f"{self.tenant}-r{self._seq}", process_id, schedule_id, now, planned, outcome)
-        self.runs[run.id] = run
+        self.runs[run.id] = self.queues.setdefault(process.pool, {})[run.id] = run
         self._touch(run, now)
 
-    def _progress(self, run: Run, now: float) -> None:
-        if run.status == "queued":
-            if now - run.queued_at >= QUEUE_TIMEOUT:
-                # Without this a pool short of agents queues runs without end.
-                run.outcome = "cancelled"
-                self._finish(run, now)
-                return
-            process = next(p for p in self.processes if p.id == run.process_id)
-            agent = self._free_agent(process.pool)
-            if agent is not None:
-                agent.status = "busy"
-                run.status, run.agent_id, run.started_at = "running", agent.id, now
-                self._touch(run, now)
-            return
-        assert run.started_at is not None
-        if now - run.started_at >= run.planned:
+    def _process(self, process_id: str) -> Process:
+        return next(p for p in self.processes if p.id == process_id)
+
+    def _dispatch(self, pool: str, queue: dict[str, Run], now: float) -> None:
+        """Cancel the pool's runs queued too long, then start the oldest on free agents."""
+        while queue:
+            run = next(iter(queue.values()))
+            if now - run.queued_at < QUEUE_TIMEOUT:
+                break
+            # Without this a pool short of agents queues runs without end.
+            run.outcome = "cancelled"
             self._finish(run, now)
+        while queue and (agent := self._free_agent(pool)) is not None:
+            run = queue.pop(next(iter(queue)))
+            agent.status = "busy"
+            run.status, run.agent_id, run.started_at = "running", agent.id, now
+            self.running[run.id] = run
+            self._touch(run, now)
 
     def _free_agent(self, pool: str) -> Agent | None:
         return next((a for a in self.agents if a.pool == pool and a.status == "online"), None)
 
     def _finish(self, run: Run, now: float) -> None:
+        if run.status == "queued":
+            del self.queues[self._process(run.process_id).pool][run.id]
+        else:
+            del self.running[run.id]
         run.status, run.finished_at = run.outcome, now
         agent = next((a for a in self.agents if a.id == run.agent_id), None)
         if agent is not None and agent.status == "busy":
@@ -205,10 +215,10 @@ class World:
         return found, (index + self._log_offset if index < len(self._log) else None)
 
 
-def build_world(tenant: str, seed: int, start: float) -> World:
-    """A new tenant world with pools, agents, processes and schedules, warmed up."""
+def build_world(tenant: str, seed: int, start: float, warm_up: float = WARM_UP) -> World:
+    """A new tenant world with pools, agents, processes and schedules, run for `warm_up` s."""
     rng = random.Random(f"{seed}/{tenant}")
-    world = World(tenant, rng, clock=float(int(start) - WARM_UP))
+    world = World(tenant, rng, clock=float(int(start) - int(warm_up)))
     pools = [f"pool-{name}" for name in ("general", "gpu", "batch")[: rng.randint(2, 3)]]
     for i in range(rng.randint(4, 9)):
         pool = pools[i % len(pools)]
