@@ -145,6 +145,15 @@ def test_simulate_honours_its_listen_address(tmp_path: Path) -> None:
         process.communicate(timeout=20)
 
 
+def test_simulate_refuses_a_bad_warm_up() -> None:
+    """`--warm-up` takes a duration; anything else is a usage error naming the flag."""
+    for bad in ("soon", "-5m"):
+        result = cli("simulate", f"--warm-up={bad}")
+        assert result.returncode == 2, result.stderr
+        assert "argument --warm-up: invalid duration value" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 async def test_a_wrong_base_url_is_named_in_the_error(make_exporter, tmp_path: Path) -> None:
     """`processes: HTTP 404 from <url>`: the URL shows which part of the config is wrong."""
     from tests import platform_helpers

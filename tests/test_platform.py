@@ -363,3 +363,37 @@ def test_simulator_is_deterministic_for_a_seed() -> None:
     assert [(r.id, r.status) for r in one.runs.values()] != [
         (r.id, r.status) for r in other.runs.values()
     ]
+
+
+def test_simulator_in_flight_index_matches_the_runs() -> None:
+    """After two platform hours of queue timeouts and quiet agents, the per-pool queues hold
+    exactly the queued runs (oldest first, none past the timeout) and `running` the running."""
+    from exporter.simulator.world import QUEUE_TIMEOUT, build_world
+
+    start = 1_800_000_000.0
+    worlds = [build_world(f"t{i:04d}", 7, start) for i in range(1, 21)]
+    for world in worlds:
+        world.advance(start + 7200)
+        queued = {r.id for r in world.runs.values() if r.status == "queued"}
+        assert {i for q in world.queues.values() for i in q} == queued
+        assert set(world.running) == {r.id for r in world.runs.values() if r.status == "running"}
+        for pool, queue in world.queues.items():
+            times = [r.queued_at for r in queue.values()]
+            assert times == sorted(times), pool
+            assert all(world.clock - t < QUEUE_TIMEOUT for t in times), pool
+    assert sum(len(q) for w in worlds for q in w.queues.values()) > 0, "some pool is short"
+    assert sum(w.finished[(p.id, "cancelled")] for w in worlds for p in w.processes) > 0
+
+
+def test_simulator_warm_up_is_platform_time_before_the_first_request() -> None:
+    """`warm_up` runs the world that long before `start`: none gives an empty world; an hour
+    gives a world at `start` with an hour of finished runs behind it."""
+    from exporter.simulator.world import build_world
+
+    start = 1_800_000_000.0
+    cold, hour = build_world("t0001", 5, start, 0), build_world("t0001", 5, start, 3600)
+    assert cold.clock == hour.clock == start
+    assert not cold.runs and not cold.finished
+    earliest = min(r.queued_at for r in hour.runs.values())
+    assert start - 3600 <= earliest < start - 3000
+    assert sum(hour.finished.values()) > sum(build_world("t0001", 5, start).finished.values())

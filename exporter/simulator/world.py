@@ -112,7 +112,8 @@ class World:
                 schedule.next_run_at += schedule.every
                 schedule.last_run_at = now
                 self._queue(schedule.process_id, schedule.id, now)
-        for run in [r for r in self.running.values() if now - (r.started_at or now) >= r.planned]:
+        done = [r for r in self.running.values() if now - (r.started_at or 0) >= r.planned]
+        for run in done:
             self._finish(run, now)
         for pool, queue in self.queues.items():
             self._dispatch(pool, queue, now)
