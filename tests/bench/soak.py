@@ -4,7 +4,8 @@ of faults, scraped every 5 s by a real Prometheus, for SOAK_MINUTES (default 30)
 Every minute: the exporter's RSS and open file descriptors. At the end: their slope after the
 warm-up (per 10 minutes), the scrape p99 Prometheus measured, and whether the run counts in
 Prometheus equal the simulator's own counts. Platform time is frozen around the two
-count readings so both sides describe the same moment.
+count readings so both sides describe the same moment. The simulated worlds run 90 minutes
+before they are served, so the workload is steady from the start.
 """
 
 import json
@@ -31,6 +32,9 @@ WARMUP_MINUTES = min(5.0, MINUTES / 3)
 # The simulated queues take about 90 platform minutes from an empty world to their steady
 # size (docs/reliability.md); a world that is still filling would be measured as growth.
 WORLD_WARM_UP = "90m"
+# A file name here runs the exporter under tests.bench.allocators, which writes its
+# allocators' state to that file once a minute.
+ALLOCATORS = os.environ.get("SOAK_ALLOCATORS")
 FAULTS = [
     {"error_rate": 0.3, "retry_after": 1},
     {"rate_limit_rate": 0.3, "retry_after": 2},
@@ -137,7 +141,8 @@ def main() -> None:
         document["defaults"] = {"interval": "15s", "timeout": "10s"}
         config.write_text(yaml.safe_dump(document))
         tenants = [t["id"] for t in document["tenants"]]
-        exporter = spawn(sys.executable, "-m", "exporter", "--config", str(config),
+        probe = ["tests.bench.allocators", ALLOCATORS] if ALLOCATORS else ["exporter"]
+        exporter = spawn(sys.executable, "-m", *probe, "--config", str(config),
                          "--state.dir", str(work / "state"), "--log.level", "error",
                          "--web.listen-address", f"127.0.0.1:{exporter_port}")  # fmt: skip
         processes.append(exporter)
