@@ -174,7 +174,7 @@ def _simulate_parser(
         default="10m",
         dest="warm_up",
         help="platform time each world runs before it is first served (default 10m; "
-        "about 1h for queues in their steady state)",
+        "90m for queues at their steady size)",
     )
     simulate.add_argument(
         "--write-config",
