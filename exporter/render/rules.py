@@ -205,7 +205,7 @@ def _burn_alerts(s: RuleSettings) -> list[Alert]:
     return alerts
 
 
-def _while_blind(current: str, remembered: str, s: RuleSettings) -> str:
+def _while_agents_unreadable(current: str, remembered: str, s: RuleSettings) -> str:
     """The condition now, or, while the tenant's agents cannot be read, as last seen.
 
     A platform outage removes the agent series; without this the alerts about them would
@@ -215,8 +215,7 @@ def _while_blind(current: str, remembered: str, s: RuleSettings) -> str:
     """
     memory = _prom_duration(s.thresholds.blind_memory)
     remembered = remembered.replace("[M]", f"[{memory}]")
-    gate = AGENTS_UNREADABLE
-    return f"(\n  {current}\n)\nor\n(\n  {remembered}\n  and on (tenant) {gate}\n)"
+    return f"(\n  {current}\n)\nor\n(\n  {remembered}\n  and on (tenant) {AGENTS_UNREADABLE}\n)"
 
 
 def _operator_alerts(s: RuleSettings) -> list[Alert]:
@@ -323,7 +322,7 @@ def _tenant_alerts(s: RuleSettings) -> list[Alert]:
     return [
         Alert(
             "CockpitAgentOffline",
-            _while_blind(
+            _while_agents_unreadable(
                 f"{one('cockpit_agent_up', s)} == 0\n  and on (tenant, pool, agent) "
                 f"{one('cockpit_agent_enabled', s)} == 1",
                 f"{one('last_over_time(cockpit_agent_up[M])', s)} == 0\n"
@@ -338,7 +337,7 @@ def _tenant_alerts(s: RuleSettings) -> list[Alert]:
         ),
         Alert(
             "CockpitAgentPoolOffline",
-            _while_blind(
+            _while_agents_unreadable(
                 "tenant_pool:cockpit_agents_up:sum == 0\n"
                 "  and on (tenant, pool) tenant_pool:cockpit_agents_enabled:sum > 0",
                 "last_over_time(tenant_pool:cockpit_agents_up:sum[M]) == 0\n  and on (tenant, pool)"
