@@ -29,6 +29,7 @@ from exporter.settings import Settings, split_address
 from exporter.sharding import FAMILIES as SHARD_FAMILIES
 from exporter.sharding import resolve, shard_snapshot
 from exporter.sources.base import Job, Resources
+from exporter.sources.http import new_session
 from exporter.sources.registry import all_jobs, make_sources
 from exporter.sources.runner import Runner
 from exporter.state import State, open_store
@@ -37,9 +38,6 @@ from exporter.tls import configure, server_context
 from exporter.webconfig import WebConfig, check_scopes, load_web_config
 
 log = structlog.get_logger(__name__)
-# Per-host limit: one platform host serving many tenants gets a bounded number of
-# connections; the total bounds sockets across all hosts.
-HTTP_LIMIT, HTTP_LIMIT_PER_HOST = 256, 64
 CONFIG_KEY = ("", "exporter", "config")
 DISCOVERY_KEY = ("", "exporter", "discovery")
 SHARD_KEY = ("", "exporter", "shard")
@@ -94,8 +92,7 @@ class Exporter:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=HTTP_LIMIT, limit_per_host=HTTP_LIMIT_PER_HOST)
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = new_session()
         return self._session
 
     async def run_job(self, job: Job) -> None:

@@ -12,6 +12,7 @@ from exporter.config import Config, ConfigError, parse_config, tenant_model
 from exporter.discovery import Discovery, TenantEntry, needed_params
 from exporter.selfmetrics import JobStats
 from exporter.sources.base import Job, Resources
+from exporter.sources.http import new_session
 from exporter.sources.registry import all_jobs, make_sources
 from exporter.sources.runner import Runner
 from exporter.store import SnapshotStore
@@ -28,7 +29,7 @@ async def dry_run(config: Config, out: TextIO = sys.stdout, progress: TextIO = s
 
     def http() -> aiohttp.ClientSession:
         nonlocal session
-        session = session or aiohttp.ClientSession()
+        session = session or new_session()
         return session
 
     sources = make_sources(Resources(http, config.limits.max_concurrent_queries))

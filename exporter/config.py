@@ -132,6 +132,8 @@ class PlatformSpec:
     timeout: float
     request_timeout: float
     page_size: int
+    follow_redirects: bool
+    max_response_bytes: int
     overlap: float
     lookback: float
     history: float
@@ -286,7 +288,7 @@ def _section_jobs(model: schema.ConfigFile, problems: list[str]) -> list[Job]:
             if value is None:
                 continue
             try:
-                jobs += section.jobs(tenant.id, value, model.defaults, f"tenants[{ti}].{key}")
+                jobs += section.jobs(tenant.id, value, model, f"tenants[{ti}].{key}")
             except ValueError as exc:
                 problems.append(str(exc))
     return jobs
@@ -536,18 +538,16 @@ def _resolve_platforms(model: schema.ConfigFile, problems: list[str]) -> list[Pl
     for ti, tenant in enumerate(model.tenants):
         if tenant.platform is not None:
             try:
-                specs.append(
-                    _platform(tenant.id, tenant.platform, model.defaults, f"tenants[{ti}]")
-                )
+                specs.append(_platform(tenant.id, tenant.platform, model, f"tenants[{ti}]"))
             except ValueError as exc:
                 problems.append(str(exc))
     return specs
 
 
 def _platform(
-    tenant: str, platform: schema.Platform, defaults: schema.Defaults, where: str
+    tenant: str, platform: schema.Platform, model: schema.ConfigFile, where: str
 ) -> PlatformSpec:
-    where = f"{where}.platform"
+    where, defaults = f"{where}.platform", model.defaults
     interval = platform.interval or defaults.interval
     timeout = platform.timeout or defaults.timeout
     if timeout > interval:
@@ -566,6 +566,8 @@ def _platform(
         timeout=timeout,
         request_timeout=min(platform.request_timeout, timeout),
         page_size=platform.page_size,
+        follow_redirects=platform.follow_redirects == "same_origin",
+        max_response_bytes=model.limits.max_response_bytes,
         overlap=platform.overlap,
         lookback=platform.lookback,
         history=platform.history,

@@ -1,7 +1,7 @@
 """Errors a collection run can end with, each mapped to a `reason` label value."""
 
 REASONS = ("timeout", "connect", "query", "value")
-PLATFORM_REASONS = ("timeout", "connect", "http", "auth", "decode")
+PLATFORM_REASONS = ("timeout", "connect", "http", "auth", "decode", "too_large")
 
 
 class CollectionError(Exception):

@@ -81,10 +81,16 @@ class Defaults(Model):
         return data
 
 
+# The size of an upstream answer after decompression: bounds memory whatever it claims.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+FollowRedirects = Literal["none", "same_origin"]
+
+
 class Limits(Model):
     """Process-wide limits."""
 
     max_concurrent_queries: int = Field(64, ge=1, le=1024)
+    max_response_bytes: int = Field(MAX_RESPONSE_BYTES, ge=1024, le=1024**3)
     # basic: success, duration, last success, runs, and errors by reason once one occurred.
     self_metrics: Literal["basic", "full"] = "basic"
 
@@ -127,6 +133,7 @@ class Platform(Model):
     timeout: Duration | None = None
     request_timeout: Duration = 10.0
     page_size: int = Field(100, ge=1, le=1000)
+    follow_redirects: FollowRedirects = "none"
     overlap: Duration = 120.0
     lookback: float = Field(0.0, ge=0)
     history: Duration = 86400.0

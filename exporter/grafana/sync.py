@@ -21,13 +21,16 @@ from urllib.parse import urlencode
 import aiohttp
 
 from exporter.config import Config, ConfigError
+from exporter.errors import CollectionError
 from exporter.render.grafana import grafana_settings, write_provisioning
 from exporter.render.grafana_ini import OPERATORS_ORG
+from exporter.sources.bounded import read_body
 
 LANDING_ORG_NAME = "cockpit-landing"
 WAIT_STEP = 2.0
 RELOADED = ("datasources", "dashboards")  # datasources first: the dashboards query them
 TIMEOUT = aiohttp.ClientTimeout(total=30)
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 class SyncError(Exception):
@@ -145,12 +148,21 @@ class GrafanaApi:
         if org_id is not None:
             headers["X-Grafana-Org-Id"] = str(org_id)
         try:
+            # Not followed: the admin credential goes to the configured Grafana only.
             async with self._session.request(
-                method, self._url + path, json=payload, headers=headers, timeout=TIMEOUT
+                method,
+                self._url + path,
+                json=payload,
+                headers=headers,
+                timeout=TIMEOUT,
+                allow_redirects=False,
             ) as response:
-                text = await response.text()
+                raw = await read_body(response, MAX_ANSWER_BYTES, f"{method} {path}")
+                text = raw.decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UnreachableError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        except CollectionError as exc:
+            raise SyncError(str(exc)) from None
         if response.status == 404 and missing_ok:
             return None
         if response.status >= 300:

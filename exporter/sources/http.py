@@ -1,18 +1,21 @@
 """HTTP for every source that polls an API, shared so no source copies it.
 
 Retries with backoff and Retry-After until the deadline, error statuses classified, OAuth2
-client-credentials tokens cached and refreshed.
+client-credentials tokens cached and refreshed. No redirect is followed unless a source asks
+for same-origin ones, so credentials only ever reach the host they were configured for, and
+every answer is read within the size limit (bounded.py).
 
-Errors leave as CollectionError with reason `http`, `timeout`, `connect`, `auth` or `decode`.
+Errors leave as CollectionError with reason `http`, `timeout`, `connect`, `auth`, `decode`
+or `too_large`.
 """
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from tenacity import (
@@ -25,11 +28,35 @@ from tenacity import (
 
 from exporter.errors import CollectionError
 from exporter.sources.base import safe_url
+from exporter.sources.bounded import DEFAULT_MAX_BYTES, decode_json, read_body
 
 T = TypeVar("T")
 # Refresh this long before expiry (at most a tenth of the lifetime), so no call races it.
 REFRESH_MARGIN = 30.0
 _backoff = wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5)
+# Per-host limit: one platform host serving many tenants gets a bounded number of
+# connections; the total bounds sockets across all hosts.
+HTTP_LIMIT, HTTP_LIMIT_PER_HOST = 256, 64
+MAX_REDIRECTS = 5
+# Statuses a client may follow; a POST only with those that keep its method and body.
+FOLLOWABLE, KEEP_METHOD = frozenset({301, 302, 303, 307, 308}), frozenset({307, 308})
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The HTTP client the sources share.
+
+    No cookie jar: tenants share the session, and a cookie one API sets must not travel
+    with another tenant's requests.
+    """
+    connector = aiohttp.TCPConnector(limit=HTTP_LIMIT, limit_per_host=HTTP_LIMIT_PER_HOST)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port: what a redirect or a next page must keep."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 class Counts(Protocol):
@@ -69,27 +96,79 @@ class Caller:
     session: aiohttp.ClientSession
     request_timeout: float
     counts: Counts
+    follow_redirects: bool = False  # same-origin ones only, and only when configured
+    max_bytes: int = DEFAULT_MAX_BYTES
     # The server's Retry-After, remembered across polls: no request before this
     # (time.monotonic()), so a rate-limited tenant is paced instead of hammering.
     not_before: float = 0.0
 
-    async def send(self, endpoint: str, request: Any) -> bytes:
-        """Perform one request, count it, and turn error statuses into exceptions."""
-        started, code = time.monotonic(), "error"
-        try:
-            async with request as response:
-                code = str(response.status)
-                if response.status == 401:
-                    raise UnauthorizedError
-                if response.status >= 400:
-                    url = safe_url(str(response.url))
-                    wait = retry_after(response.headers)
-                    if wait is not None:
-                        self.not_before = time.monotonic() + wait
-                    raise StatusError(response.status, wait, url)
-                return bytes(await response.read())
-        finally:
-            self.counts.request(endpoint, code, time.monotonic() - started)
+    async def json(
+        self, endpoint: str, method: str, url: str, deadline: float, **options: Any
+    ) -> object:
+        """`send`, then the body decoded as JSON within the value bound."""
+        body = await self.send(endpoint, method, url, deadline, **options)
+        return decode_json(endpoint, body, self.max_bytes)
+
+    async def send(
+        self, endpoint: str, method: str, url: str, deadline: float, **options: Any
+    ) -> bytes:
+        """Perform one request (and same-origin redirects, if allowed); count each hop."""
+        start = origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            began, code = time.monotonic(), "error"
+            try:
+                async with self.session.request(
+                    method, url, allow_redirects=False, timeout=self.timeout(deadline), **options
+                ) as response:
+                    code = str(response.status)
+                    target = self._redirect(endpoint, method, start, response)
+                    if target is None:
+                        return await self._body(endpoint, response)
+            finally:
+                self.counts.request(endpoint, code, time.monotonic() - began)
+            url = target
+            options.pop("params", None)  # the Location carries its own query
+        raise CollectionError("http", f"{endpoint}: more than {MAX_REDIRECTS} redirects")
+
+    def _redirect(
+        self,
+        endpoint: str,
+        method: str,
+        start: tuple[str, str, int | None],
+        response: aiohttp.ClientResponse,
+    ) -> str | None:
+        """Where a 3xx may be followed to; None for other statuses; else an `http` failure."""
+        status = response.status
+        if not 300 <= status < 400:
+            return None
+        target = urljoin(str(response.url), response.headers.get("Location", ""))
+        allowed = (
+            self.follow_redirects
+            and status in FOLLOWABLE
+            and origin(target) == start
+            and (method == "GET" or status in KEEP_METHOD)
+        )
+        if allowed:
+            return target
+        # The host only: a Location's path and query may carry anything.
+        host = urlsplit(target).netloc.rpartition("@")[2] or "nowhere"
+        rule = "same_origin: another origin" if self.follow_redirects else "none"
+        raise CollectionError(
+            "http",
+            f"{endpoint}: HTTP {status} redirect to {host} not followed (follow_redirects: {rule})",
+        )
+
+    async def _body(self, endpoint: str, response: aiohttp.ClientResponse) -> bytes:
+        """The body of a success; error statuses become exceptions (their bodies unread)."""
+        if response.status == 401:
+            raise UnauthorizedError
+        if response.status >= 400:
+            url = safe_url(str(response.url))
+            wait = retry_after(response.headers)
+            if wait is not None:
+                self.not_before = time.monotonic() + wait
+            raise StatusError(response.status, wait, url)
+        return await read_body(response, self.max_bytes, endpoint)
 
     def timeout(self, deadline: float) -> aiohttp.ClientTimeout:
         """The request timeout, never past the run's deadline."""
@@ -128,6 +207,9 @@ class Caller:
             if statuses:  # the deadline ran out retrying error statuses: say which
                 raise CollectionError("http", f"{endpoint}: {statuses[-1]}") from None
             raise CollectionError("timeout", f"{endpoint}: no answer within the deadline") from None
+        except aiohttp.ClientPayloadError:
+            # A body cut short or that does not inflate: what arrived is not an answer.
+            raise CollectionError("decode", f"{endpoint}: response body is malformed") from None
         except aiohttp.ClientError as exc:
             raise CollectionError("connect", f"{endpoint}: {type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable: tenacity either returns or raises")
@@ -181,9 +263,8 @@ class ClientCredentials:
         }
         if self.scope:
             form["scope"] = self.scope
-        request = caller.session.post(self.token_url, data=form, timeout=caller.timeout(deadline))
         try:
-            body = decode_json("token", await caller.send("token", request))
+            body = await caller.json("token", "POST", self.token_url, deadline, data=form)
         except UnauthorizedError:
             raise CollectionError("auth", "token: HTTP 401, client id or secret refused") from None
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
@@ -220,11 +301,3 @@ def retry_after(headers: Any) -> float | None:
         return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
-
-
-def decode_json(endpoint: str, body: bytes) -> object:
-    """The body as JSON, or a `decode` failure naming the endpoint (HTML error pages too)."""
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise CollectionError("decode", f"{endpoint}: response body is not JSON") from None

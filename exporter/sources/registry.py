@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from exporter.exposition import Family
-from exporter.schema import Defaults
+from exporter.schema import ConfigFile
 from exporter.sources.base import Job, Resources, Source
 from exporter.sources.http_json import config as http_json_config
 from exporter.sources.http_json import source as http_json
@@ -22,7 +22,7 @@ class Section:
 
     key: str
     annotation: Any  # the pydantic type of the value
-    jobs: Callable[[str, Any, Defaults, str], list[Job]]  # tenant, value, defaults, where
+    jobs: Callable[[str, Any, ConfigFile, str], list[Job]]  # tenant, value, the file, where
     families: Callable[[Sequence[Job]], Iterable[Family]]
 
 

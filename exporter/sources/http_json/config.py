@@ -14,7 +14,14 @@ from pydantic import AfterValidator, Field, model_validator
 
 from exporter.durations import Duration
 from exporter.fields import HttpUrl, Model
-from exporter.schema import Defaults, LabelName, MetricName, QueryName, check_type_suffix
+from exporter.schema import (
+    ConfigFile,
+    FollowRedirects,
+    LabelName,
+    MetricName,
+    QueryName,
+    check_type_suffix,
+)
 from exporter.secrets import read_secret
 from exporter.sources.base import Job, safe_url
 
@@ -135,6 +142,8 @@ class Endpoint(Model):
     headers: dict[str, str] = Field(default_factory=dict)
     pagination: Pagination | None = None
     max_series: int | None = Field(None, ge=1)
+    max_response_bytes: int | None = Field(None, ge=1024, le=1024**3)
+    follow_redirects: FollowRedirects = "none"
     metrics: list[Metric] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -166,18 +175,21 @@ class Spec:
     pagination: Pagination | None
     metrics: tuple[Metric, ...]
     max_series: int
+    max_response_bytes: int
+    follow_redirects: bool
 
 
-def jobs(tenant: str, endpoints: list[Endpoint], defaults: Defaults, where: str) -> list[Job]:
+def jobs(tenant: str, endpoints: list[Endpoint], model: ConfigFile, where: str) -> list[Job]:
     """One job per endpoint; unreadable secrets and bad timeouts raise ValueError."""
     names = [e.name for e in endpoints]
     for index, name in enumerate(names):
         if name in names[:index]:
             raise ValueError(f"{where}[{index}].name: duplicate endpoint name {name!r}")
-    return [_job(tenant, e, defaults, f"{where}[{i}]") for i, e in enumerate(endpoints)]
+    return [_job(tenant, e, model, f"{where}[{i}]") for i, e in enumerate(endpoints)]
 
 
-def _job(tenant: str, endpoint: Endpoint, defaults: Defaults, where: str) -> Job:
+def _job(tenant: str, endpoint: Endpoint, model: ConfigFile, where: str) -> Job:
+    defaults = model.defaults
     interval = endpoint.interval or defaults.interval
     timeout = endpoint.timeout or defaults.timeout
     if timeout > interval:
@@ -189,6 +201,8 @@ def _job(tenant: str, endpoint: Endpoint, defaults: Defaults, where: str) -> Job
         pagination=endpoint.pagination,
         metrics=tuple(endpoint.metrics),
         max_series=endpoint.max_series or defaults.max_series,
+        max_response_bytes=endpoint.max_response_bytes or model.limits.max_response_bytes,
+        follow_redirects=endpoint.follow_redirects == "same_origin",
     )
     return Job(tenant, KIND, endpoint.name, interval, timeout, spec, safe_url(endpoint.url))
 

@@ -1,21 +1,22 @@
 """The http_json source: GET a JSON API (paged, authenticated), map it to metrics by JSONPath."""
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from functools import partial
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 
 from exporter.errors import CollectionError
 from exporter.exposition import SCHEDULED_NOTE, Family
 from exporter.sources.base import Job, Part, Resources
-from exporter.sources.http import Caller, ClientCredentials, UnauthorizedError, decode_json
+from exporter.sources.http import Caller, ClientCredentials, UnauthorizedError, origin
 from exporter.sources.http_json.config import KIND, Spec, find
 from exporter.sources.http_json.extract import extract
 
 MAX_PAGES = 1000
-REASONS = ("timeout", "connect", "http", "auth", "decode", "value")
+REASONS = ("timeout", "connect", "http", "auth", "decode", "too_large", "value")
 
 
 class _Uncounted:
@@ -36,7 +37,13 @@ class _Client:
 
     def __init__(self, session: aiohttp.ClientSession, job: Job) -> None:
         self.name, self.spec = job.name, _spec(job)
-        self.caller = Caller(session, job.timeout, _Uncounted())
+        self.caller = Caller(
+            session,
+            job.timeout,
+            _Uncounted(),
+            follow_redirects=self.spec.follow_redirects,
+            max_bytes=self.spec.max_response_bytes,
+        )
         creds = self.spec.credentials
         self.oauth = None
         if creds is not None and creds.kind == "oauth2":
@@ -77,7 +84,7 @@ class _Client:
         if not isinstance(value, str) or not value:
             return None
         following = urljoin(url, value)
-        if _origin(following) != _origin(self.spec.url):
+        if origin(following) != origin(self.spec.url):
             # Credentials go only where the config sends them, not where a body points.
             raise CollectionError("decode", f"{self.name}: next page is on another host")
         return following, {}
@@ -108,10 +115,9 @@ class _Client:
             headers["Authorization"] = f"Bearer {creds.secret}"
         elif creds is not None:
             auth = aiohttp.BasicAuth(creds.username, creds.secret)
-        request = self.caller.session.get(
-            url, params=params, headers=headers, auth=auth, timeout=self.caller.timeout(deadline)
+        return await self.caller.json(
+            self.name, "GET", url, deadline, params=params, headers=headers, auth=auth
         )
-        return decode_json(self.name, await self.caller.send(self.name, request))
 
 
 class HttpJsonSource:
@@ -145,7 +151,12 @@ class HttpJsonSource:
         """Fetch every page, then map them to series."""
         pages = await self._clients[job.id].pages(deadline)
         spec = _spec(job)
-        yield extract(job.tenant, spec.metrics, pages, spec.max_series).part(job.name)
+        # JSONPath is pure Python: over a large answer it would hold the event loop for
+        # seconds; in a thread, the interpreter hands the loop its turns.
+        rendered = await asyncio.to_thread(
+            extract, job.tenant, spec.metrics, pages, spec.max_series
+        )
+        yield rendered.part(job.name)
 
     async def retain(self, jobs: Sequence[Job]) -> None:
         """Nothing shared to free."""
@@ -171,8 +182,3 @@ def _spec(job: Job) -> Spec:
 def _first(path: str, body: object) -> Any:
     found = find(path, body)
     return found[0] if found else None
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc

@@ -11,7 +11,7 @@ import aiohttp
 from exporter.config import PlatformSpec
 from exporter.errors import CollectionError
 from exporter.exposition import escape_label_value, format_value
-from exporter.sources.http import Caller, ClientCredentials, UnauthorizedError, decode_json
+from exporter.sources.http import Caller, ClientCredentials, UnauthorizedError
 from exporter.sources.platform import families
 from exporter.sources.platform.models import parse_page
 
@@ -85,7 +85,13 @@ class TenantClient:
     ) -> None:
         self._spec = spec
         self.stats = stats or ClientStats(spec.tenant)
-        self._caller = Caller(session, spec.request_timeout, self.stats)
+        self._caller = Caller(
+            session,
+            spec.request_timeout,
+            self.stats,
+            follow_redirects=spec.follow_redirects,
+            max_bytes=spec.max_response_bytes,
+        )
         self._credentials = ClientCredentials(
             spec.token_url, spec.client_id, spec.client_secret, spec.scope
         )
@@ -107,6 +113,11 @@ class TenantClient:
             if token is not None:
                 query["page_token"] = token
             page = parse_page(endpoint, await self.get(endpoint, query, deadline))
+            if len(page.items) > self._spec.page_size:
+                # Whatever the platform sends, a page costs what we asked it to cost.
+                found, asked = len(page.items), self._spec.page_size
+                message = f"{endpoint}: page has {found} items, {asked} asked for"
+                raise CollectionError("decode", message)
             yield page.items
             if page.next_page_token is None:
                 return
@@ -133,10 +144,7 @@ class TenantClient:
         self, endpoint: str, url: str, query: dict[str, str], deadline: float
     ) -> object:
         token = await self._credentials.token(self._caller, deadline)
-        request = self._caller.session.get(
-            url,
-            params=query,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=self._caller.timeout(deadline),
+        headers = {"Authorization": f"Bearer {token}"}
+        return await self._caller.json(
+            endpoint, "GET", url, deadline, params=query, headers=headers
         )
-        return decode_json(endpoint, await self._caller.send(endpoint, request))
