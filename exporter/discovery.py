@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from exporter import schema
 from exporter.exposition import Family, format_value
+from exporter.sources.sql.sessions import read_only
 from exporter.store import Snapshot
 
 log = structlog.get_logger(__name__)
@@ -215,8 +216,8 @@ class Discovery:
 
     async def _query(self) -> tuple[list[str], Sequence[Sequence[object]]]:
         if self._engine is None:
-            self._engine = create_async_engine(
-                self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+            self._engine = read_only(
+                create_async_engine(self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
             )
         async with self._engine.connect() as conn:
             result = await conn.execute(text(self.spec.sql))

@@ -31,6 +31,32 @@ RESERVED_LABELS = frozenset({"tenant", "source", "query", "job", "instance"})
 DSN_SCHEMES = ("mysql", "mariadb", "mysql+aiomysql", "sqlite", "sqlite+aiosqlite")
 
 
+# Statements that change the session a shared connection keeps for every later run of every
+# tenant (its access mode, database or transaction): refused when the config loads.
+SESSION_STATEMENTS = frozenset({
+    "SET", "USE", "START", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "LOCK",
+    "UNLOCK", "XA", "PRAGMA",
+})  # fmt: skip
+# Whitespace, comments and parentheses before a statement's first word; MySQL runs the text of
+# a `/*!` comment, so that is read as if the comment were not there.
+_BEFORE_STATEMENT = re.compile(r"(?:\s+|--[^\n]*|#[^\n]*|/\*(?!!)[\s\S]*?\*/|/\*!\d*|\()+")
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _reads_only(sql: str) -> str:
+    skipped = _BEFORE_STATEMENT.match(sql)
+    word = _WORD.match(sql, skipped.end() if skipped else 0)
+    if word is not None and word.group().upper() in SESSION_STATEMENTS:
+        raise ValueError(
+            f"a {word.group().upper()} statement would change the session that later runs"
+            " share; a query only reads (SELECT, WITH, SHOW, ...)"
+        )
+    return sql
+
+
+QuerySql = Annotated[str, Field(min_length=1), AfterValidator(_reads_only)]
+
+
 def _check_metric_name(name: str) -> str:
     if name.startswith(RESERVED_METRIC_PREFIXES):
         raise ValueError(f"metric name {name!r} uses a reserved prefix; pick another name")
@@ -184,7 +210,7 @@ class Query(Model):
     """A SQL statement run on a schedule for each of its tenants."""
 
     name: QueryName
-    sql: str = Field(min_length=1)
+    sql: QuerySql
     interval: Duration | None = None
     timeout: Duration | None = None
     max_series: int | None = Field(None, ge=1)
@@ -205,7 +231,7 @@ class Server(Model):
 class TenantDiscovery(Database):
     """A registry query whose rows are tenants (columns `id`, `database`, params)."""
 
-    sql: str = Field(min_length=1)
+    sql: QuerySql
     interval: Duration = 60.0
     timeout: Duration = 10.0
     max_tenants: int = Field(10_000, ge=1)

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pymysql
 import structlog
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -20,6 +19,8 @@ from sqlalchemy.pool import NullPool
 
 from exporter.config import DatabaseSpec
 from exporter.errors import CollectionError
+from exporter.sources.sql.protocol import mysql_code
+from exporter.sources.sql.sessions import READ_ONLY_ERROR, READ_ONLY_HINT, read_only
 
 log = structlog.get_logger(__name__)
 # A connection older than this is replaced so connections follow DNS and failovers.
@@ -190,7 +191,7 @@ def make_engine(spec: DatabaseSpec) -> AsyncEngine:
         # Server keeps connections itself; NullPool also gives KILL QUERY a connection of
         # its own when every kept one is busy with a hung statement.
         options["poolclass"] = NullPool
-    return create_async_engine(spec.server_url, **options)
+    return read_only(create_async_engine(spec.server_url, **options))
 
 
 def cause(exc: BaseException) -> str:
@@ -198,13 +199,6 @@ def cause(exc: BaseException) -> str:
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         exc = exc.orig
     text_ = str(exc) or type(exc).__name__
+    if mysql_code(exc) == READ_ONLY_ERROR:
+        text_ += f" ({READ_ONLY_HINT})"
     return text_ if len(text_) <= 300 else text_[:297] + "..."
-
-
-def mysql_code(exc: BaseException) -> int | None:
-    """The MySQL error number of `exc`, if it carries one."""
-    if isinstance(exc, DBAPIError):
-        exc = exc.orig or exc
-    if isinstance(exc, pymysql.MySQLError) and exc.args and isinstance(exc.args[0], int):
-        return exc.args[0]
-    return None

@@ -11,8 +11,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from exporter.errors import CollectionError
 from exporter.sources.sql import protocol
-from exporter.sources.sql.engines import Server, cause, mysql_code
+from exporter.sources.sql.engines import Server, cause
 from exporter.sources.sql.pipeline import Pipeline
+from exporter.sources.sql.protocol import mysql_code
 
 log = structlog.get_logger(__name__)
 _KILL_TIMEOUT = 5.0

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import pymysql
+from sqlalchemy.exc import DBAPIError
 
-from exporter.sources.sql.engines import mysql_code
-
-COM_INIT_DB, COM_QUERY = 0x02, 0x03
+COM_INIT_DB, COM_QUERY, COM_SET_OPTION = 0x02, 0x03, 0x1B
+MULTI_STATEMENTS_OFF = 1
 # One packet holds less than 16 MiB; a statement that long is refused, not split.
 ONE_PACKET = 2**24 - 2
 # Error numbers from 2000 up are the client's: the connection itself is in trouble.
@@ -36,6 +36,17 @@ def command(code_: int, payload: bytes) -> bytes:
     return struct.pack("<iB", len(payload) + 1, code_) + payload
 
 
+async def single_statements(conn: Any) -> None:
+    """Switch multi-statements off on an aiomysql connection, which always asks for them.
+
+    COM_SET_OPTION is the protocol's own switch (the C API's mysql_set_server_option);
+    aiomysql has no public call for it, so its command writer and packet reader are used.
+    The server answers EOF, or an error the reader raises.
+    """
+    await conn._execute_command(COM_SET_OPTION, struct.pack("<H", MULTI_STATEMENTS_OFF))
+    await conn._read_packet()
+
+
 def bind(driver: Any, sql: str, values: Sequence[object]) -> str:
     """The statement with its parameters escaped by the driver, as PyMySQL's cursor does."""
     return sql % tuple(driver.literal(value) for value in values)
@@ -45,3 +56,12 @@ def code(exc: pymysql.MySQLError) -> int:
     """The error number; errors without one count as the client's."""
     number = mysql_code(exc)
     return CLIENT_ERRORS if number is None else number
+
+
+def mysql_code(exc: BaseException) -> int | None:
+    """The MySQL error number of `exc`, if it carries one."""
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig or exc
+    if isinstance(exc, pymysql.MySQLError) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
