@@ -16,6 +16,8 @@ from exporter.config import Config, ConfigError, load_config, parse_config, tena
 from exporter.discovery import FAMILIES as DISCOVERY_FAMILIES
 from exporter.discovery import Discovery, TenantEntry, needed_params
 from exporter.exitcodes import fail
+from exporter.fds import AcceptErrors, connection_cap, raise_limit, soft_limit
+from exporter.listener import KEEPALIVE_TIMEOUT, Guard, GuardedSite
 from exporter.memory import trim_periodically
 from exporter.readiness import Readiness
 from exporter.selfmetrics import (
@@ -24,7 +26,7 @@ from exporter.selfmetrics import (
     build_info_snapshot,
     config_snapshot,
 )
-from exporter.server import Endpoints, bound_port, make_app
+from exporter.server import Endpoints, make_app
 from exporter.settings import Settings, split_address
 from exporter.sharding import FAMILIES as SHARD_FAMILIES
 from exporter.sharding import resolve, shard_snapshot
@@ -80,6 +82,8 @@ class Exporter:
         self.collection = Collection(self.runner, self.readiness)
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
+        cap = connection_cap(settings.max_connections, soft_limit())
+        self.guard = Guard(cap, settings.read_header_timeout)
         self._reload_lock = asyncio.Lock()
         self._ssl: ssl.SSLContext | None = None
         self._loaded_at = time.time()
@@ -177,19 +181,25 @@ class Exporter:
             telemetry_path=self.settings.telemetry_path,
             links=self.links,
             notes=self._notes,
+            guard=self.guard,
         )
-        self._runner = web.AppRunner(make_app(endpoints), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            make_app(endpoints),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+        )
         await self._runner.setup()
         host, port = split_address(self.settings.listen_address)
         tls = self.web_config.tls_server_config
         context = self._ssl = server_context(tls) if tls is not None else None
-        site = web.TCPSite(self._runner, host, port, ssl_context=context)
+        site = GuardedSite(self._runner, host, port, self.guard, ssl_context=context)
         try:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
             raise ListenError(self.settings.listen_address, exc) from None
-        self.port = bound_port(site)
+        self.port = site.port
         return context
 
     def _notes(self) -> dict[str, str]:
@@ -209,6 +219,8 @@ class Exporter:
             tenants=self.owned,
             jobs=len(self.runner.jobs()),
             shard=f"{self.shard.index}/{self.shard.total}",
+            max_connections=self.guard.max_connections,
+            fd_limit=soft_limit(),
         )
         if context is None or not self.web_config.auth_required:
             log.warning(
@@ -320,9 +332,11 @@ class Exporter:
 
 async def serve(config: Config, settings: Settings, web_config: WebConfig | None = None) -> int:
     """Run until SIGTERM or SIGINT (a second one exits at once); SIGHUP reloads."""
+    raise_limit()  # before the exporter sizes its connection cap by it
     exporter = Exporter(config, settings, web_config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrors())
 
     def on_stop() -> None:
         if stop.is_set():

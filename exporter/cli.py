@@ -79,6 +79,19 @@ def _serving_flags() -> argparse.ArgumentParser:
         dest="telemetry_path",
         help="path of the metrics (env COCKPIT_TELEMETRY_PATH, default /metrics)",
     )
+    flags.add_argument(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        help="a request's headers (and a TLS handshake) must arrive within this"
+        " (env COCKPIT_READ_HEADER_TIMEOUT, default 10s)",
+    )
+    flags.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        help="open HTTP connections at most; at the cap the longest-waiting idle one makes"
+        " room (env COCKPIT_MAX_CONNECTIONS, default 512, at most half the open-files limit)",
+    )
     return flags
 
 

@@ -14,16 +14,19 @@ from prometheus_client import (
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from exporter.exposition import OPENMETRICS_EOF
+from exporter.listener import Guard, GuardCollector
 
 
 class RuntimeMetrics:
-    """CPU, memory, file descriptors, GC and Python version of this process."""
+    """CPU, memory, file descriptors, GC, Python version and HTTP connections of the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: Guard | None = None) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self._registry)
         PlatformCollector(registry=self._registry)
         GCCollector(registry=self._registry)
+        if guard is not None:
+            self._registry.register(GuardCollector(guard))
 
     def render(self, openmetrics: bool) -> bytes:
         """The families in the requested format, without OpenMetrics' final EOF."""

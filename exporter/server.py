@@ -17,6 +17,7 @@ from exporter.exposition import (
 )
 from exporter.gzipped import GzipPrefix
 from exporter.landing import render_landing
+from exporter.listener import Guard, track_requests
 from exporter.readiness import Readiness
 from exporter.runtime import RuntimeMetrics
 from exporter.selfmetrics import JobStats
@@ -43,6 +44,7 @@ class Endpoints:
     telemetry_path: str = "/metrics"
     links: Mapping[str, str] = field(default_factory=dict)
     notes: Callable[[], Mapping[str, str]] = dict  # operator-only status lines (discovery)
+    guard: Guard | None = None  # the listener's connection limits, shown as self-metrics
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -83,7 +85,7 @@ class MetricsHandler:
 
     def __init__(self, endpoints: Endpoints) -> None:
         self._endpoints = endpoints
-        self._runtime = RuntimeMetrics()
+        self._runtime = RuntimeMetrics(endpoints.guard)
         self._gzipped: GzipPrefix | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -126,7 +128,7 @@ class MetricsHandler:
 
 def make_app(endpoints: Endpoints) -> web.Application:
     """The aiohttp application; small request limit since we accept no bodies."""
-    app = web.Application(client_max_size=64 * 1024, middlewares=[_request_log])
+    app = web.Application(client_max_size=64 * 1024, middlewares=[track_requests, _request_log])
     access.install(app, endpoints.policy)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -192,10 +194,3 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
             client=request.remote,
             principal=principal_of(request).name,
         )
-
-
-def bound_port(site: web.TCPSite) -> int:
-    """The port a site listens on (what port 0 became)."""
-    # aiohttp exposes the bound socket only on the underlying server object.
-    sockets = getattr(site._server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else 0

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exporter.durations import Duration
@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     ready_grace_period: Duration = 120.0
     web_config_file: Path | None = None
     enable_reload: bool = False
+    # Slow and idle clients: headers must arrive in time, and open connections are capped.
+    read_header_timeout: Duration = 10.0
+    max_connections: int = Field(512, ge=1)
     shutdown_grace_period: Duration = 10.0
     # Durable collection state: run cursors and counters survive restarts.
     state_dir: Path | None = Path("data/state")

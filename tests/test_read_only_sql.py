@@ -15,7 +15,7 @@ VALUE = "{name: probe_n, type: gauge, help: N., value: n}"
 
 def queries(*sql: str) -> str:
     return "queries:\n" + "".join(
-        f"  - {{name: q{i}, sql: \"{s}\", metrics: [{VALUE}]}}\n" for i, s in enumerate(sql)
+        f'  - {{name: q{i}, sql: "{s}", metrics: [{VALUE}]}}\n' for i, s in enumerate(sql)
     )
 
 

@@ -8,7 +8,6 @@ import structlog
 import yaml
 from aiohttp import web
 
-from exporter.server import bound_port
 from exporter.simulator.server import Simulator
 
 log = structlog.get_logger(__name__)
@@ -52,7 +51,7 @@ async def start_simulator(simulator: Simulator, host: str, port: int) -> tuple[w
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    return runner, f"http://{host}:{bound_port(site)}"
+    return runner, f"http://{host}:{_bound_port(site)}"
 
 
 async def run_simulator(
@@ -77,3 +76,10 @@ async def run_simulator(
     await stop.wait()
     await runner.cleanup()
     return 0
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    """The port a site listens on (what port 0 became)."""
+    # aiohttp exposes the bound socket only on the underlying server object.
+    sockets = getattr(site._server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0

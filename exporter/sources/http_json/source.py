@@ -1,6 +1,7 @@
 """The http_json source: GET a JSON API (paged, authenticated), map it to metrics by JSONPath."""
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -107,16 +108,16 @@ class _Client:
 
     async def _once(self, url: str, params: dict[str, str], deadline: float) -> object:
         headers = dict(self.spec.headers)
-        auth = None
         creds = self.spec.credentials
         if self.oauth is not None:
             headers["Authorization"] = f"Bearer {await self.oauth.token(self.caller, deadline)}"
         elif creds is not None and creds.kind == "bearer":
             headers["Authorization"] = f"Bearer {creds.secret}"
         elif creds is not None:
-            auth = aiohttp.BasicAuth(creds.username, creds.secret)
+            pair = f"{creds.username}:{creds.secret}".encode()
+            headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
         return await self.caller.json(
-            self.name, "GET", url, deadline, params=params, headers=headers, auth=auth
+            self.name, "GET", url, deadline, params=params, headers=headers
         )
 
 
