@@ -8,13 +8,16 @@ import ipaddress
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from exporter.auth import ANONYMOUS, Authenticator, Principal
+from exporter.auth import ANONYMOUS, Authenticator, Principal, decode_basic
+from exporter.hashing import BusyError, HashQueue
 from exporter.limits import FAILURE_WINDOW, FailureLimiter, TokenBucket, client_key
+from exporter.logs import Sampled
 from exporter.webconfig import WebConfig
 
 log = structlog.get_logger(__name__)
@@ -98,6 +101,8 @@ def _rate_limit(policy: Callable[[], AccessPolicy]) -> Middleware:
 
 
 def _client_sans(policy: Callable[[], AccessPolicy]) -> Middleware:
+    sampled = Sampled()
+
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         current = policy()
@@ -105,7 +110,10 @@ def _client_sans(policy: Callable[[], AccessPolicy]) -> Middleware:
             transport = request.transport
             peercert = transport.get_extra_info("peercert") if transport is not None else None
             if not current.san_allowed(peercert):
-                log.warning("client certificate refused", client=request.remote)
+                left_out = sampled.allow("san")
+                if left_out is not None:
+                    log.warning("client certificate refused", client=request.remote,
+                                suppressed=left_out)  # fmt: skip
                 raise web.HTTPForbidden(text="client certificate not allowed\n")
         return await handler(request)
 
@@ -113,7 +121,7 @@ def _client_sans(policy: Callable[[], AccessPolicy]) -> Middleware:
 
 
 def _credentials(policy: Callable[[], AccessPolicy]) -> Middleware:
-    limiter = FailureLimiter()
+    limiter, queue, sampled = FailureLimiter(), HashQueue(), Sampled()
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -126,13 +134,16 @@ def _credentials(policy: Callable[[], AccessPolicy]) -> Middleware:
             raise web.HTTPTooManyRequests(headers={"Retry-After": str(math.ceil(wait))})
         header = request.headers.get("Authorization")
         principal = None
+        schedule = partial(queue.run, limiter.score(client))
         limiter.begin(client)
         try:
-            principal = await auth.authenticate(header)
+            principal = await auth.authenticate(header, schedule)
+        except BusyError:
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "1"}) from None
         finally:
             blocked = limiter.end(client, failed=principal is None)
         if principal is None:
-            _refused(request, client, header, blocked)
+            _refused(request, client, header, blocked, sampled)
             challenge = {"WWW-Authenticate": 'Basic realm="cockpit-exporter"'}
             raise web.HTTPUnauthorized(headers=challenge if auth.offers_basic else None)
         request[PRINCIPAL] = principal
@@ -141,12 +152,35 @@ def _credentials(policy: Callable[[], AccessPolicy]) -> Middleware:
     return check
 
 
-def _refused(request: web.Request, client: str, header: str | None, blocked: bool) -> None:
-    log.warning(
-        "authentication failed", client=client, path=route_of(request), scheme=scheme_of(header)
-    )
-    if blocked:
-        log.warning("client blocked", client=client, seconds=FAILURE_WINDOW)
+def _refused(
+    request: web.Request, client: str, header: str | None, blocked: bool, sampled: Sampled
+) -> None:
+    """Log a refusal, at most one line a second per reason (with how many were left out)."""
+    reason = refusal_reason(header)
+    left_out = sampled.allow(reason)
+    if left_out is not None:
+        log.warning(
+            "authentication failed",
+            reason=reason,
+            client=client,
+            path=route_of(request),
+            scheme=scheme_of(header),
+            suppressed=left_out,
+        )
+    left_out = sampled.allow("blocked") if blocked else None
+    if left_out is not None:
+        log.warning("client blocked", client=client, seconds=FAILURE_WINDOW, suppressed=left_out)
+
+
+def refusal_reason(header: str | None) -> str:
+    """Why a credential was refused, in one of three words: missing, malformed, wrong."""
+    scheme = scheme_of(header)
+    if scheme == "none":
+        return "missing"
+    credential = (header or "").partition(" ")[2].strip()
+    if scheme == "other" or (scheme == "basic" and decode_basic(credential) is None):
+        return "malformed"
+    return "wrong"
 
 
 def scheme_of(header: str | None) -> str:

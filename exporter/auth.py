@@ -8,11 +8,12 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import bcrypt
 
+from exporter.hashing import HashQueue
 from exporter.webconfig import WebConfig
 
 CACHE_SIZE = 1024
@@ -20,18 +21,23 @@ CACHE_SECONDS = 300.0
 # bcrypt reads at most 72 bytes of a password; Go's bcrypt (exporter-toolkit) compares
 # that prefix, so a longer password is checked the same way instead of failing.
 BCRYPT_MAX_BYTES = 72
-# One hashing thread, as exporter-toolkit serialises bcrypt: attackers' guesses queue here
-# and never take the default executor that DNS lookups and gzip share.
-_BCRYPT_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
+DUMMY_COST = 10
+Schedule = Callable[[Callable[[], bool]], Awaitable[bool]]
 
 
 @functools.cache
-def _dummy_hash() -> bytes:
-    """Checked when the user is unknown, so a wrong name costs as long as a wrong password.
+def _dummy_hash(cost: int) -> bytes:
+    """The hash an unknown user is checked against (at the dearest configured cost).
 
-    Made on first use: hashing at import would cost every start-up a bcrypt round.
+    A wrong name then costs as long as any wrong password. Made on first use: hashing at
+    import would cost every start-up a bcrypt round.
     """
-    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
+    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=cost))
+
+
+def cost_of(hashed: bytes) -> int:
+    """A bcrypt hash's cost (`$2y$12$...` is 12); the web config checked the format."""
+    return int(hashed[4:6])
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ class Authenticator:
         self.required = config.auth_required
         self.offers_basic = bool(self._users)
         self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self._dearest = max(map(cost_of, self._users.values()), default=DUMMY_COST)
+        self._took: dict[int, float] = {}  # how long the last check at each cost took
 
     def quick(self, header: str | None) -> Principal | BasicCredential | None:
         """Decide without hashing: a principal, None (refused), or a credential to hash.
@@ -104,13 +112,21 @@ class Authenticator:
             return None
         return Principal(basic.user) if self._cached(basic.cache_key) else basic
 
-    async def authenticate(self, header: str | None) -> Principal | None:
-        """The principal for an Authorization header, or None if it does not prove one."""
+    async def authenticate(
+        self, header: str | None, schedule: Schedule | None = None
+    ) -> Principal | None:
+        """The principal for an Authorization header, or None if it does not prove one.
+
+        Password checks run through `schedule` (the access layer's fair queue; a queue of
+        their own otherwise). A refusal takes as long as a check at the dearest configured
+        cost, whoever was named: the wait is a sleep, not hashing.
+        """
         decided = self.quick(header)
         if not isinstance(decided, BasicCredential):
             return decided
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(_BCRYPT_POOL, self.check_basic, decided):
+        run = schedule or functools.partial(HashQueue().run, 0)
+        if not await run(functools.partial(self.check_basic, decided)):
+            await asyncio.sleep(self._padding(decided.user))
             return None
         self._remember(decided.cache_key)
         return Principal(decided.user)
@@ -118,11 +134,23 @@ class Authenticator:
     def check_basic(self, basic: BasicCredential) -> bool:
         """bcrypt-check a credential (slow on purpose: run it off the event loop)."""
         stored = self._users.get(basic.user)
+        hashed = stored or _dummy_hash(self._dearest)
+        began = time.perf_counter()
         try:
-            ok = bcrypt.checkpw(basic.password[:BCRYPT_MAX_BYTES], stored or _dummy_hash())
+            ok = bcrypt.checkpw(basic.password[:BCRYPT_MAX_BYTES], hashed)
         except ValueError:  # e.g. a NUL byte bcrypt will not hash: not a valid login
             return False
+        self._took[cost_of(hashed)] = time.perf_counter() - began
         return ok and stored is not None
+
+    def _padding(self, user: str) -> float:
+        """How much longer a refusal waits to take as long as one at the dearest cost."""
+        stored = self._users.get(user)
+        cost = cost_of(stored) if stored is not None else self._dearest
+        took = self._took.get(cost, 0.0)
+        # Each cost step doubles bcrypt's work: an estimate until the dearest was timed.
+        dearest = self._took.get(self._dearest, took * 2.0 ** (self._dearest - cost))
+        return max(0.0, dearest - took)
 
     def _bearer(self, token: str) -> Principal | None:
         try:

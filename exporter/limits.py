@@ -63,6 +63,14 @@ class FailureLimiter:
             return 1.0  # blocked by checks in flight: they end within a second or two
         return max(1.0, entry.failures[0] + self._window - self._clock())
 
+    def score(self, client: str) -> int:
+        """Recent failures plus checks in flight: who is served first (lower) when checks wait."""
+        entry = self._clients.get(client)
+        if entry is None:
+            return 0
+        self._expire(entry)
+        return len(entry.failures) + entry.pending
+
     def begin(self, client: str) -> None:
         """A check for `client` starts; it counts against the limit until `end`."""
         self._entry(client).pending += 1

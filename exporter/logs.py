@@ -9,7 +9,9 @@ import logging
 import logging.config
 import re
 import sys
-from collections.abc import MutableMapping
+import time
+from collections import Counter
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -32,6 +34,29 @@ _SECRET_KEY = re.compile(
 REDACTED = "[redacted]"
 # Malformed requests are logged at most this often (per second, with this burst).
 _BAD_REQUEST_RATE, _BAD_REQUEST_BURST = 1.0, 10
+
+
+class Sampled:
+    """At most one line per `interval` for each key; each line says how many were left out.
+
+    For events a client can cause at will (refused logins, error statuses): the log then
+    grows with time, not with the attacker's request rate. Keys are a fixed, small set.
+    """
+
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval, self._clock = interval, clock
+        self._last: dict[str, float] = {}
+        self._left_out: Counter[str] = Counter()
+
+    def allow(self, key: str) -> int | None:
+        """None to stay silent; else how many lines for `key` were left out before this one."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._left_out[key] += 1
+            return None
+        self._last[key] = now
+        return self._left_out.pop(key, 0)
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -18,6 +18,7 @@ from exporter.exposition import (
 from exporter.gzipped import GzipPrefix
 from exporter.landing import render_landing
 from exporter.listener import Guard, track_requests
+from exporter.logs import Sampled
 from exporter.readiness import Readiness
 from exporter.runtime import RuntimeMetrics
 from exporter.selfmetrics import JobStats
@@ -171,6 +172,9 @@ def _reload_handler(reload: Callable[[], Awaitable[list[str]]]) -> Handler:
     return handle
 
 
+_errors_sampled = Sampled()
+
+
 @web.middleware
 async def _request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
@@ -183,14 +187,28 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
         status = exc.status
         raise
     finally:
-        # Scrapes every few seconds would drown the log at info: successes are debug.
-        emit = log.debug if status < 400 else log.info
-        emit(
-            "http request",
-            method=request.method,
-            path=route_of(request),
-            status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            client=request.remote,
-            principal=principal_of(request).name,
-        )
+        _log_request(request, status, time.perf_counter() - started)
+
+
+def _log_request(request: web.Request, status: int, seconds: float) -> None:
+    """Successes at debug, errors at info: at most one line a second per status.
+
+    Scrapes every few seconds would drown the log at info; errors any client can cause.
+    """
+    if status < 400:
+        emit, extra = log.debug, {}
+    else:
+        left_out = _errors_sampled.allow(str(status))
+        if left_out is None:
+            return
+        emit, extra = log.info, {"suppressed": left_out}
+    emit(
+        "http request",
+        method=request.method,
+        path=route_of(request),
+        status=status,
+        duration_ms=round(seconds * 1000, 2),
+        client=request.remote,
+        principal=principal_of(request).name,
+        **extra,
+    )

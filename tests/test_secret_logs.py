@@ -74,7 +74,9 @@ def test_no_secret_reaches_any_log_format(tmp_path: Path, fmt: str) -> None:
     finally:
         code, output = stop(process)
     assert answers == [401, 400, 400, 401, 401, 404]
-    assert output.count("authentication failed") == 3
+    # Three refusals within a second, sampled per reason: one line for the two wrong
+    # credentials, one for the schemeless (malformed) one.
+    assert output.count("authentication failed") == 2
     assert "bad http request" in output
     for marker in (password, token, scoped, garbage, basic, long_basic, hashed, hashed[7:]):
         assert marker not in output and marker[:16] not in output, (fmt, marker[:12])
