@@ -25,6 +25,7 @@ from exporter.selfmetrics import (
     CONFIG_FAMILIES,
     build_info_snapshot,
     config_snapshot,
+    scopes_snapshot,
 )
 from exporter.server import Endpoints, make_app
 from exporter.settings import Settings, split_address
@@ -37,10 +38,11 @@ from exporter.sources.runner import Runner
 from exporter.state import State, open_store
 from exporter.store import SnapshotStore
 from exporter.tls import configure, server_context
-from exporter.webconfig import WebConfig, check_scopes, load_web_config
+from exporter.webconfig import WebConfig, load_web_config, unknown_scopes
 
 log = structlog.get_logger(__name__)
 CONFIG_KEY = ("", "exporter", "config")
+SCOPES_KEY = ("", "exporter", "scopes")
 DISCOVERY_KEY = ("", "exporter", "discovery")
 SHARD_KEY = ("", "exporter", "shard")
 
@@ -115,6 +117,7 @@ class Exporter:
         jobs = self._jobs(self.config)
         self.collection.add(jobs)
         await self._prune_state(jobs)
+        self._warn_unknown_scopes()
         self._started = True
         if schedule:
             self.collection.scheduler.start()
@@ -243,7 +246,7 @@ class Exporter:
             try:
                 config = self._load_config()
                 web = self._load_web_config()
-                self._check_access(config or self.config, web)
+                self._check_web_config(web)
             except ConfigError as exc:
                 failed = config_snapshot(False, self._loaded_at, self.config.digest)
                 self.store.put(CONFIG_KEY, failed)
@@ -253,6 +256,7 @@ class Exporter:
                 self._apply_web_config(web)
             if config is not None:
                 await self.apply(config)
+            self._warn_unknown_scopes()
             return []
 
     def _load_config(self) -> Config | None:
@@ -264,29 +268,57 @@ class Exporter:
             config = parse_config(config.raw, config.source)
         return config
 
-    def _check_access(self, config: Config, web: WebConfig | None) -> None:
-        """Refuse a reload that would widen access.
+    def _check_web_config(self, web: WebConfig | None) -> None:
+        """Refuse a web config that would widen access or that the listener cannot apply.
 
-        Scopes naming unknown tenants, or credentials switched off: an emptied user list
-        must not open the endpoints.
+        An emptied user list must not open the endpoints, and a reload applies whole or not
+        at all: TLS turned on or off, or a client CA dropped, needs a restart.
         """
+        if web is None:
+            return
         source = str(self.settings.web_config_file or "web config")
-        check_scopes(web or self.web_config, config.tenants, source)
-        if web is not None and self.web_config.auth_required and not web.auth_required:
+        if self.web_config.auth_required and not web.auth_required:
             raise ConfigError(
                 source, ["reload would switch authentication off; restart to do that"]
             )
+        problem = self._tls_problem(web)
+        if problem is not None:
+            raise ConfigError(source, [f"tls_server_config: {problem}; nothing was changed"])
+
+    def _tls_problem(self, web: WebConfig) -> str | None:
+        tls = web.tls_server_config
+        if (tls is None) != (self._ssl is None):
+            running, wanted = ("on", "off") if self._ssl is not None else ("off", "on")
+            return f"TLS is {running} in the running listener; turning it {wanted} needs a restart"
+        if tls is None or self._ssl is None:
+            return None
+        # A live context can gain CAs, never lose one: refuse rather than keep trusting it.
+        trusted = set(self._ssl.get_ca_certs(binary_form=True))
+        dropped = trusted - set(server_context(tls).get_ca_certs(binary_form=True))
+        if dropped:
+            return (
+                f"{len(dropped)} client CA certificate(s) the listener trusts are gone;"
+                " removing a CA needs a restart"
+            )
+        return None
 
     def _apply_web_config(self, web: WebConfig) -> None:
         """New credentials apply at once; new certificates to connections from now on."""
-        tls = web.tls_server_config
-        if (tls is None) != (self._ssl is None):
-            log.warning("tls change needs a restart", tls_now=self._ssl is not None)
-        elif tls is not None and self._ssl is not None:
-            # Settings loaded into the serving context apply to new handshakes. CAs can
-            # only be added to a live context: dropping one needs a restart.
-            configure(self._ssl, tls)
+        if web.tls_server_config is not None and self._ssl is not None:
+            # Settings loaded into the serving context apply to new handshakes.
+            configure(self._ssl, web.tls_server_config)
         self.web_config, self.policy = web, AccessPolicy.of(web)
+
+    def _warn_unknown_scopes(self) -> None:
+        """Publish the unknown scoped tenants per token, and name them in the log."""
+        for name, ids in self._publish_scopes().items():
+            if ids:
+                log.warning("scoped tenants not known yet", name=name, tenants=ids)
+
+    def _publish_scopes(self) -> dict[str, list[str]]:
+        unknown = unknown_scopes(self.web_config, self.config.tenants)
+        self.store.put(SCOPES_KEY, scopes_snapshot(unknown))
+        return unknown
 
     def _load_web_config(self) -> WebConfig | None:
         path = self.settings.web_config_file
@@ -301,6 +333,7 @@ class Exporter:
         self.config = config
         self._loaded_at = time.time()
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, config.digest))
+        self._publish_scopes()  # discovered tenants may be what a token was waiting for
         log.info("config reloaded", jobs=changes.summary)
 
     def _jobs(self, config: Config) -> list[Job]:

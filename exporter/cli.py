@@ -19,7 +19,7 @@ from exporter.settings import Settings, split_address
 from exporter.sharding import resolve
 from exporter.sources.registry import all_jobs
 from exporter.state import open_store
-from exporter.webconfig import check_scopes, load_web_config
+from exporter.webconfig import load_web_config
 
 log = structlog.get_logger(__name__)
 _COMMANDS = ("run", "check-config", "demo", "simulate", "render", "grafana")
@@ -373,7 +373,6 @@ def _run(settings: Settings) -> int:
         web = None
         if settings.web_config_file is not None:
             web = load_web_config(settings.web_config_file)
-            check_scopes(web, config.tenants, str(settings.web_config_file))
     except ConfigError as exc:
         return fail(str(exc))
     tune_allocator()  # before any worker thread exists

@@ -1,6 +1,7 @@
 """Load the configuration file, check it as a whole and resolve secrets into runnable jobs."""
 
 import hashlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -312,15 +313,28 @@ def _family_owners(model: schema.ConfigFile, section_jobs: list[Job]) -> Iterato
 def _parse_yaml(raw: str, source: str) -> Any:
     try:
         document = yaml.safe_load(raw)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, [f"{where}invalid YAML: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"invalid YAML: {exc}"]) from None
+        raise ConfigError(source, [yaml_problem(exc)]) from None
     if not isinstance(document, dict):
         raise ConfigError(source, ["the file must be a mapping with a `tenants` key"])
     return document
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without the file's text (a file may hold secrets).
+
+    PyYAML's own message quotes the offending line, alias or escape: only its position and
+    its problem, quotes blanked, are kept.
+    """
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f"invalid YAML ({type(exc).__name__})"
+    mark = exc.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = _QUOTED.sub("…", exc.problem or type(exc).__name__)
+    return f"{where}invalid YAML: {problem}"
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 def format_location(loc: tuple[int | str, ...]) -> str:

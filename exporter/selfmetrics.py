@@ -2,6 +2,7 @@
 
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exporter import __version__
@@ -61,7 +62,13 @@ CONFIG_HASH = Family(
     "gauge",
     "First 48 bits of the SHA-256 of the configuration in use, as a number.",
 )
-CONFIG_FAMILIES = (RELOAD_SUCCESS, RELOAD_TIMESTAMP, CONFIG_HASH)
+UNKNOWN_SCOPES = Family(
+    "cockpit_exporter_token_unknown_tenants",
+    "gauge",
+    "Tenant ids a scoped bearer token names that the exporter does not know (yet), by token"
+    " name; the token sees each of them once it appears.",
+)
+CONFIG_FAMILIES = (RELOAD_SUCCESS, RELOAD_TIMESTAMP, CONFIG_HASH, UNKNOWN_SCOPES)
 JOB_FAMILIES = (
     SUCCESS, DURATION, LAST_SUCCESS, INTERVAL, ERRORS, RUNS, SERIES, DROPPED, NULLS, DUPLICATES
 )  # fmt: skip
@@ -166,3 +173,13 @@ def config_snapshot(success: bool, loaded_at: float, digest: str) -> Snapshot:
     }
     encoded = {k: v.encode() for k, v in bodies.items()}
     return Snapshot(tenant=None, bodies=encoded, operators_only=True)
+
+
+def scopes_snapshot(unknown: Mapping[str, Sequence[str]]) -> Snapshot:
+    """Unknown tenant ids per scoped token (0 when all are known): operators only."""
+    lines = "".join(
+        f'{UNKNOWN_SCOPES.name}{{token="{escape_label_value(name)}"}} {len(ids)}\n'
+        for name, ids in sorted(unknown.items())
+    )
+    bodies = {UNKNOWN_SCOPES.name: lines.encode()} if lines else {}
+    return Snapshot(tenant=None, bodies=bodies, operators_only=True)

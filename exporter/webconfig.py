@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.config import ConfigError, pydantic_problems
+from exporter.config import ConfigError, pydantic_problems, yaml_problem
 from exporter.durations import parse_duration
 from exporter.fields import Model, TenantId
 from exporter.tls import GO_CIPHERS, GO_CURVES, HTTP2_CIPHERS, VERSIONS, TlsError, server_context
@@ -265,8 +265,10 @@ def load_web_config(path: Path) -> WebConfig:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [f"invalid YAML: {exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, ["the file is not UTF-8 text"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [yaml_problem(exc)]) from None
     if not document:
         raise ConfigError(source, [_EMPTY])
     if not isinstance(document, dict):
@@ -291,16 +293,15 @@ _EMPTY = (
 )
 
 
-def check_scopes(config: WebConfig, tenants: Collection[str], source: str) -> None:
-    """Refuse tokens scoped to tenants the exporter config does not have.
+def unknown_scopes(config: WebConfig, tenants: Collection[str]) -> dict[str, list[str]]:
+    """Each scoped token's tenants the exporter does not know (yet): token name -> ids.
 
-    A typo in a scope must fail loudly, not quietly grant nothing (or, later, someone else's).
+    Not an error: a token may be issued before discovery finds its tenant, and sees it from
+    then on. Start and reload treat it the same (a warning, and a gauge per token).
     """
-    problems = []
-    for index, token in enumerate(config.bearer_tokens or []):
-        unknown = sorted(set(token.tenants or ()) - set(tenants))
-        if unknown:
-            where = f"bearer_tokens[{index}].tenants"
-            problems.append(f"{where}: unknown tenant(s) {', '.join(unknown)} ({token.name})")
-    if problems:
-        raise ConfigError(source, problems)
+    known = set(tenants)
+    return {
+        token.name: sorted(set(token.tenants) - known)
+        for token in config.bearer_tokens or []
+        if token.tenants is not None
+    }

@@ -12,7 +12,7 @@ from exporter.auth import Authenticator, BasicCredential, Principal, decode_basi
 from exporter.config import ConfigError
 from exporter.limits import FailureLimiter, TokenBucket, client_key
 from exporter.logs import REDACTED, redact
-from exporter.webconfig import WebConfig, check_scopes, load_web_config
+from exporter.webconfig import WebConfig, load_web_config, unknown_scopes
 from tests.helpers import sha
 
 LONG_PASSWORD = "p" * 72 + "-this tail is past bcrypt's 72 bytes"
@@ -108,12 +108,11 @@ def test_bcrypt_cost_outside_4_to_31_is_refused_at_load(tmp_path: Path, cost: st
     assert any("cost of 4 to 31" in p for p in problems(tmp_path, text))
 
 
-def test_scopes_naming_unknown_tenants_are_refused(users: WebConfig) -> None:
-    """A token scoped to a tenant the config lacks is an error naming token and tenant."""
-    check_scopes(users, ["acme", "globex"], "web.yaml")
-    with pytest.raises(ConfigError) as caught:
-        check_scopes(users, ["globex"], "web.yaml")
-    assert caught.value.problems == ["bearer_tokens[0].tenants: unknown tenant(s) acme (acme)"]
+def test_scopes_naming_unknown_tenants_are_reported_per_token(users: WebConfig) -> None:
+    """A token scoped to a tenant the config lacks (yet) is reported with the missing ids;
+    unscoped tokens are not scoped tokens and are not listed."""
+    assert unknown_scopes(users, ["acme", "globex"]) == {"acme": []}
+    assert unknown_scopes(users, ["globex"]) == {"acme": ["acme"]}
 
 
 # --- credentials ---------------------------------------------------------------------------
