@@ -7,6 +7,7 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 import pytest
+import structlog
 
 from exporter.webconfig import load_web_config
 from tests.conftest import ScratchDatabase, free_port, key, parse_samples, write
@@ -188,3 +189,30 @@ queries:
     assert parse_samples(scraped)[key("cockpit_v", tenant="acme")] == 7
     warning = next(line for line in output.splitlines() if "scoped tenants not known" in line)
     assert "name=acme-grafana" in warning and "zeta" in warning and "acme'" not in warning
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "basic_auth_users:\n  ops: '$2b$10$v/ehy2X4SecretHashText\n",  # unterminated quote
+        "basic_auth_users: *SecretAliasText\n",  # PyYAML quotes the alias name
+        'basic_auth_users: {ops: "\\qSecretEscapeText"}\n',  # and the bad escape
+        b"basic_auth_users: {ops: '\xffSecret'}\n",  # not UTF-8
+    ],
+)
+async def test_a_broken_web_config_is_reported_without_its_text(
+    database: ScratchDatabase, make_exporter, tmp_path: Path, broken: str | bytes
+) -> None:
+    """A web config that is not YAML (or not UTF-8) fails the reload with its line and
+    column, never its text, in the answer and in the log."""
+    web = write(tmp_path / "web.yaml", tokens())
+    running = await make_exporter(two_tenants(database.dsn), web_config=load_web_config(web),
+                                  web_config_file=web)  # fmt: skip
+    if isinstance(broken, bytes):
+        web.write_bytes(broken)
+    else:
+        web.write_text(broken)
+    with structlog.testing.capture_logs() as logs:
+        problems = await running.exporter.reload()
+    assert problems and "Secret" not in repr(problems) and "Secret" not in repr(logs)
+    assert "invalid YAML" in problems[0] or "not UTF-8" in problems[0]
