@@ -14,7 +14,7 @@ from sqlalchemy import URL, make_url, text
 from sqlalchemy.exc import ArgumentError
 
 from exporter import schema
-from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana
+from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana, tenant_group
 from exporter.reference import exported_owners
 from exporter.secrets import read_secret, unread
 from exporter.sources.base import Job
@@ -431,6 +431,32 @@ def _alerting_checks(model: schema.ConfigFile) -> Iterator[str]:
 
 
 def _grafana_checks(model: schema.ConfigFile) -> Iterator[str]:
+    yield from _org_checks(model)
+    yield from _group_checks(model)
+
+
+def _group_checks(model: schema.ConfigFile) -> Iterator[str]:
+    """One identity-provider group per org, the operators' org included.
+
+    A shared group would map its users into both orgs: org_mapping applies every match.
+    """
+    default = Grafana.model_fields["operators_group"].default
+    operators = model.grafana.operators_group if model.grafana is not None else default
+    owners = {operators: "grafana.operators_group"}
+    for index, tenant in enumerate(model.tenants):
+        if tenant.grafana is None:
+            continue
+        group = tenant_group(tenant.id, tenant.grafana)
+        how = "" if tenant.grafana.group else f" (the default for tenant id {tenant.id!r})"
+        owner = owners.setdefault(group, f"tenants[{index}].grafana.group")
+        if owner != f"tenants[{index}].grafana.group":
+            yield (
+                f"tenants[{index}].grafana.group: group {group!r}{how} is also {owner}'s;"
+                " each org needs a group of its own (set grafana.group)"
+            )
+
+
+def _org_checks(model: schema.ConfigFile) -> Iterator[str]:
     owners: dict[int, int] = {}
     landing = model.grafana.landing_org_id if model.grafana is not None else None
     for index, tenant in enumerate(model.tenants):

@@ -99,6 +99,11 @@ class TenantGrafana(Model):
     role: Literal["Viewer", "Editor"] = "Viewer"
 
 
+def tenant_group(tenant: str, org: TenantGrafana) -> str:
+    """The identity-provider group that maps to a tenant's org: its own, or cockpit-<id>."""
+    return org.group or f"cockpit-{tenant}"
+
+
 class GrafanaOAuth(Model):
     """Grafana's generic OAuth login; groups from the identity provider pick the org."""
 

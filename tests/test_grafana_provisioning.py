@@ -252,3 +252,47 @@ def test_dashboards_follow_the_configs_objective_and_thresholds(tmp_path: Path, 
     committed = json.loads((Path(__file__).parent.parent / "grafana" / "dashboards" /
                             "cockpit-tenant-overview.json").read_text())  # fmt: skip
     assert load(out / "dashboards" / "org-1" / "cockpit-tenant-overview.json") == committed
+
+
+@pytest.mark.parametrize(
+    ("tenants", "problem"),
+    [
+        (
+            "  - {id: operators, grafana: {org_id: 3}}\n",
+            "tenants[0].grafana.group: group 'cockpit-operators' (the default for tenant id"
+            " 'operators') is also grafana.operators_group's",
+        ),
+        (
+            "  - {id: acme, grafana: {org_id: 3, group: shared-group, role: Editor}}\n"
+            "  - {id: globex, grafana: {org_id: 4, group: shared-group}}\n",
+            "tenants[1].grafana.group: group 'shared-group' is also tenants[0].grafana.group's",
+        ),
+        (
+            "  - {id: acme, grafana: {org_id: 3, group: cockpit-operators}}\n",
+            "tenants[0].grafana.group: group 'cockpit-operators' is also grafana.operators_group's",
+        ),
+        (
+            "  - {id: acme, grafana: {org_id: 3, group: cockpit-globex}}\n"
+            "  - {id: globex, grafana: {org_id: 4}}\n",
+            "tenants[1].grafana.group: group 'cockpit-globex' (the default for tenant id"
+            " 'globex') is also tenants[0].grafana.group's",
+        ),
+    ],
+)
+def test_identity_groups_cannot_collide(tmp_path: Path, tenants: str, problem: str) -> None:
+    """One identity-provider group per org: a tenant group equal to the operators' (given,
+    or by a tenant id's default), or two tenants sharing one, are refused by check-config
+    and by `render grafana`, naming both."""
+    head = CONFIG.split("tenants:", maxsplit=1)[0]
+    config = tmp_path / "config.yaml"
+    config.write_text(head + "tenants:\n" + tenants)
+    for command in (
+        ["check-config", str(config)],
+        ["render", "grafana", "--config", str(config), "--out", str(tmp_path / "o")],
+    ):
+        result = subprocess.run([sys.executable, "-m", "exporter", *command], check=False,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 2, result.stdout
+        assert problem in result.stderr
+        assert "each org needs a group of its own" in result.stderr
+    assert not (tmp_path / "o").exists()

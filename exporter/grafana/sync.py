@@ -22,6 +22,7 @@ import aiohttp
 
 from exporter.config import Config, ConfigError
 from exporter.errors import CollectionError
+from exporter.receivers import tenant_group
 from exporter.render.grafana import grafana_settings, write_provisioning
 from exporter.render.grafana_ini import OPERATORS_ORG
 from exporter.sources.bounded import read_body
@@ -73,7 +74,7 @@ def wanted_orgs(config: Config) -> list[WantedOrg]:
         WantedOrg(grafana.landing_org_id, LANDING_ORG_NAME, None),
     ]
     orgs += [
-        WantedOrg(org.org_id, tenant, org.group or f"cockpit-{tenant}", tenant)
+        WantedOrg(org.org_id, tenant, tenant_group(tenant, org), tenant)
         for tenant, org in config.grafana_orgs.items()
     ]
     return sorted(orgs, key=lambda o: o.org_id)

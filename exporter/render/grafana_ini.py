@@ -11,7 +11,7 @@ instead of landing in `auto_assign_org_id`, which defaults to org 1, the operato
 from urllib.parse import urlsplit
 
 from exporter.config import Config
-from exporter.receivers import Grafana, GrafanaOAuth
+from exporter.receivers import Grafana, GrafanaOAuth, tenant_group
 
 OPERATORS_ORG = 1
 MIN_GRAFANA = "11.2"  # org_mapping for generic OAuth arrived in Grafana 11.2
@@ -22,7 +22,7 @@ def org_mapping(config: Config, grafana: Grafana) -> str:
     """`group:org:role` entries; groups are validated to hold no separator Grafana splits on."""
     pairs = [f"{grafana.operators_group}:{OPERATORS_ORG}:Admin"]
     pairs += [
-        f"{org.group or 'cockpit-' + tenant}:{org.org_id}:{org.role}"
+        f"{tenant_group(tenant, org)}:{org.org_id}:{org.role}"
         for tenant, org in config.grafana_orgs.items()
     ]
     return " ".join(pairs)
