@@ -225,6 +225,11 @@ class Exporter:
             max_connections=self.guard.max_connections,
             fd_limit=soft_limit(),
         )
+        if self.state.store is None:
+            log.info(
+                "durable state off",
+                hint="run counts start over after a restart; set --state.dir (absolute)",
+            )
         if context is None or not self.web_config.auth_required:
             log.warning(
                 "endpoints not protected",
@@ -266,6 +271,7 @@ class Exporter:
         if config.discovery is None and config.discovered:
             # tenant_discovery was removed: its tenants go with it.
             config = parse_config(config.raw, config.source)
+        warn_config(config)
         return config
 
     def _check_web_config(self, web: WebConfig | None) -> None:
@@ -361,6 +367,12 @@ class Exporter:
         if self.state.store is not None:
             await self.state.store.close()
         log.info("exporter stopped")
+
+
+def warn_config(config: Config) -> None:
+    """Log what is valid but unwise in a configuration (inline passwords, open secret files)."""
+    for warning in config.warnings:
+        log.warning("config warning", file=config.source, problem=warning)
 
 
 async def serve(config: Config, settings: Settings, web_config: WebConfig | None = None) -> int:

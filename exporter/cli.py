@@ -10,7 +10,7 @@ import structlog
 from pydantic import ValidationError
 
 from exporter import __version__, logs
-from exporter.app import ListenError, serve
+from exporter.app import ListenError, serve, warn_config
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.durations import parse_duration
 from exporter.exitcodes import EXIT_FAILED, fail
@@ -128,7 +128,8 @@ def _run_parser(
         "--state.dir",
         dest="state_dir",
         type=Path,
-        help="where run cursors and counters are kept across restarts (default data/state)",
+        help="absolute directory where run cursors and counters are kept across restarts"
+        " (env COCKPIT_STATE_DIR; default: not kept)",
     )
     run.add_argument(
         "--state.mysql-dsn",
@@ -381,8 +382,7 @@ def _run(settings: Settings) -> int:
 
 def _load(path: Path) -> Config:
     config = load_config(path)
-    for warning in config.warnings:
-        log.warning("config warning", file=str(path), problem=warning)
+    warn_config(config)
     return config
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import ArgumentError
 from exporter import schema
 from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana, tenant_group
 from exporter.reference import exported_owners
-from exporter.secrets import read_secret, unread
+from exporter.secrets import read_secret, refuse_query_password, unread, warnings_collected
 from exporter.sources.base import Job
 
 _DRIVERS = {"mysql": "mysql+aiomysql", "mariadb": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}
@@ -196,11 +196,13 @@ def parse_config(raw: str, source: str, discovered: Sequence[Mapping[str, Any]] 
         raise ConfigError(source, list(pydantic_problems(exc, root))) from None
     problems = list(_cross_checks(model))
     warnings: list[str] = []
-    databases = _resolve_databases(model, problems, warnings)
-    platforms = _resolve_platforms(model, problems)
-    section_jobs = _section_jobs(model, problems)
+    with warnings_collected() as about_secrets:
+        databases = _resolve_databases(model, problems, warnings)
+        platforms = _resolve_platforms(model, problems)
+        section_jobs = _section_jobs(model, problems)
+        discovery_url = _discovery_url(model, problems, warnings)
+    warnings += about_secrets
     problems += _family_owners(model, section_jobs)
-    discovery_url = _discovery_url(model, problems, warnings)
     if problems:
         if added:
             problems.append(f"tenants[{static}] and later come from tenant_discovery")
@@ -556,6 +558,7 @@ def _database(
     except (ArgumentError, ValueError):
         # The parser's own message echoes the DSN, which may hold a password.
         raise ValueError(f"{where}.dsn: cannot parse the DSN (check host:port)") from None
+    refuse_query_password(url.query, f"{where}.dsn")
     url = url.set(drivername=_DRIVERS.get(url.drivername, url.drivername))
     password = read_secret(db.password_file, db.password_env, where, "password")
     if url.password is not None:

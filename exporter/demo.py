@@ -154,7 +154,7 @@ def _add_items(
 async def run_demo(settings: Settings, directory: Path | None) -> int:
     """Seed demo data, keep changing it, and serve the exporter until interrupted."""
     with tempfile.TemporaryDirectory(prefix="cockpit-demo-") as scratch:
-        where = directory or Path(scratch)
+        where = (directory or Path(scratch)).resolve()
         where.mkdir(parents=True, exist_ok=True)
         rng = random.Random(42)
         seed(where, rng)

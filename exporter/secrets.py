@@ -1,14 +1,23 @@
 """Secrets from files or environment variables, with errors that name where, never the value."""
 
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
+import structlog
+
+log = structlog.get_logger(__name__)
 # Rendering configuration for other tools (Alertmanager, Grafana, rules) needs no secret, and
 # must work where the secrets are not (a CI job, a laptop).
 _SKIP = ContextVar("skip_secrets", default=False)
+# Where warnings about secret files go while a configuration is checked; None: the log.
+_WARNINGS: ContextVar[list[str] | None] = ContextVar("secret_warnings", default=None)
+_logged: set[tuple[Path, int]] = set()
+# Keys a DSN's query string may set that the driver takes as the password.
+PASSWORD_KEYS = frozenset({"password", "passwd"})
 
 
 @contextmanager
@@ -21,19 +30,70 @@ def unread() -> Iterator[None]:
         _SKIP.reset(token)
 
 
+@contextmanager
+def warnings_collected() -> Iterator[list[str]]:
+    """Within this block, warnings about secret files go to the list, not the log."""
+    found: list[str] = []
+    token = _WARNINGS.set(found)
+    try:
+        yield found
+    finally:
+        _WARNINGS.reset(token)
+
+
 def read_secret(file: Path | None, env: str | None, where: str, what: str) -> str | None:
     """The secret from `file` (trailing newline dropped) or `env`; ValueError if unreadable."""
     if _SKIP.get():
         return None
     if file is not None:
         try:
-            return file.read_text(encoding="utf-8").rstrip("\r\n")
+            value = file.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             raise ValueError(f"{where}.{what}_file: cannot read {file}: {reason}") from None
-    if env is not None:
-        value = os.environ.get(env)
-        if value is None:
-            raise ValueError(f"{where}.{what}_env: variable {env} is not set")
+        check_private(file, f"{where}.{what}_file")
         return value
+    if env is not None:
+        variable = os.environ.get(env)
+        if variable is None:
+            raise ValueError(f"{where}.{what}_env: variable {env} is not set")
+        return variable
     return None
+
+
+def check_private(file: Path, setting: str) -> None:
+    """Warn when a secret file is readable by other users (once per file and mode).
+
+    Other users: every user, or a group this process is not in (a Kubernetes secret volume
+    with fsGroup is readable by the pod's own group only).
+    """
+    try:
+        status = file.stat()
+    except OSError:
+        return  # the read that follows, or came before, says what is wrong
+    mode = stat.S_IMODE(status.st_mode)
+    foreign_group = mode & 0o040 and status.st_gid not in _own_groups()
+    if not (mode & 0o004 or foreign_group):
+        return
+    who = "every user" if mode & 0o004 else "its group"
+    message = f"{setting}: {file} is readable by {who} (mode {mode:04o}); chmod 600 it"
+    collected = _WARNINGS.get()
+    if collected is not None:
+        collected.append(message)
+    elif (file, mode) not in _logged:
+        _logged.add((file, mode))
+        log.warning("secret file readable by others", file=str(file), mode=f"{mode:04o}",
+                    setting=setting)  # fmt: skip
+
+
+def _own_groups() -> Collection[int]:
+    return {os.getegid(), *os.getgroups()}
+
+
+def refuse_query_password(keys: Collection[str], where: str) -> None:
+    """A password in a DSN's query string would show wherever the DSN is shown: refused."""
+    if PASSWORD_KEYS & {key.lower() for key in keys}:
+        raise ValueError(
+            f"{where}: a password in the DSN's query string is refused (it would be shown"
+            " wherever the DSN is); use password_file or password_env"
+        )

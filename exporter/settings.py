@@ -26,8 +26,9 @@ class Settings(BaseSettings):
     read_header_timeout: Duration = 10.0
     max_connections: int = Field(512, ge=1)
     shutdown_grace_period: Duration = 10.0
-    # Durable collection state: run cursors and counters survive restarts.
-    state_dir: Path | None = Path("data/state")
+    # Durable collection state: run cursors and counters survive restarts. Off unless set: a
+    # default relative to the working directory would depend on where the process started.
+    state_dir: Path | None = None
     state_mysql_dsn: str | None = None  # instead of state_dir, for replicas without disks
     state_mysql_password_file: Path | None = None
     state_retention: Duration = 86400.0
@@ -41,6 +42,13 @@ class Settings(BaseSettings):
     def _valid_path(cls, path: str) -> str:
         if not path.startswith("/") or path in ("/", "/healthz", "/readyz", "/-/reload"):
             raise ValueError(f"invalid telemetry path {path!r}: a path like /metrics")
+        return path
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_absolute():
+            raise ValueError(f"{path}: give an absolute path (the working directory varies)")
         return path
 
     @field_validator("listen_address")

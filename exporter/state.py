@@ -10,9 +10,12 @@ only. Records of jobs no longer configured are deleted after a retention period.
 """
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
+import stat
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -26,7 +29,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from exporter.exposition import Family, escape_label_value
-from exporter.secrets import read_secret
+from exporter.secrets import read_secret, refuse_query_password
 
 log = structlog.get_logger(__name__)
 VERSION = 1
@@ -78,6 +81,7 @@ def open_store(
         raise ValueError("--state.mysql-dsn: cannot parse the DSN (check host:port)") from None
     if url.drivername not in ("mysql", "mariadb", "mysql+aiomysql"):
         raise ValueError("--state.mysql-dsn: must start with mysql:// or mariadb://")
+    refuse_query_password(url.query, "--state.mysql-dsn")
     password = read_secret(password_file, None, "--state.mysql", "password")
     return MysqlStore(url.set(drivername="mysql+aiomysql", password=password or url.password))
 
@@ -108,10 +112,15 @@ def decode(data: bytes) -> dict[str, Any]:
 
 
 class FileStore:
-    """One file per record in a directory."""
+    """One file per record in a directory of this process's own (0700, files 0600).
+
+    No path is followed through a symlink: a link where a record belongs is an error for that
+    job (counted, like any unreadable record), never a way to write somewhere else.
+    """
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
+        self._ready = False
 
     def _path(self, key: str) -> Path:
         return self._directory / (quote(key, safe="") + ".json")
@@ -119,48 +128,81 @@ class FileStore:
     async def load(self, key: str) -> bytes | None:
         """Read a record; a missing one is None."""
         try:
-            return await asyncio.to_thread(self._path(key).read_bytes)
+            return await asyncio.to_thread(self._read, self._path(key))
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StateError(f"cannot read: {exc.strerror or exc}") from None
+            raise StateError(_reason("read", exc)) from None
+
+    def _read(self, path: Path) -> bytes:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(descriptor, "rb") as handle:
+            return handle.read()
 
     async def save(self, key: str, data: bytes) -> None:
-        """Write to a temporary file, fsync it, rename over the record, fsync the directory."""
+        """Write to a new temporary file, fsync it, rename over the record, fsync the directory."""
         try:
             await asyncio.to_thread(self._write, self._path(key), data)
         except OSError as exc:
-            raise StateError(f"cannot write: {exc.strerror or exc}") from None
+            raise StateError(_reason("write", exc)) from None
 
     def _write(self, path: Path, data: bytes) -> None:
-        self._directory.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)
+        self._prepare()
+        if path.is_symlink():
+            raise OSError(errno.ELOOP, "is a symlink")
+        # mkstemp: a new name, O_EXCL and O_NOFOLLOW, mode 0600; a planted file or link is
+        # never opened.
+        descriptor, temporary = tempfile.mkstemp(dir=self._directory, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            Path(temporary).replace(path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
         directory = os.open(self._directory, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
 
+    def _prepare(self) -> None:
+        """Create the directory 0700 (tightened if it is ours and looser); drop old temp files."""
+        if self._ready:
+            return
+        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        status = self._directory.stat()
+        loose = stat.S_IMODE(status.st_mode) & 0o077
+        if loose and status.st_uid == os.geteuid():
+            self._directory.chmod(0o700)
+            log.info("state directory made private", directory=str(self._directory), mode="0700")
+        for leftover in self._directory.glob(".*.tmp"):  # from a crash mid-write
+            leftover.unlink(missing_ok=True)
+        self._ready = True
+
     async def keys(self) -> dict[str, float]:
-        """Records present, with their modification times."""
+        """Records present, with their modification times (links are not records)."""
         if not self._directory.is_dir():
             return {}
         return {
-            unquote(path.name.removesuffix(".json")): path.stat().st_mtime
+            unquote(path.name.removesuffix(".json")): path.lstat().st_mtime
             for path in self._directory.glob("*.json")
         }
 
     async def delete(self, key: str) -> None:
-        """Remove a record if it is there."""
+        """Remove a record if it is there (a link is removed, not what it points at)."""
         self._path(key).unlink(missing_ok=True)
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+def _reason(operation: str, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return f"cannot {operation}: the record's path is a symlink; not followed"
+    return f"cannot {operation}: {exc.strerror or exc}"
 
 
 class MysqlStore:

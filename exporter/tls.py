@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from exporter.secrets import check_private
+
 if TYPE_CHECKING:
     from exporter.webconfig import TlsServerConfig
 
@@ -99,6 +101,8 @@ def _describe(exc: Exception) -> str:
 
 def _load_chain(context: ssl.SSLContext, tls: "TlsServerConfig") -> None:
     key = tls.key.get_secret_value() if tls.key is not None else None
+    if tls.key_file is not None:
+        check_private(tls.key_file, "tls_server_config.key_file")
     with _as_file(tls.cert, tls.cert_file) as cert_file, _as_file(key, tls.key_file) as key_file:
         context.load_cert_chain(cert_file, key_file)
 
