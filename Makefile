@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: demo test lint bench bench-tools soak stack tools rules dashboards clean
+.PHONY: demo test lint bench bench-tools soak stack compose-secrets tools rules dashboards clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,6 +44,11 @@ bench: $(STAMP) bench-tools
 # SOAK_MINUTES and SOAK_TENANTS shorten it.
 soak: $(STAMP) tools
 	$(PY) -m tests.bench.soak
+
+# The passwords and demo secrets docker-compose.yml names, made once into deploy/secrets/
+# (git-ignored); `docker compose up` needs them, `make stack` makes them itself.
+compose-secrets: $(STAMP)
+	$(PY) -m exporter.stack.secrets deploy/secrets
 
 # docker-compose.yml's topology without docker: MariaDB is the local server, Prometheus and
 # Alertmanager Debian's; Grafana and prom-label-proxy are skipped. STACK_PORT_OFFSET moves ports.

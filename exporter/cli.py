@@ -15,6 +15,7 @@ from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.durations import parse_duration
 from exporter.exitcodes import EXIT_FAILED, fail
 from exporter.memory import tune_allocator
+from exporter.secrets import read_secret
 from exporter.settings import Settings, split_address
 from exporter.sharding import resolve
 from exporter.sources.registry import all_jobs
@@ -191,6 +192,14 @@ def _simulate_parser(
         "90m for queues at their steady size)",
     )
     simulate.add_argument(
+        "--client-secret",
+        action="append",
+        default=[],
+        metavar="TENANT=FILE",
+        dest="client_secrets",
+        help="read this tenant's client secret from FILE (default: derived from --seed)",
+    )
+    simulate.add_argument(
         "--write-config",
         type=Path,
         dest="write_config",
@@ -320,6 +329,10 @@ def _simulate(options: argparse.Namespace) -> int:
             return fail(f"--web.listen-address: {exc}")
         host = bound or "0.0.0.0"
     try:
+        secrets = _client_secrets(options.client_secrets)
+    except ValueError as exc:
+        return fail(str(exc))
+    try:
         return asyncio.run(
             run_simulator(
                 tenants=options.tenants,
@@ -329,10 +342,22 @@ def _simulate(options: argparse.Namespace) -> int:
                 speed=options.speed,
                 warm_up=options.warm_up,
                 config=options.write_config,
+                client_secrets=secrets,
             )
         )
     except OSError as exc:
         return fail(str(ListenError(f"{host}:{port}", exc)))
+
+
+def _client_secrets(pairs: list[str]) -> dict[str, str]:
+    """`TENANT=FILE` pairs as each tenant's secret, read from its file."""
+    secrets = {}
+    for pair in pairs:
+        tenant, sep, file = pair.partition("=")
+        if not sep or not tenant or not file:
+            raise ValueError(f"--client-secret {pair!r}: expected TENANT=FILE")
+        secrets[tenant] = read_secret(Path(file), None, "--client-secret", tenant) or ""
+    return secrets
 
 
 def _tool(options: argparse.Namespace) -> int:

@@ -72,10 +72,11 @@ def check_private(file: Path, setting: str) -> None:
     except OSError:
         return  # the read that follows, or came before, says what is wrong
     mode = stat.S_IMODE(status.st_mode)
+    everyone = mode & 0o004 and _reachable(file)
     foreign_group = mode & 0o040 and status.st_gid not in _own_groups()
-    if not (mode & 0o004 or foreign_group):
+    if not (everyone or foreign_group):
         return
-    who = "every user" if mode & 0o004 else "its group"
+    who = "every user" if everyone else "its group"
     message = f"{setting}: {file} is readable by {who} (mode {mode:04o}); chmod 600 it"
     collected = _WARNINGS.get()
     if collected is not None:
@@ -84,6 +85,20 @@ def check_private(file: Path, setting: str) -> None:
         _logged.add((file, mode))
         log.warning("secret file readable by others", file=str(file), mode=f"{mode:04o}",
                     setting=setting)  # fmt: skip
+
+
+def _reachable(file: Path) -> bool:
+    """Whether every user may pass through each directory above `file`.
+
+    A world-readable file in a private directory is private.
+    """
+    for directory in file.absolute().parents:
+        try:
+            if not directory.stat().st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _own_groups() -> Collection[int]:

@@ -1,7 +1,9 @@
 """docker-compose.yml and deploy/ agree with each other and with the exporter."""
 
+import base64
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,6 +17,7 @@ from exporter.render.grafana import grafana_settings
 from exporter.render.grafana_ini import env, label_proxy_args, settings
 from exporter.render.yamlout import dump
 from exporter.settings import split_address
+from exporter.stack.secrets import generate
 from tests import platform_helpers
 
 ROOT = Path(__file__).parent.parent
@@ -23,6 +26,19 @@ ROOT = Path(__file__).parent.parent
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compose secrets as `make compose-secrets` makes them (never committed)."""
+    directory = tmp_path_factory.mktemp("compose") / "secrets"
+    generate(directory)
+    return directory
+
+
+def secret_file(compose: dict, secrets_dir: Path, name: str) -> Path:
+    """Where compose secret `name` is, made by `make compose-secrets` into `secrets_dir`."""
+    return secrets_dir / Path(compose["secrets"][name]["file"]).name
 
 
 def mounts(service: dict) -> dict[str, Path]:
@@ -41,13 +57,15 @@ def named_volumes(service: dict) -> dict[str, str]:
     return {container: host for host, container in pairs if not host.startswith(".")}
 
 
-def compose_config(compose: dict, tmp_path: Path, simulator_url: str = "") -> Path:
-    """deploy/config.yaml as the exporter container sees it, its secrets at their compose
+def compose_config(
+    compose: dict, tmp_path: Path, secrets_dir: Path, simulator_url: str = ""
+) -> Path:
+    """deploy/config.yaml as the exporter container sees it, its secrets at their generated
     files (and the simulator at `simulator_url`, when given)."""
     exporter = compose["services"]["exporter"]
     text = mounts(exporter)[exporter["command"][1]].read_text()
-    for name, secret in compose["secrets"].items():
-        text = text.replace(f"/run/secrets/{name}", str(ROOT / secret["file"]))
+    for name in compose["secrets"]:
+        text = text.replace(f"/run/secrets/{name}", str(secret_file(compose, secrets_dir, name)))
     if simulator_url:
         text = text.replace("http://simulator:9620", simulator_url)
     copy = tmp_path / "config.yaml"
@@ -55,13 +73,15 @@ def compose_config(compose: dict, tmp_path: Path, simulator_url: str = "") -> Pa
     return copy
 
 
-def test_compose_files_exist_and_config_is_valid(compose: dict, tmp_path: Path) -> None:
+def test_compose_files_exist_and_config_is_valid(
+    compose: dict, tmp_path: Path, secrets_dir: Path
+) -> None:
     """Every mounted file exists; the exporter's config loads with the compose secrets, its
     databases on the MariaDB service and its platforms on the simulator service."""
     for service in compose["services"].values():
         for host in mounts(service).values():
             assert host.exists(), host
-    config = load_config(compose_config(compose, tmp_path))
+    config = load_config(compose_config(compose, tmp_path, secrets_dir))
     assert [job.tenant for job in config.jobs] == ["t0001", "t0002"]
     assert {j.database.url.host for j in config.jobs} == {"mariadb"}
     assert "mariadb" in compose["services"]
@@ -71,16 +91,25 @@ def test_compose_files_exist_and_config_is_valid(compose: dict, tmp_path: Path) 
 
 
 async def test_the_compose_platform_secrets_are_the_simulators(
-    compose: dict, tmp_path: Path, make_exporter
+    compose: dict, tmp_path: Path, secrets_dir: Path, make_exporter
 ) -> None:
-    """The committed demo secrets are what the compose simulator (its seed, its tenants)
-    accepts: collecting from a simulator started with the same arguments succeeds."""
+    """The secrets made for the stack are what the compose simulator (its seed, its tenants,
+    its --client-secret files) accepts: collecting from a simulator started with the same
+    arguments succeeds."""
     command = compose["services"]["simulator"]["command"]
     seed = int(command[command.index("--seed") + 1])
     tenants = int(command[command.index("--tenants") + 1])
-    sim = await platform_helpers.start(tenants, seed=seed)
+    given = [command[i + 1] for i, arg in enumerate(command) if arg == "--client-secret"]
+    client_secrets = {
+        tenant: secret_file(compose, secrets_dir, path.removeprefix("/run/secrets/"))
+        .read_text()
+        .strip()
+        for tenant, path in (pair.split("=", 1) for pair in given)
+    }
+    assert sorted(client_secrets) == ["t0001", "t0002"]
+    sim = await platform_helpers.start(tenants, seed=seed, client_secrets=client_secrets)
     try:
-        text = compose_config(compose, tmp_path, sim.url).read_text()
+        text = compose_config(compose, tmp_path, secrets_dir, sim.url).read_text()
         document = yaml.safe_load(text)
         for tenant in document["tenants"]:
             del tenant["mysql"], tenant["params"]  # the platform alone: no compose MariaDB here
@@ -141,7 +170,7 @@ def test_alertmanager_gets_the_rendered_routing(compose: dict) -> None:
     config = yaml.safe_load(mounts(prometheus)["/etc/prometheus/prometheus.yml"].read_text())
     targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     alertmanager = compose["services"]["alertmanager"]
-    assert targets == ["alertmanager:9093"] and "9093:9093" in alertmanager["ports"]
+    assert targets == ["alertmanager:9093"] and "127.0.0.1:9093:9093" in alertmanager["ports"]
     routing = mounts(alertmanager)["/etc/alertmanager/alertmanager.yml"]
     rendered = dump(
         render_alertmanager(load_config(ROOT / "deploy" / "config.yaml", secrets=False))
@@ -287,10 +316,10 @@ def test_label_proxy_runs_the_rendered_arguments_between_grafana_and_prometheus(
     assert (tenant_url.hostname, str(tenant_url.port)) == ("prom-label-proxy", listen[-4:])
     prometheus_url = urlsplit(str(grafana.prometheus_url))
     assert prometheus_url.hostname == "prometheus" and prometheus_url.port == 9090
-    assert "9090:9090" in compose["services"]["prometheus"]["ports"]
+    assert "127.0.0.1:9090:9090" in compose["services"]["prometheus"]["ports"]
 
 
-def test_grafana_sync_writes_where_grafana_reads(compose: dict) -> None:
+def test_grafana_sync_writes_where_grafana_reads(compose: dict, secrets_dir: Path) -> None:
     """grafana-sync provisions into a volume Grafana mounts at the same path, read-only:
     GF_PATHS_PROVISIONING and grafana.dashboards_path point into it. It talks to the
     Grafana service with the admin Grafana is given, and waits for it."""
@@ -304,13 +333,14 @@ def test_grafana_sync_writes_where_grafana_reads(compose: dict) -> None:
     assert f"{named_volumes(sync)[out]}:{out}:ro" in server["volumes"]
     assert server["environment"]["GF_PATHS_PROVISIONING"] == f"{out}/provisioning"
     assert grafana.dashboards_path == f"{out}/dashboards"
-    assert options.url == "http://grafana:3000" and "3000:3000" in server["ports"]
+    assert options.url == "http://grafana:3000" and "127.0.0.1:3000:3000" in server["ports"]
     assert options.wait >= 60 and server["depends_on"]["grafana-sync"] == {
         "condition": "service_started"
     }
     assert str(options.config) in mounts(sync)
     secrets = {
-        name: (ROOT / s["file"]).read_text().strip() for name, s in compose["secrets"].items()
+        name: secret_file(compose, secrets_dir, name).read_text().strip()
+        for name in compose["secrets"]
     }
     user = server["environment"]["GF_SECURITY_ADMIN_USER"]
     password_file = server["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"]
@@ -322,7 +352,9 @@ def test_grafana_sync_writes_where_grafana_reads(compose: dict) -> None:
     assert f"-m 0755 {out}" in dockerfile  # the volume's files are readable by Grafana's user
 
 
-def test_grafana_sync_with_the_compose_arguments(compose: dict, tmp_path: Path) -> None:
+def test_grafana_sync_with_the_compose_arguments(
+    compose: dict, tmp_path: Path, secrets_dir: Path
+) -> None:
     """The compose command, run against request/response pairs from Grafana's API docs
     (tests/test_grafana_sync.py): it creates the landing and both tenant orgs with the ids
     deploy/config.yaml gives them, writes providers reading dashboards_path, and reloads."""
@@ -330,7 +362,7 @@ def test_grafana_sync_with_the_compose_arguments(compose: dict, tmp_path: Path) 
 
     command = compose["services"]["grafana-sync"]["command"]
     options = dict(zip(command[2::2], command[3::2], strict=True))
-    config = compose_config(compose, tmp_path)
+    config = compose_config(compose, tmp_path, secrets_dir)
     grafana = DocumentedGrafana({1: "Main Org."}, set(), next_id=2)
     out = tmp_path / "provisioned"
     result = run_sync(grafana, config, "--wait", options["--wait"], "--provision", str(out))
@@ -341,3 +373,72 @@ def test_grafana_sync_with_the_compose_arguments(compose: dict, tmp_path: Path) 
     dashboards = options["--provision"] + "/dashboards"
     assert paths == {o: f"{dashboards}/org-{o}" for o in (1, 3, 4)}
     assert "reloaded dashboards" in result.stdout
+
+
+def test_every_published_port_is_on_loopback_and_the_simulator_is_not_published(
+    compose: dict,
+) -> None:
+    """Nothing of the demo stack listens beyond this machine: every published port names host
+    IP 127.0.0.1; the simulator (whose admin API injects faults) and the label proxy (which
+    believes any tenant header) publish none."""
+    published = {
+        name: service["ports"]
+        for name, service in compose["services"].items()
+        if "ports" in service
+    }
+    assert set(published) == {"exporter", "prometheus", "alertmanager", "grafana"}
+    for name, ports in published.items():
+        for port in ports:
+            host_ip, host_port, container_port = str(port).split(":")
+            assert host_ip == "127.0.0.1", (name, port)
+            assert host_port.isdigit() and container_port.isdigit()
+    assert compose["services"]["simulator"]["expose"] == ["9620"]
+
+
+def test_no_password_the_stack_uses_is_committed(compose: dict, secrets_dir: Path) -> None:
+    """Every secret compose names lives in deploy/secrets/, which git ignores and holds no
+    tracked file; `make compose-secrets` makes exactly those files, random each time, and a
+    second run keeps them."""
+    files = {Path(s["file"]) for s in compose["secrets"].values()}
+    assert {f.parent for f in files} == {Path("deploy/secrets")}
+    tracked = subprocess.run(["git", "ls-files", "deploy/secrets"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout  # fmt: skip
+    assert tracked == ""
+    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/secrets/db_password"],
+                             cwd=ROOT, check=False)  # fmt: skip
+    assert ignored.returncode == 0
+    assert {p.name for p in secrets_dir.iterdir()} == {f.name for f in files}
+    assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+    before = {p.name: p.read_text() for p in secrets_dir.iterdir()}
+    assert generate(secrets_dir) == [] and before == {
+        p.name: p.read_text() for p in secrets_dir.iterdir()
+    }
+    other = secrets_dir.parent / "other"
+    generate(other)
+    assert all((other / n).read_text() != text for n, text in before.items()), "not random"
+
+
+def test_the_exporter_needs_credentials_and_prometheus_has_them(
+    compose: dict, secrets_dir: Path
+) -> None:
+    """The compose exporter runs behind the made web config, which requires a login; the
+    Prometheus service scrapes as the one user it knows, with the made password."""
+    from exporter.auth import Authenticator
+    from exporter.cli import _parser
+    from exporter.webconfig import load_web_config
+
+    exporter, prometheus = compose["services"]["exporter"], compose["services"]["prometheus"]
+    options = _parser().parse_args(["run", *exporter["command"]])
+    web_secret = str(options.web_config_file).removeprefix("/run/secrets/")
+    assert web_secret in exporter["secrets"]
+    web = load_web_config(secret_file(compose, secrets_dir, web_secret))
+    assert web.auth_required and web.tls_server_config is None
+    scrape = yaml.safe_load(mounts(prometheus)["/etc/prometheus/prometheus.yml"].read_text())
+    basic = scrape["scrape_configs"][0]["basic_auth"]
+    password_secret = basic["password_file"].removeprefix("/run/secrets/")
+    assert password_secret in prometheus["secrets"]
+    password = secret_file(compose, secrets_dir, password_secret).read_text().strip()
+    credential = Authenticator(web).quick(
+        "Basic " + base64.b64encode(f"{basic['username']}:{password}".encode()).decode()
+    )
+    assert credential is not None and Authenticator(web).check_basic(credential)  # type: ignore[arg-type]

@@ -3,9 +3,12 @@ not be: state files private and never followed through a link, secret files that
 can read named, passwords in DSN query strings refused."""
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,13 +83,29 @@ def secret_config(secret: Path) -> str:
     )
 
 
-@pytest.mark.parametrize(("file_mode", "warned"), [(0o644, True), (0o604, True), (0o600, False)])
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory every user may enter (pytest's own are private)."""
+    directory = Path(tempfile.mkdtemp(prefix="cockpit-shared-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+@pytest.mark.parametrize(
+    ("file_mode", "dir_mode", "warned"),
+    [(0o644, 0o755, True), (0o604, 0o711, True), (0o600, 0o755, False), (0o644, 0o700, False)],
+)
 def test_secret_files_others_can_read_are_named(
-    tmp_path: Path, file_mode: int, warned: bool
+    shared_dir: Path, file_mode: int, dir_mode: int, warned: bool
 ) -> None:
-    """A secret file readable by every user is loaded with a warning naming the setting, the
-    file and its mode; a private one without."""
-    secret = write(tmp_path / "db.secret", "s3cret-value\n")
+    """A secret file every user can read is loaded with a warning naming the setting, the
+    file and its mode; a private one, or one in a private directory, without."""
+    directory = shared_dir / "secrets"
+    directory.mkdir()
+    directory.chmod(dir_mode)
+    tmp_path = shared_dir
+    secret = write(directory / "db.secret", "s3cret-value\n")
     secret.chmod(file_mode)
     config = parse_config(secret_config(secret), "test")
     found = [w for w in config.warnings if "readable by" in w]

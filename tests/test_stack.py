@@ -18,6 +18,7 @@ import yaml
 
 from exporter.stack import mariadb
 from exporter.stack.processes import DEBIAN, SKIPPED
+from exporter.stack.secrets import generate
 from exporter.stack.topology import load, materialise
 from tests.conftest import admin
 from tests.helpers import until
@@ -66,7 +67,7 @@ def test_the_stack_runs_the_compose_topology_and_stops_gracefully(
     stack = subprocess.Popen(
         [sys.executable, "-m", "exporter.stack", "--compose", str(COMPOSE), "--run-dir",
          str(tmp_path), "--port-offset", str(offset), "--database", names.database,
-         "--db-user", names.user],
+         "--db-user", names.user, "--secrets-dir", str(tmp_path / "secrets")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
@@ -131,7 +132,7 @@ def test_services_do_not_outlive_a_killed_stack(tmp_path: Path, names: mariadb.N
     stack = subprocess.Popen(
         [sys.executable, "-m", "exporter.stack", "--compose", str(COMPOSE), "--run-dir",
          str(tmp_path), "--port-offset", str(free_offset()), "--database", names.database,
-         "--db-user", names.user],
+         "--db-user", names.user, "--secrets-dir", str(tmp_path / "secrets")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
     )  # fmt: skip
     pids = []
@@ -160,14 +161,15 @@ def state(pid: int) -> str:
 def test_mariadb_is_seeded_once_as_the_image_does(tmp_path: Path, names: mariadb.Names) -> None:
     """The compose database and user are created with the compose password; init.sql runs in
     the new database only: a second start neither fails nor inserts the rows again."""
-    topology = load(COMPOSE, 0)
+    generate(tmp_path / "secrets")
+    topology = load(COMPOSE, 0, tmp_path / "secrets")
     materialise(topology, ["mariadb"], tmp_path)
     server = mariadb.Server.parse("mysql://root@127.0.0.1:3306")
     assert mariadb.prepare(topology, "mariadb", server, names) is True
     assert mariadb.prepare(topology, "mariadb", server, names) is False
     rows = admin(f"SELECT COUNT(*) FROM {names.database}.work_items")
     assert rows == [(3,)]
-    password = (ROOT / "deploy" / "db_password.txt").read_text().strip()
+    password = (tmp_path / "secrets" / "db_password").read_text().strip()
     import pymysql
 
     login = pymysql.connect(

@@ -2,6 +2,7 @@
 
 import asyncio
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -63,9 +64,12 @@ async def run_simulator(
     speed: float,
     warm_up: float,
     config: Path | None,
+    client_secrets: Mapping[str, str] | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT."""
-    simulator = Simulator(tenant_ids(tenants), seed, speed, warm_up=warm_up)
+    simulator = Simulator(
+        tenant_ids(tenants), seed, speed, warm_up=warm_up, client_secrets=client_secrets
+    )
     runner, url = await start_simulator(simulator, host, port)
     if config is not None:
         write_config(simulator, url, config)

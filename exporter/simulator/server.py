@@ -6,7 +6,7 @@ import json
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,8 @@ class Simulator:
         speed: float = 1.0,
         clock: Callable[[], float] | None = None,
         warm_up: float = WARM_UP,
+        *,
+        client_secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.seed, self.speed = seed, speed
         self._wall_start = time.time()
@@ -54,7 +56,9 @@ class Simulator:
         self._skipped = 0.0
         self.tenants: dict[str, SimTenant] = {}
         for tenant_id in tenant_ids:
-            secret = hashlib.sha256(f"{seed}/{tenant_id}/secret".encode()).hexdigest()[:32]
+            # Derived from the seed unless given: a demo needs none, a shared stack its own.
+            derived = hashlib.sha256(f"{seed}/{tenant_id}/secret".encode()).hexdigest()[:32]
+            secret = (client_secrets or {}).get(tenant_id, derived)
             world = build_world(tenant_id, seed, self.now(), warm_up)
             rng = random.Random(f"{seed}/{tenant_id}/faults")
             self.tenants[tenant_id] = SimTenant(tenant_id, tenant_id, secret, world, rng=rng)

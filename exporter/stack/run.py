@@ -16,7 +16,7 @@ from pymysql import MySQLError
 
 from exporter import logs
 from exporter.exitcodes import EXIT_FAILED, fail
-from exporter.stack import mariadb
+from exporter.stack import mariadb, secrets
 from exporter.stack.processes import SKIPPED, Process, process
 from exporter.stack.topology import Topology, TopologyError, load, materialise, start_order
 
@@ -39,14 +39,23 @@ def options(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--database", help="instead of the compose MARIADB_DATABASE")
     parser.add_argument("--db-user", help="instead of the compose MARIADB_USER")
+    parser.add_argument(
+        "--secrets-dir",
+        type=Path,
+        help="the compose secrets' files, made here when missing (default: deploy/secrets)",
+    )
     return parser.parse_args(argv)
 
 
 def prepare(opts: argparse.Namespace) -> tuple[Topology, list[Process]]:
     """Read the compose file, set up MariaDB, write the rewritten files; the processes."""
-    topology = load(opts.compose, opts.port_offset)
+    secrets_dir = opts.secrets_dir or opts.compose.parent / secrets.DIRECTORY
+    topology = load(opts.compose, opts.port_offset, secrets_dir)
     if "mariadb" not in topology.services:
         raise TopologyError(f"{opts.compose}: no mariadb service")
+    made = secrets.generate(secrets_dir)
+    if made:
+        log.info("stack secrets made", directory=str(secrets_dir), files=len(made))
     local = [n for n in topology.services if n not in SKIPPED and n != "mariadb"]
     order = start_order(topology, local)
     compose = mariadb.compose_names(topology.services["mariadb"])

@@ -1,9 +1,10 @@
 """docker-compose.yml read as a local topology: loopback ports, files from the repository.
 
 Addresses between services (`exporter:9610`) become 127.0.0.1 and the service's published
-port (plus an offset); the compose MariaDB becomes the local server. Files mounted into a
-service are copied into the run directory with those addresses, and the container paths
-they name, rewritten; secrets stay where they are and are only pointed at.
+port (plus an offset; an exposed-only port the same way); the compose MariaDB becomes the
+local server. Files mounted into a service are copied into the run directory with those
+addresses, and the container paths they name, rewritten; secrets stay where they are and
+are only pointed at.
 """
 
 import re
@@ -45,8 +46,11 @@ class Topology:
         return f"http://{LOOPBACK}:{self.ports[service][1]}{path}"
 
 
-def load(compose_file: Path, port_offset: int) -> Topology:
-    """Services and published ports of `compose_file` (ports moved by `port_offset`)."""
+def load(compose_file: Path, port_offset: int, secrets_dir: Path | None = None) -> Topology:
+    """Services and ports of `compose_file`, moved by `port_offset`.
+
+    Secrets come from where the file says or, given `secrets_dir`, from there.
+    """
     try:
         document = yaml.safe_load(compose_file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -59,12 +63,19 @@ def load(compose_file: Path, port_offset: int) -> Topology:
     for name, (container, local) in topology.ports.items():
         topology.replacements[f"{name}:{container}"] = f"{LOOPBACK}:{local}"
     for name, secret in (document.get("secrets") or {}).items():
-        topology.files[SECRETS_DIR + name] = (topology.root / secret["file"]).resolve()
+        file = topology.root / secret["file"]
+        if secrets_dir is not None:
+            file = secrets_dir / file.name
+        topology.files[SECRETS_DIR + name] = file.resolve()
     return topology
 
 
 def _published(name: str, spec: dict[str, Any], offset: int) -> tuple[int, int] | None:
-    mappings = spec.get("ports") or []
+    """The service's port, published (`[IP:]HOST:CONTAINER`) or exposed (`CONTAINER`).
+
+    On this machine every one is a loopback port.
+    """
+    mappings = spec.get("ports") or [f"{p}:{p}" for p in spec.get("expose") or []]
     if len(mappings) > 1:
         raise TopologyError(f"service {name}: one published port expected, not {mappings}")
     if not mappings:
