@@ -93,8 +93,8 @@ def tenants_from_rows(
         )
     if len(rows) > spec.max_tenants:
         raise DiscoveryError(
-            f"tenant_discovery: the registry returned {len(rows)} rows, more than"
-            f" max_tenants ({spec.max_tenants}); the last known tenants stay in use"
+            f"tenant_discovery: the registry returned more rows than max_tenants"
+            f" ({spec.max_tenants}); the last known tenants stay in use"
         )
     outcome, seen = Outcome(), dict[str, int]()
     for index, row in enumerate(rows):
@@ -220,8 +220,16 @@ class Discovery:
                 create_async_engine(self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
             )
         async with self._engine.connect() as conn:
-            result = await conn.execute(text(self.spec.sql))
-            return list(result.keys()), result.fetchall()
+            # Streamed, and read no further than one row past the limit: a registry that
+            # answers millions of rows costs that one row more, not their memory.
+            result = await conn.stream(text(self.spec.sql))
+            rows = await result.fetchmany(self.spec.max_tenants + 1)
+            columns = list(result.keys())
+            if len(rows) > self.spec.max_tenants:
+                await conn.invalidate()  # closing would read the rest to drain the cursor
+            else:
+                await result.close()
+            return columns, rows
 
     def _fail(self, message: str) -> None:
         self.success, self.last_error = False, message

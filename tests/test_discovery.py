@@ -173,7 +173,7 @@ async def test_a_failing_registry_keeps_the_last_known_tenants(
         "INSERT INTO tenants SELECT seq, CONCAT('t', seq), 'x', 1 FROM seq_1_to_100000",
     )
     await discovery_.poll()
-    assert "returned 100000 rows, more than max_tenants (10000)" in discovery_.last_error
+    assert "returned more rows than max_tenants (10000)" in discovery_.last_error
 
     registry.execute("DROP TABLE tenants", "RENAME TABLE tenants_old TO tenants")
     object.__setattr__(discovery_.spec, "sql", "SELECT slug AS id FROM tenants")
