@@ -36,6 +36,7 @@ bench-tools: tools
 
 bench: $(STAMP) bench-tools
 	$(PY) -m tests.bench.scrape
+	$(PY) -m tests.bench.hostile
 	$(PY) -m tests.bench.databases
 	$(PY) -m tests.bench.platform
 	$(PY) -m tests.bench.shards

@@ -133,24 +133,28 @@ class Authenticator:
 
     def check_basic(self, basic: BasicCredential) -> bool:
         """bcrypt-check a credential (slow on purpose: run it off the event loop)."""
+        if self._dearest not in self._took:
+            # Once per web config: how long a refusal must last, before the first one.
+            self._timed(_dummy_hash(self._dearest), b"")
         stored = self._users.get(basic.user)
-        hashed = stored or _dummy_hash(self._dearest)
-        began = time.perf_counter()
         try:
-            ok = bcrypt.checkpw(basic.password[:BCRYPT_MAX_BYTES], hashed)
+            ok = self._timed(stored or _dummy_hash(self._dearest), basic.password)
         except ValueError:  # e.g. a NUL byte bcrypt will not hash: not a valid login
             return False
-        self._took[cost_of(hashed)] = time.perf_counter() - began
         return ok and stored is not None
+
+    def _timed(self, hashed: bytes, password: bytes) -> bool:
+        began = time.perf_counter()
+        ok = bcrypt.checkpw(password[:BCRYPT_MAX_BYTES], hashed)
+        self._took[cost_of(hashed)] = time.perf_counter() - began
+        return ok
 
     def _padding(self, user: str) -> float:
         """How much longer a refusal waits to take as long as one at the dearest cost."""
         stored = self._users.get(user)
         cost = cost_of(stored) if stored is not None else self._dearest
         took = self._took.get(cost, 0.0)
-        # Each cost step doubles bcrypt's work: an estimate until the dearest was timed.
-        dearest = self._took.get(self._dearest, took * 2.0 ** (self._dearest - cost))
-        return max(0.0, dearest - took)
+        return max(0.0, self._took.get(self._dearest, took) - took)
 
     def _bearer(self, token: str) -> Principal | None:
         try:
