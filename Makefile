@@ -27,8 +27,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check exporter tests
 	$(VENV)/bin/mypy
 
+# Test files run in parallel (one worker per core, at most 4); a file's tests share a worker.
 test: lint tools
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 # The fleet benchmark's peer, sql_exporter 0.4.5, is Debian's prometheus-sql-exporter.
 bench-tools: tools

@@ -87,7 +87,8 @@ async def test_three_shards_remote_write_each_tenant_once_to_its_own_receiver(
                             else f"http://127.0.0.1:{port}/healthz", 60)  # fmt: skip
         await check_receivers(tenants, ports, receivers)
     finally:
-        for child in children:
+        # The agent first: stopped after its receivers, it retries their writes for minutes.
+        for child in reversed(children):
             if child.returncode is None:
                 child.terminate()
                 await child.wait()

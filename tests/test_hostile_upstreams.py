@@ -338,3 +338,39 @@ async def test_cookies_one_api_sets_never_travel(hostile: Server, make_exporter)
     await run(exporter, "acme")
     await run(exporter, "globex")
     assert [s.headers.get("Cookie") for s in hostile.seen] == [None, None, None]
+
+
+async def test_a_token_post_follows_only_redirects_that_keep_it(
+    hostile: Server, make_exporter, tmp_path: Path
+) -> None:
+    """With same_origin, a token POST follows a same-origin 307 (method and form kept, so the
+    secret reaches the configured host only), but not a 302, which would make it a GET."""
+    secret = write(tmp_path / "secret", "client-secret-88\n")
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("client_secret") != "client-secret-88":
+            return web.Response(status=401)
+        return web.json_response({"access_token": "t-1", "expires_in": 600})
+
+    hostile.route("POST", "/oauth/token", token)
+    hostile.redirect("POST", "/oauth/kept", 307, "/oauth/token")
+    hostile.redirect("POST", "/oauth/moved", 302, "/oauth/token")
+    hostile.json("/api", [{"id": 1}])
+
+    def oauth(path: str) -> str:
+        url = hostile.url + path
+        return (f", follow_redirects: same_origin, auth: {{oauth2: {{token_url: '{url}',"
+                f" client_id: c, client_secret_file: {secret}}}}}")  # fmt: skip
+
+    exporter = await make_exporter(config(
+        endpoint("acme", hostile.url + "/api", oauth("/oauth/kept")),
+        endpoint("globex", hostile.url + "/api", oauth("/oauth/moved")),
+    ))  # fmt: skip
+    samples = await run(exporter, "acme")
+    assert samples[key("hostile_items", tenant="acme")] == 1
+    await run(exporter, "globex")
+    ok, reason, message = failure(exporter, "globex")
+    assert (ok, reason) == (False, "auth")
+    assert "HTTP 302 redirect to 127.0.0.1" in message
+    assert "it would turn the POST into a GET" in message

@@ -142,20 +142,13 @@ class Caller:
         if not 300 <= status < 400:
             return None
         target = urljoin(str(response.url), response.headers.get("Location", ""))
-        allowed = (
-            self.follow_redirects
-            and status in FOLLOWABLE
-            and origin(target) == start
-            and (method == "GET" or status in KEEP_METHOD)
-        )
-        if allowed:
+        refused = _refusal(self.follow_redirects, method, status, origin(target) == start)
+        if refused is None:
             return target
         # The host only: a Location's path and query may carry anything.
         host = urlsplit(target).netloc.rpartition("@")[2] or "nowhere"
-        rule = "same_origin: another origin" if self.follow_redirects else "none"
         raise CollectionError(
-            "http",
-            f"{endpoint}: HTTP {status} redirect to {host} not followed (follow_redirects: {rule})",
+            "http", f"{endpoint}: HTTP {status} redirect to {host} not followed ({refused})"
         )
 
     async def _body(self, endpoint: str, response: aiohttp.ClientResponse) -> bytes:
@@ -273,6 +266,19 @@ class ClientCredentials:
         if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
             raise CollectionError("decode", "token: expires_in is not a positive number")
         return body["access_token"], float(ttl)
+
+
+def _refusal(follow: bool, method: str, status: int, same_origin: bool) -> str | None:
+    """Why a redirect is not followed, or None when it may be."""
+    if not follow:
+        return "follow_redirects: none"
+    if status not in FOLLOWABLE:
+        return "not a redirect to follow"
+    if not same_origin:
+        return "follow_redirects: same_origin: another origin"
+    if method != "GET" and status not in KEEP_METHOD:
+        return f"it would turn the {method} into a GET"
+    return None
 
 
 def _transient(exc: BaseException) -> bool:
