@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from exporter import access
 from exporter.access import AccessPolicy, principal_of, route_of
@@ -129,7 +130,7 @@ class MetricsHandler:
 
 def make_app(endpoints: Endpoints) -> web.Application:
     """The aiohttp application; small request limit since we accept no bodies."""
-    app = web.Application(client_max_size=64 * 1024, middlewares=[track_requests, _request_log])
+    app = web.Application(client_max_size=64 * 1024, middlewares=[track_requests, _request_log()])
     access.install(app, endpoints.policy)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -172,25 +173,28 @@ def _reload_handler(reload: Callable[[], Awaitable[list[str]]]) -> Handler:
     return handle
 
 
-_errors_sampled = Sampled()
+def _request_log() -> Middleware:
+    """One line per request: successes at debug, errors at info, sampled per status."""
+    sampled = Sampled()
+
+    @web.middleware
+    async def logged(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            _log_request(request, status, time.perf_counter() - started, sampled)
+
+    return logged
 
 
-@web.middleware
-async def _request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        _log_request(request, status, time.perf_counter() - started)
-
-
-def _log_request(request: web.Request, status: int, seconds: float) -> None:
+def _log_request(request: web.Request, status: int, seconds: float, sampled: Sampled) -> None:
     """Successes at debug, errors at info: at most one line a second per status.
 
     Scrapes every few seconds would drown the log at info; errors any client can cause.
@@ -198,7 +202,7 @@ def _log_request(request: web.Request, status: int, seconds: float) -> None:
     if status < 400:
         emit, extra = log.debug, {}
     else:
-        left_out = _errors_sampled.allow(str(status))
+        left_out = sampled.allow(str(status))
         if left_out is None:
             return
         emit, extra = log.info, {"suppressed": left_out}

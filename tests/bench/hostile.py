@@ -207,7 +207,8 @@ async def upstream(tree: Path, work: Path) -> dict[str, Any]:
 
 async def dense(tree: Path, work: Path) -> dict[str, Any]:
     """The largest body the value bound admits, of the kind slowest to decode."""
-    body = ("[" + ",".join(["1.5"] * (1 << 20)) + "]").encode()
+    # One value under the bound: n floats make n - 1 commas and one bracket.
+    body = ("[" + ",".join(["1.5"] * ((1 << 20) - 1)) + "]").encode()
     server = await Server().start()
 
     async def answer(_: web.Request) -> web.Response:
@@ -228,11 +229,20 @@ async def dense(tree: Path, work: Path) -> dict[str, Any]:
 
     try:
         latencies, failed = await probing(exporter.url, enough, 0.02, 15)
+        text = await metrics(exporter.url)
     finally:
         await exporter.stop()
         await server.stop()
-    return {"slowest /healthz, s": max(latencies), "/healthz failed": failed,
-            "body, MB": len(body) / 1e6}  # fmt: skip
+    lines = text.splitlines()
+    runs = [line for line in lines if line.startswith("cockpit_collection_runs_total")]
+    decoded = [line for line in lines if line.startswith("cockpit_collection_success{")]
+    return {
+        "slowest /healthz, s": max(latencies),
+        "/healthz failed": failed,
+        "body, MB": len(body) / 1e6,
+        "runs": float(runs[0].split()[-1]) if runs else 0.0,
+        "last run decoded it (success 1)": int(bool(decoded) and decoded[0].endswith(" 1")),
+    }
 
 
 async def _trickler(port: int, stop: asyncio.Event) -> None:

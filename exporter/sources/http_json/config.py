@@ -5,7 +5,6 @@ is a config error naming it.
 """
 
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,26 +23,9 @@ from exporter.schema import (
 )
 from exporter.secrets import read_secret
 from exporter.sources.base import Job, safe_url
+from exporter.sources.http_json.paths import compiled
 
 KIND = "http_json"
-
-
-@cache
-def compiled(path: str) -> jsonpath.JSONPath | jsonpath.CompoundJSONPath:
-    """A JSONPath compiled once per process (specs keep the text, so they compare by value)."""
-    return jsonpath.compile(path)
-
-
-def find(path: str, data: object) -> list[object]:
-    """What `path` selects in already-decoded JSON.
-
-    python-jsonpath reads a `str` argument as JSON text, so a string value is matched here:
-    `$` selects it, anything deeper selects nothing.
-    """
-    if isinstance(data, str):
-        return [data] if path == "$" else []
-    found: list[object] = compiled(path).findall(data)  # type: ignore[arg-type]
-    return found
 
 
 def _path(value: str) -> str:

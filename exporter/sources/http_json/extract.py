@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from exporter.errors import CollectionError
 from exporter.exposition import escape_label_value, format_value
 from exporter.sources.base import Rendered
-from exporter.sources.http_json.config import Metric, find
+from exporter.sources.http_json.config import Metric
+from exporter.sources.http_json.paths import find
 
 _MISSING = object()
 

@@ -13,8 +13,9 @@ from exporter.errors import CollectionError
 from exporter.exposition import SCHEDULED_NOTE, Family
 from exporter.sources.base import Job, Part, Resources
 from exporter.sources.http import Caller, ClientCredentials, UnauthorizedError, origin
-from exporter.sources.http_json.config import KIND, Spec, find
+from exporter.sources.http_json.config import KIND, Spec
 from exporter.sources.http_json.extract import extract
+from exporter.sources.http_json.paths import find
 
 MAX_PAGES = 1000
 REASONS = ("timeout", "connect", "http", "auth", "decode", "too_large", "value")
