@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -121,6 +122,9 @@ class FileStore:
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._ready = False
+        # Saves run in threads: the first one prepares the directory while the others wait,
+        # or its clean-up would remove their fresh temporary files.
+        self._preparing = threading.Lock()
 
     def _path(self, key: str) -> Path:
         return self._directory / (quote(key, safe="") + ".json")
@@ -170,8 +174,12 @@ class FileStore:
 
     def _prepare(self) -> None:
         """Create the directory 0700 (tightened if it is ours and looser); drop old temp files."""
-        if self._ready:
-            return
+        with self._preparing:
+            if not self._ready:
+                self._make_directory()
+                self._ready = True
+
+    def _make_directory(self) -> None:
         self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         status = self._directory.stat()
         loose = stat.S_IMODE(status.st_mode) & 0o077
@@ -180,7 +188,6 @@ class FileStore:
             log.info("state directory made private", directory=str(self._directory), mode="0700")
         for leftover in self._directory.glob(".*.tmp"):  # from a crash mid-write
             leftover.unlink(missing_ok=True)
-        self._ready = True
 
     async def keys(self) -> dict[str, float]:
         """Records present, with their modification times (links are not records)."""

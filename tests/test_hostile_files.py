@@ -2,6 +2,7 @@
 not be: state files private and never followed through a link, secret files that others
 can read named, passwords in DSN query strings refused."""
 
+import asyncio
 import os
 import shutil
 import stat
@@ -165,3 +166,12 @@ def test_a_secret_read_outside_the_config_is_warned_about_in_the_log(tmp_path: P
         ("secret file readable by others", str(secret), "0640", "--state.mysql.password_file")
     ]
     assert "pw-in-file" not in repr(logs)
+
+
+async def test_concurrent_first_saves_all_land(tmp_path: Path) -> None:
+    """Fifty jobs saving at once into a new directory: the first prepares it (and clears old
+    temporary files) while the others wait, so every record is written."""
+    state = State(FileStore(tmp_path / "state"))
+    await asyncio.gather(*(state.save(f"t{i}/platform/poll", {"n": i}) for i in range(50)))
+    assert not state.errors
+    assert len(list((tmp_path / "state").glob("*.json"))) == 50
