@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.cli import main
 from exporter.config import ConfigError, parse_config
 
 CONFIG = """
@@ -279,7 +280,9 @@ def test_dashboards_follow_the_configs_objective_and_thresholds(tmp_path: Path, 
         ),
     ],
 )
-def test_identity_groups_cannot_collide(tmp_path: Path, tenants: str, problem: str) -> None:
+def test_identity_groups_cannot_collide(
+    tmp_path: Path, tenants: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """One identity-provider group per org: a tenant group equal to the operators' (given,
     or by a tenant id's default), or two tenants sharing one, are refused by check-config
     and by `render grafana`, naming both."""
@@ -290,9 +293,8 @@ def test_identity_groups_cannot_collide(tmp_path: Path, tenants: str, problem: s
         ["check-config", str(config)],
         ["render", "grafana", "--config", str(config), "--out", str(tmp_path / "o")],
     ):
-        result = subprocess.run([sys.executable, "-m", "exporter", *command], check=False,
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
-        assert result.returncode == 2, result.stdout
-        assert problem in result.stderr
-        assert "each org needs a group of its own" in result.stderr
+        assert main(command) == 2
+        stderr = capsys.readouterr().err
+        assert problem in stderr
+        assert "each org needs a group of its own" in stderr
     assert not (tmp_path / "o").exists()

@@ -222,14 +222,14 @@ async def test_a_thousand_trickling_connections_under_ulimit_1024(tmp_path: Path
                             break
                 await asyncio.sleep(0.1)
             attackers = [asyncio.create_task(_trickle(port, stop, opened)) for _ in range(1100)]
-            deadline = time.monotonic() + 12
+            deadline = time.monotonic() + 8
             scraped = ""
             while time.monotonic() < deadline:
                 began = time.monotonic()
                 async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
                     assert response.status == 200
                 probes.append(time.monotonic() - began)
-                if not scraped and time.monotonic() > deadline - 6:
+                if not scraped and time.monotonic() > deadline - 4:
                     async with session.get(f"http://127.0.0.1:{port}/metrics",
                                            headers=auth) as response:  # fmt: skip
                         assert response.status == 200
@@ -250,6 +250,6 @@ async def test_a_thousand_trickling_connections_under_ulimit_1024(tmp_path: Path
                  for r in ("limit", "evicted", "header_timeout"))  # fmt: skip
     assert closed >= 500, samples
     assert opened[0] >= 1100
-    assert len(probes) > 30
+    assert len(probes) > 20
     assert log.stat().st_size < 1_000_000, log.stat().st_size
     print(f"{len(probes)} probes, slowest {max(probes):.3f} s; {opened[0]} attacker connections")

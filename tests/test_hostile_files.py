@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from exporter.cli import main
 from exporter.config import ConfigError, parse_config
 from exporter.settings import Settings
 from exporter.state import FileStore, State, open_store
@@ -98,7 +99,11 @@ def shared_dir() -> Iterator[Path]:
     [(0o644, 0o755, True), (0o604, 0o711, True), (0o600, 0o755, False), (0o644, 0o700, False)],
 )
 def test_secret_files_others_can_read_are_named(
-    shared_dir: Path, file_mode: int, dir_mode: int, warned: bool
+    shared_dir: Path,
+    file_mode: int,
+    dir_mode: int,
+    warned: bool,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A secret file every user can read is loaded with a warning naming the setting, the
     file and its mode; a private one, or one in a private directory, without."""
@@ -118,14 +123,10 @@ def test_secret_files_others_can_read_are_named(
         ]
     else:
         assert found == []
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", "check-config", str(write(tmp_path / "c.yaml",
-                                                                     secret_config(secret)))],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0
-    assert (f"{secret} is readable by every user" in result.stderr) is warned
-    assert "s3cret-value" not in result.stdout + result.stderr
+    assert main(["check-config", str(write(tmp_path / "c.yaml", secret_config(secret)))]) == 0
+    result = capsys.readouterr()
+    assert (f"{secret} is readable by every user" in result.err) is warned
+    assert "s3cret-value" not in result.out + result.err
 
 
 @pytest.mark.parametrize(
