@@ -34,9 +34,6 @@ class HashQueue:
         self._order = itertools.count()
         self._busy = False
 
-    def __len__(self) -> int:
-        return len(self._heap)
-
     async def run(self, score: int, check: Callable[[], bool]) -> bool:
         """The result of `check()`, run on the hashing thread in its turn; BusyError if shed.
 

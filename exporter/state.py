@@ -190,7 +190,7 @@ class FileStore:
             leftover.unlink(missing_ok=True)
 
     async def keys(self) -> dict[str, float]:
-        """Records present, with their modification times (links are not records)."""
+        """Records present, with when each was written (a link's own time: never followed)."""
         if not self._directory.is_dir():
             return {}
         return {

@@ -25,13 +25,12 @@ from exporter.errors import CollectionError
 from exporter.receivers import tenant_group
 from exporter.render.grafana import grafana_settings, write_provisioning
 from exporter.render.grafana_ini import OPERATORS_ORG
-from exporter.sources.bounded import read_body
+from exporter.sources.bounded import DEFAULT_MAX_BYTES, read_body
 
 LANDING_ORG_NAME = "cockpit-landing"
 WAIT_STEP = 2.0
 RELOADED = ("datasources", "dashboards")  # datasources first: the dashboards query them
 TIMEOUT = aiohttp.ClientTimeout(total=30)
-MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 class SyncError(Exception):
@@ -158,7 +157,7 @@ class GrafanaApi:
                 timeout=TIMEOUT,
                 allow_redirects=False,
             ) as response:
-                raw = await read_body(response, MAX_ANSWER_BYTES, f"{method} {path}")
+                raw = await read_body(response, DEFAULT_MAX_BYTES, f"{method} {path}")
                 text = raw.decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UnreachableError(f"{method} {path}: {type(exc).__name__}: {exc}") from None

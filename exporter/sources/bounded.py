@@ -13,8 +13,9 @@ import json
 import aiohttp
 
 from exporter.errors import CollectionError
+from exporter.schema import MAX_RESPONSE_BYTES
 
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BYTES = MAX_RESPONSE_BYTES  # limits.max_response_bytes' default
 CHUNK = 64 * 1024
 # At most one JSON value per this many bytes of the size limit: 1,048,576 at 16 MiB, which
 # decode in about 0.1 s whatever their kind (empty arrays and short floats are the slowest).
