@@ -13,8 +13,9 @@ from exporter.fields import HttpUrl, Model
 
 DEFAULT_RUNBOOKS = "https://github.com/cockpit-exporter/cockpit-exporter/blob/main/docs/runbooks.md"
 Objective = Annotated[float, Field(gt=0.5, lt=1)]
-# A process name as the platform reports it; control characters cannot go into a PromQL string.
-ProcessName = Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f]+$")]
+# A process id as the platform reports it (names change, ids hold); control characters
+# cannot go into a PromQL string.
+ProcessId = Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f]+$")]
 LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
 
 
@@ -22,6 +23,9 @@ class Thresholds(Model):
     """When each alert fires; durations in Prometheus notation (`5m`) or seconds."""
 
     collection_failing_for: Duration = 900.0
+    # Alerts that hold through an exporter restart (its scrapes missing, then back with the
+    # same durable timestamps) keep firing this long without samples.
+    restart_grace: Duration = 600.0
     stale_intervals: float = Field(3.0, ge=1, le=1000)  # data stale after this many intervals
     blind_for: Duration = 300.0
     # How long platform alerts keep their state while blind: a PromQL range, so a minute or more.
@@ -40,7 +44,7 @@ class RuleSettings(Model):
 
     scrape_job: str = Field("cockpit", min_length=1, pattern=r"^[^\"\\\n]+$")
     objective: Objective = 0.95
-    process_objectives: dict[ProcessName, Objective] = Field(default_factory=dict)
+    process_objectives: dict[ProcessId, Objective] = Field(default_factory=dict)
     runbooks: HttpUrl = DEFAULT_RUNBOOKS
     thresholds: Thresholds = Field(default_factory=Thresholds)
     # Labels that tell replicas of the same shard apart (the scrape target, the external

@@ -79,7 +79,8 @@ class Exporter:
         )
         resources = Resources(self._http, config.limits.max_concurrent_queries, self.state)
         self.sources = make_sources(resources)
-        self.runner = Runner(self.store, self.sources, config.limits.self_metrics == "full")
+        full = config.limits.self_metrics == "full"
+        self.runner = Runner(self.store, self.sources, full, self.state)
         self.readiness = Readiness(settings.ready_grace_period)
         self.collection = Collection(self.runner, self.readiness)
         self._session: aiohttp.ClientSession | None = None
@@ -115,7 +116,7 @@ class Exporter:
         # the static ones.
         await self._start_discovery(self.config)
         jobs = self._jobs(self.config)
-        self.collection.add(jobs)
+        await self.collection.add(jobs)
         await self._prune_state(jobs)
         self._warn_unknown_scopes()
         self._started = True
@@ -228,7 +229,8 @@ class Exporter:
         if self.state.store is None:
             log.info(
                 "durable state off",
-                hint="run counts start over after a restart; set --state.dir (absolute)",
+                hint="run counts and last successes start over after a restart;"
+                " set --state.dir (absolute)",
             )
         if context is None or not self.web_config.auth_required:
             log.warning(

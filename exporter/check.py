@@ -35,7 +35,7 @@ async def dry_run(config: Config, out: TextIO = sys.stdout, progress: TextIO = s
     sources = make_sources(Resources(http, config.limits.max_concurrent_queries))
     runner = Runner(SnapshotStore(), sources)
     jobs = all_jobs(config)
-    runner.add(jobs)
+    await runner.add(jobs)
     try:
         await _run_by_tenant(runner, jobs, progress)
     finally:

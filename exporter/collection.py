@@ -25,9 +25,9 @@ class Collection:
         self.scheduler = Scheduler()
         self._inflight: set[asyncio.Task[Any]] = set()
 
-    def add(self, jobs: Sequence[Job]) -> None:
+    async def add(self, jobs: Sequence[Job]) -> None:
         """Track and schedule new jobs; readiness waits for their first run."""
-        self.runner.add(jobs)
+        await self.runner.add(jobs)
         self.readiness.expect(job.id for job in jobs)
         for job in jobs:
             self._schedule(job)
@@ -39,9 +39,9 @@ class Collection:
             self.scheduler.remove(job.id)
             self.runner.remove(job)
             self.readiness.forget(job.id)
-        self.add(changes.added)
+        await self.add(changes.added)
         for job in changes.changed:
-            self.runner.change(job)
+            await self.runner.change(job)
             self._schedule(job)
         for kind, source in self.runner.sources.items():
             await source.retain([j for j in jobs if j.kind == kind])
@@ -75,5 +75,6 @@ class Collection:
                 log.warning("runs cancelled at shutdown", runs=len(late), grace_seconds=grace)
                 await asyncio.wait(late, timeout=1.0)
         self.scheduler.shutdown()
+        await self.runner.flush()
         for source in self.runner.sources.values():
             await source.aclose()

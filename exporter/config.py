@@ -14,6 +14,7 @@ from sqlalchemy import URL, make_url, text
 from sqlalchemy.exc import ArgumentError
 
 from exporter import schema
+from exporter.durations import stale_after
 from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana, tenant_group
 from exporter.reference import exported_owners
 from exporter.secrets import read_secret, refuse_query_password, unread, warnings_collected
@@ -56,6 +57,7 @@ class QuerySpec:
     timeout: float
     max_series: int
     metrics: tuple[MetricSpec, ...]
+    stale_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ class PlatformSpec:
     scope: str | None
     interval: float
     timeout: float
+    stale_after: float | None
+    forget_after: float
     request_timeout: float
     page_size: int
     follow_redirects: bool
@@ -413,6 +417,11 @@ def _cross_checks(model: schema.ConfigFile) -> Iterator[str]:
                 f"queries[{qi}].timeout: timeout ({timeout:g}s) is longer than the interval; "
                 "shorten the timeout or lengthen the interval"
             )
+        try:
+            stale_after(query.stale_after, query.interval or model.defaults.interval,
+                        f"queries[{qi}]")  # fmt: skip
+        except ValueError as exc:
+            yield str(exc)
         yield from _parameter_checks(model, qi, query)
     yield from _metric_clashes(model.queries)
     yield from _alerting_checks(model)
@@ -607,6 +616,8 @@ def _platform(
         scope=platform.scope,
         interval=interval,
         timeout=timeout,
+        stale_after=stale_after(platform.stale_after, interval, where),
+        forget_after=platform.forget_after,
         request_timeout=min(platform.request_timeout, timeout),
         page_size=platform.page_size,
         follow_redirects=platform.follow_redirects == "same_origin",
@@ -637,4 +648,5 @@ def _query_spec(query: schema.Query, defaults: schema.Defaults) -> QuerySpec:
         timeout=query.timeout or defaults.timeout,
         max_series=query.max_series or defaults.max_series,
         metrics=metrics,
+        stale_after=query.stale_after,
     )

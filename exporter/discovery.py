@@ -272,7 +272,12 @@ class Discovery:
             (FAILURES, self.failures),
             (SKIPPED, self.skipped),
         )
-        bodies = {f.name: f"{f.name} {v}\n".encode() for f, v in values}
+        # Never a last success of 0 (1970): absent until the first one.
+        bodies = {
+            f.name: f"{f.name} {v}\n".encode()
+            for f, v in values
+            if f is not LAST_SUCCESS or self.last_success
+        }
         return Snapshot(tenant=None, bodies=bodies, operators_only=True)
 
     def status(self) -> str:

@@ -32,3 +32,13 @@ def _parse_text(text: str) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def stale_after(value: float | None, interval: float, where: str) -> float | None:
+    """A job's `stale_after`, checked: shorter than its interval, gauges would blink out."""
+    if value is not None and value < interval:
+        raise ValueError(
+            f"{where}.stale_after: {value:g}s is shorter than the interval ({interval:g}s); "
+            "gauges would vanish between two good runs"
+        )
+    return value

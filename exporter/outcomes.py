@@ -1,4 +1,15 @@
-"""Publish a collection run's outcome: snapshot, self-metrics and one log line, for any source."""
+"""Publish a collection run's outcome: snapshot, self-metrics and one log line, for any source.
+
+One rule for every source kind: counters and histograms are totals so far and stay served
+after a failed run; gauges say how things are, so they are served only while their data is
+younger than the job's `stale_after` (counted from its last success), then withdrawn and
+Prometheus marks them stale. Nothing restored at start-up is a gauge: a restart never makes
+old gauges look new.
+"""
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -7,6 +18,34 @@ from exporter.selfmetrics import JobStats
 from exporter.store import Snapshot, SnapshotKey, SnapshotStore
 
 log = structlog.get_logger(__name__)
+LASTING_KINDS = frozenset({"counter", "histogram", "summary"})
+
+
+@dataclass
+class Served:
+    """A part's data series: counters and histograms for good, gauges until `until`."""
+
+    lasting: dict[str, bytes] = field(default_factory=dict)
+    fading: dict[str, bytes] = field(default_factory=dict)
+    until: float = 0.0
+
+    @classmethod
+    def split(cls, bodies: Mapping[str, bytes], kind: Callable[[str], str]) -> "Served":
+        """Sort a run's bodies by family kind (`kind` names a family's type)."""
+        served = cls()
+        for name, body in bodies.items():
+            (served.lasting if kind(name) in LASTING_KINDS else served.fading)[name] = body
+        return served
+
+    def put(self, store: SnapshotStore, key: SnapshotKey, stats: JobStats) -> None:
+        """Publish with the job's self-metrics; the gauges leave the store at `until`."""
+        own = stats.render()
+        without = Snapshot(stats.tenant, self.lasting | own)
+        if self.fading and self.until > time.time():
+            whole = Snapshot(stats.tenant, self.lasting | self.fading | own)
+            store.put(key, whole, self.until, without)
+        else:
+            store.put(key, without)
 
 
 def publish_success(
@@ -16,12 +55,14 @@ def publish_success(
     *,
     duration: float,
     series: int,
-    bodies: dict[str, bytes],
+    served: Served,
+    stale_after: float,
     **context: object,
 ) -> None:
     """Replace the job's snapshot with fresh data and mark the run successful."""
     stats.record_success(duration, series)
-    store.put(key, Snapshot(stats.tenant, bodies | stats.render()))
+    served.until = (stats.last_success or time.time()) + stale_after
+    served.put(store, key, stats)
     # Successes are debug: at hundreds of runs a minute they would drown the log;
     # failures are warnings, always shown.
     log.debug("collection run", **_fields(stats, duration, series), outcome="success", **context)
@@ -34,11 +75,11 @@ def publish_failure(
     *,
     duration: float,
     error: CollectionError,
-    kept: dict[str, bytes] | None = None,
+    served: Served,
 ) -> None:
-    """Replace the job's snapshot with its self-metrics (plus `kept` series) and log why."""
+    """Serve the last success's counters (and its gauges while fresh) and log why it failed."""
     stats.record_failure(duration, error.reason, str(error))
-    store.put(key, Snapshot(stats.tenant, (kept or {}) | stats.render()))
+    served.put(store, key, stats)
     log.warning(
         "collection run",
         **_fields(stats, duration, 0),

@@ -157,6 +157,8 @@ class Platform(Model):
     scope: str | None = None
     interval: Duration | None = None
     timeout: Duration | None = None
+    stale_after: Duration | None = None
+    forget_after: Duration = 86400.0
     request_timeout: Duration = 10.0
     page_size: int = Field(100, ge=1, le=1000)
     follow_redirects: FollowRedirects = "none"
@@ -213,6 +215,7 @@ class Query(Model):
     sql: QuerySql
     interval: Duration | None = None
     timeout: Duration | None = None
+    stale_after: Duration | None = None
     max_series: int | None = Field(None, ge=1)
     tenants: list[TenantId] | None = None
     metrics: list[Metric] = Field(min_length=1)

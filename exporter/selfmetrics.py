@@ -13,22 +13,36 @@ from exporter.store import Snapshot
 SUCCESS = Family(
     "cockpit_collection_success",
     "gauge",
-    "Whether the last collection run of this tenant's query succeeded (1) or failed (0).",
+    "Whether the last collection run of this tenant's query succeeded (1) or failed (0);"
+    " absent before the job's first run.",
 )
-DURATION = Family(
-    "cockpit_collection_duration_seconds", "gauge", "Duration of the last collection run."
+LAST_DURATION = Family(
+    "cockpit_collection_last_duration_seconds", "gauge", "Duration of the last collection run."
+)
+SECONDS = Family(
+    "cockpit_collection_seconds_total",
+    "counter",
+    "Time spent collecting, waiting for a connection included; rate() is the share of a second.",
 )
 LAST_SUCCESS = Family(
     "cockpit_collection_last_success_timestamp_seconds",
     "gauge",
-    "Unix time of the last successful collection run; 0 before the first one.",
+    "Unix time of the last successful collection run, kept across restarts; absent if none.",
+)
+FAILING_SINCE = Family(
+    "cockpit_collection_failing_since_timestamp_seconds",
+    "gauge",
+    "Unix time of the first failed run since the last success, kept across restarts;"
+    " absent while the last run succeeded.",
 )
 INTERVAL = Family(
     "cockpit_collection_interval_seconds",
     "gauge",
     "Configured interval between collection runs; staleness alerts use a multiple of it.",
 )
-ERRORS = Family("cockpit_collection_errors_total", "counter", "Failed collection runs by reason.")
+ERRORS = Family(
+    "cockpit_collection_errors_total", "counter", "Failed collection runs by reason, from zero."
+)
 RUNS = Family("cockpit_collection_runs_total", "counter", "Collection runs, failed or not.")
 SERIES = Family("cockpit_collection_series", "gauge", "Series exported by the last successful run.")
 DROPPED = Family(
@@ -44,6 +58,13 @@ DUPLICATES = Family(
     "counter",
     "Rows skipped because an earlier row of the same run had the same label set.",
 )
+DURATION = Family(
+    "cockpit_collection_duration_seconds",
+    "histogram",
+    "Duration of collection runs by source kind, every job of the kind together.",
+)
+# Runs take from a millisecond (SQLite, a small query) to a timeout of tens of seconds.
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BUILD_INFO = Family(
     "cockpit_exporter_build_info", "gauge", "Build information of the running exporter; always 1."
 )
@@ -70,24 +91,32 @@ UNKNOWN_SCOPES = Family(
 )
 CONFIG_FAMILIES = (RELOAD_SUCCESS, RELOAD_TIMESTAMP, CONFIG_HASH, UNKNOWN_SCOPES)
 JOB_FAMILIES = (
-    SUCCESS, DURATION, LAST_SUCCESS, INTERVAL, ERRORS, RUNS, SERIES, DROPPED, NULLS, DUPLICATES
+    SUCCESS, LAST_DURATION, SECONDS, LAST_SUCCESS, FAILING_SINCE, INTERVAL, ERRORS, RUNS, SERIES,
+    DROPPED, NULLS, DUPLICATES,
 )  # fmt: skip
-# The budget at fleet size: five series per healthy job; a reason or problem counter
-# (nulls, duplicates, dropped) joins once it has occurred. limits.self_metrics: full
-# writes every family and reason from zero, and the series gauge.
+PROBLEMS = (DROPPED, NULLS, DUPLICATES)
+# Every counter is served from zero, so increase() sees a job's first error. Problem
+# counters only for sources that skip rows (SQL, http_json); `limits.self_metrics: full`
+# adds the series gauge.
 
 
 @dataclass
 class JobStats:
-    """Running totals for one job, rendered into every snapshot it produces."""
+    """Running totals for one job, rendered into every snapshot it produces.
+
+    `success`, `last_success` and `failing_since` are None until known: "has not run yet" is
+    absent, never a 0 that reads as 1970. They are durable (see `health`).
+    """
 
     tenant: str
     source: str
     query: str
     runs: int = 0
-    success: bool = False
+    success: bool | None = None
     duration: float = 0.0
-    last_success: float = 0.0
+    seconds: float = 0.0
+    last_success: float | None = None
+    failing_since: float | None = None
     series: int = 0
     reasons: tuple[str, ...] = REASONS
     errors: dict[str, int] = field(init=False)
@@ -96,8 +125,9 @@ class JobStats:
     duplicates: int = 0
     last_error: str = ""
     last_run: float = 0.0
-    full: bool = False  # every family and every reason, zeros included (limits.self_metrics)
+    full: bool = False  # the series gauge too (limits.self_metrics)
     interval: float = 0.0  # the job's configured interval, seconds
+    problems: bool = True  # whether the source counts skipped rows (nulls, duplicates, dropped)
     _prefixes: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -117,41 +147,75 @@ class JobStats:
 
     def record_success(self, duration: float, series: int) -> None:
         """Note a successful run."""
-        self.runs += 1
-        self.success, self.duration, self.series = True, duration, series
-        self.last_run = self.last_success = time.time()
+        self._ran(duration)
+        self.success, self.series = True, series
+        self.last_success, self.failing_since = self.last_run, None
         self.last_error = ""
 
     def record_failure(self, duration: float, reason: str, message: str) -> None:
         """Note a failed run; the series count drops to zero with its data."""
-        self.runs += 1
-        self.success, self.duration, self.series = False, duration, 0
-        self.last_run = time.time()
+        self._ran(duration)
+        self.success, self.series = False, 0
+        if self.failing_since is None:
+            self.failing_since = self.last_run
         self.errors[reason] = self.errors.get(reason, 0) + 1
         self.last_error = message
 
+    def _ran(self, duration: float) -> None:
+        self.runs += 1
+        self.duration = duration
+        self.seconds += duration
+        self.last_run = time.time()
+
+    def health(self) -> dict[str, object]:
+        """What a restart restores: the last outcome and its times."""
+        return {
+            "success": self.success,
+            "last_success": self.last_success,
+            "failing_since": self.failing_since,
+        }
+
+    def restore(self, health: Mapping[str, object]) -> None:
+        """Take over a saved `health` (TypeError or ValueError if it is malformed)."""
+        success = health["success"]
+        if success is not None and not isinstance(success, bool):
+            raise TypeError("success must be a boolean")
+        self.success = success
+        self.last_success = _timestamp(health["last_success"])
+        self.failing_since = _timestamp(health["failing_since"])
+
     def render(self) -> dict[str, bytes]:
-        """Sample lines of this job's self-metrics: the basic set, or all with `full`."""
+        """Sample lines of this job's self-metrics; what is not known yet is absent."""
         p = self._prefixes
         bodies = {
-            SUCCESS.name: f"{p[SUCCESS.name]}{int(self.success)}\n",
-            DURATION.name: f"{p[DURATION.name]}{format_value(self.duration)}\n",
-            LAST_SUCCESS.name: f"{p[LAST_SUCCESS.name]}{format_value(self.last_success)}\n",
+            SECONDS.name: f"{p[SECONDS.name]}{format_value(self.seconds)}\n",
             INTERVAL.name: f"{p[INTERVAL.name]}{format_value(self.interval)}\n",
             RUNS.name: f"{p[RUNS.name]}{self.runs}\n",
-            # A reason shows from its first occurrence on; with `full`, zeros too.
-            ERRORS.name: "".join(
-                f"{p[r]}{n}\n" for r, n in sorted(self.errors.items()) if n or self.full
-            ),
+            ERRORS.name: "".join(f"{p[r]}{n}\n" for r, n in sorted(self.errors.items())),
         }
-        # Problem counters, like error reasons, show once there is something to count.
-        for family, count in ((DROPPED, self.dropped), (NULLS, self.nulls),
-                              (DUPLICATES, self.duplicates)):  # fmt: skip
-            if count or self.full:
+        if self.success is not None:
+            bodies[SUCCESS.name] = f"{p[SUCCESS.name]}{int(self.success)}\n"
+        if self.runs:
+            bodies[LAST_DURATION.name] = f"{p[LAST_DURATION.name]}{format_value(self.duration)}\n"
+        for family, moment in ((LAST_SUCCESS, self.last_success),
+                               (FAILING_SINCE, self.failing_since)):  # fmt: skip
+            if moment is not None:
+                bodies[family.name] = f"{p[family.name]}{format_value(moment)}\n"
+        if self.problems:
+            for family, count in zip(PROBLEMS, (self.dropped, self.nulls, self.duplicates),
+                                     strict=True):  # fmt: skip
                 bodies[family.name] = f"{p[family.name]}{count}\n"
         if self.full:
             bodies[SERIES.name] = f"{p[SERIES.name]}{self.series}\n"
         return {name: body.encode() for name, body in bodies.items()}
+
+
+def _timestamp(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("a timestamp must be a number")
+    return float(value)
 
 
 def build_info_snapshot() -> Snapshot:

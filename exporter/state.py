@@ -37,8 +37,8 @@ VERSION = 1
 ERRORS = Family(
     "cockpit_exporter_state_errors_total",
     "counter",
-    "Durable state that could not be read (corrupt) or written, by job; the job then starts "
-    "from scratch or keeps running without saving.",
+    "Durable state that could not be read (corrupt) or written, by tenant and source kind; the"
+    " job then starts from scratch or keeps running without saving.",
 )
 
 
@@ -310,21 +310,27 @@ class State:
             self.errors[(key, "write")] += 1
 
     async def prune(self, keep: Iterable[str], retention: float) -> list[str]:
-        """Delete records of jobs not in `keep` that were last written before `retention`."""
+        """Delete records of jobs not in `keep` (job ids) last written before `retention`."""
         if self.store is None:
             return []
         wanted, horizon = set(keep), time.time() - retention
-        old = [k for k, t in (await self.store.keys()).items() if k not in wanted and t < horizon]
+        records = (await self.store.keys()).items()
+        # A job's health record (`<job>#health`) goes with the job.
+        old = [k for k, t in records if k.partition("#")[0] not in wanted and t < horizon]
         for key in old:
             await self.store.delete(key)
         return old
 
-    def render(self, key: str, tenant: str, source: str) -> dict[str, bytes]:
-        """One job's error counters as sample lines (none until something failed)."""
+    def render(self, tenant: str, source: str) -> dict[str, bytes]:
+        """A tenant's error counters for one source kind: from zero when a store is configured."""
+        prefix = f"{tenant}/{source}/"  # a job's records: its own and its health (`#health`)
+        counts = Counter({"read": 0, "write": 0}) if self.store is not None else Counter()
+        for (key, operation), count in self.errors.items():
+            if key.startswith(prefix):
+                counts[operation] += count
         labels = f'tenant="{escape_label_value(tenant)}",source="{source}"'
         lines = "".join(
             f'{ERRORS.name}{{{labels},operation="{op}"}} {count}\n'
-            for (k, op), count in sorted(self.errors.items())
-            if k == key
+            for op, count in sorted(counts.items())
         )
         return {ERRORS.name: lines.encode()} if lines else {}

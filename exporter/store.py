@@ -1,5 +1,7 @@
 """Pre-rendered snapshots per (tenant, source, query), concatenated into scrape output."""
 
+import heapq
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -50,6 +52,10 @@ class SnapshotStore:
         # Rendering at fleet size is joins, not sorting: per family, each tenant's piece is
         # kept joined in tenant order, and a put marks only its piece to be joined again.
         self._pieces: dict[str, _Pieces] = {}
+        # Snapshots valid until a time, each with what replaces it then (gauges whose data
+        # went stale): key -> (until, then), and a heap of (until, key) to find the next.
+        self._expiring: dict[SnapshotKey, tuple[float, Snapshot]] = {}
+        self._deadlines: list[tuple[float, SnapshotKey]] = []
 
     def register(self, families: Iterable[Family], owner: str = "exporter") -> None:
         """Declare families whose headers scrapes write; bodies may refer only to these.
@@ -67,8 +73,23 @@ class SnapshotStore:
             self._bodies.setdefault(family.name, {})
         self._cache.clear()
 
-    def put(self, key: SnapshotKey, snapshot: Snapshot) -> None:
-        """Replace the snapshot for `key`."""
+    def kind(self, name: str) -> str:
+        """The registered type of family `name` (`gauge` if unknown: served only while fresh)."""
+        family = self._families.get(name)
+        return family.type if family is not None else "gauge"
+
+    def put(
+        self,
+        key: SnapshotKey,
+        snapshot: Snapshot,
+        until: float | None = None,
+        then: Snapshot | None = None,
+    ) -> None:
+        """Replace the snapshot for `key`; with `until` (Unix time), by `then` at that time."""
+        self._expiring.pop(key, None)
+        if until is not None and then is not None:
+            self._expiring[key] = (until, then)
+            heapq.heappush(self._deadlines, (until, key))
         old = self._snapshots.get(key)
         self._snapshots[key] = snapshot
         group = snapshot.group
@@ -88,8 +109,17 @@ class SnapshotStore:
             self._touch(name, group)
         self._cache.clear()
 
+    def expire(self, now: float) -> None:
+        """Replace every snapshot whose time is up by its successor (each render does this)."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            until, key = heapq.heappop(self._deadlines)
+            pending = self._expiring.get(key)
+            if pending is not None and pending[0] == until:  # not replaced since
+                self.put(key, pending[1])
+
     def remove(self, key: SnapshotKey) -> None:
         """Forget the job `key`; its series disappear from the next scrape."""
+        self._expiring.pop(key, None)
         old = self._snapshots.pop(key, None)
         if old is not None:
             for name in old.bodies:
@@ -127,6 +157,7 @@ class SnapshotStore:
 
         Without OpenMetrics' final `# EOF`: the HTTP layer ends the output.
         """
+        self.expire(time.time())
         if tenants is None and openmetrics in self._cache:
             return self._cache[openmetrics]
         wanted = None if tenants is None else sorted({"", *tenants})

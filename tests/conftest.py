@@ -148,8 +148,8 @@ def parse_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 
 
 def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
-    """A sample key as parse_samples builds it."""
-    return (name, frozenset(labels.items()))
+    """A sample key as parse_samples builds it; `class_` stands for the label `class`."""
+    return (name, frozenset((k.removesuffix("_"), v) for k, v in labels.items()))
 
 
 @pytest.fixture

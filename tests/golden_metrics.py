@@ -22,7 +22,9 @@ from tests.platform_helpers import ManualClock, start
 PLATFORM_START = 1_800_000_000.0
 _VARYING = re.compile(
     r"^((?:cockpit_collection_duration_seconds|cockpit_collection_last_success_timestamp_seconds"
-    r"|cockpit_platform_request_duration_seconds_sum|cockpit_exporter_config\w*"
+    r"|cockpit_collection_last_duration_seconds|cockpit_collection_seconds_total"
+    r"|cockpit_collection_failing_since_timestamp_seconds"
+    r"|cockpit_platform_request_duration_seconds_(?:sum|bucket)|cockpit_exporter_config\w*"
     r"|cockpit_exporter_build_info|cockpit_platform_runs_lag_seconds)\S*) .*$",
     re.MULTILINE,
 )

@@ -30,10 +30,9 @@ class RunningSimulator:
         return self.simulator.tenants[tenant_id]
 
     def finished(self, tenant_id: str) -> dict[tuple[str, str], int]:
-        """The simulator's own count of finished runs by (process name, status)."""
+        """The simulator's own count of finished runs by (process id, status)."""
         world = self.simulator.world(self.tenant(tenant_id))
-        names = {p.id: p.name for p in world.processes}
-        return {(names[p], s): n for (p, s), n in world.finished.items()}
+        return dict(world.finished)
 
     def config(self, directory: Path, **platform: Any) -> str:
         """Exporter YAML polling every simulated tenant; `platform` overrides block keys."""

@@ -32,7 +32,9 @@ def test_a_process_name_with_a_lone_surrogate_renders() -> None:
     U+FFFD instead of failing the encoding of the whole snapshot."""
     lines = render_processes("acme", [Process(id="p1", name="x\ud800", enabled=True)])
     body = lines.bodies()["cockpit_process_enabled"]
-    assert body == 'cockpit_process_enabled{tenant="acme",process="x\ufffd"} 1\n'.encode()
+    assert body == b'cockpit_process_enabled{tenant="acme",process_id="p1"} 1\n'
+    info = lines.bodies()["cockpit_process_info"]
+    assert info == 'cockpit_process_info{tenant="acme",process_id="p1",name="x\ufffd"} 1\n'.encode()
 
 
 @pytest.mark.parametrize(
@@ -110,32 +112,55 @@ def test_sql_series_exact_lines() -> None:
 
 
 def test_self_metrics_basic_budget() -> None:
-    """A healthy job writes five series; a reason or problem counter joins once it occurs."""
+    """Before a run only what is known: no success, no last success (never a 0 that reads as
+    1970); counters from zero, so increase() sees the first error; then the outcome."""
     from exporter.selfmetrics import JobStats
 
     stats = JobStats("acme", "sql", "q", reasons=("timeout", "query"), interval=120)
-    stats.record_success(0.1, 3)
 
     def lines() -> list[str]:
         return [line for body in stats.render().values() for line in body.decode().splitlines()]
 
-    assert [line.split("{")[0] for line in lines()] == [
-        "cockpit_collection_success",
-        "cockpit_collection_duration_seconds",
-        "cockpit_collection_last_success_timestamp_seconds",
+    def names() -> list[str]:
+        return sorted({line.split("{")[0] for line in lines()})
+
+    counters = [
+        "cockpit_collection_duplicate_series_total",
+        "cockpit_collection_errors_total",
         "cockpit_collection_interval_seconds",
+        "cockpit_collection_null_values_total",
         "cockpit_collection_runs_total",
+        "cockpit_collection_seconds_total",
+        "cockpit_collection_series_dropped_total",
     ]
-    interval = 'cockpit_collection_interval_seconds{tenant="acme",source="sql",query="q"} 120'
-    assert interval in lines()
+    assert names() == counters
+    labels = 'tenant="acme",source="sql",query="q"'
+    assert f'cockpit_collection_errors_total{{{labels},reason="timeout"}} 0' in lines()
+    stats.record_success(0.1, 3)
+    success = [
+        "cockpit_collection_last_duration_seconds",
+        "cockpit_collection_last_success_timestamp_seconds",
+        "cockpit_collection_success",
+    ]
+    assert names() == sorted(counters + success)
+    assert f"cockpit_collection_interval_seconds{{{labels}}} 120" in lines()
     stats.record_failure(0.5, "timeout", "slow")
-    assert len(lines()) == 6
-    assert (
-        'cockpit_collection_errors_total{tenant="acme",source="sql",query="q",reason="timeout"} 1'
-        in lines()
+    stats.record_failure(0.25, "query", "bad")
+    assert names() == sorted(
+        [*counters, *success, "cockpit_collection_failing_since_timestamp_seconds"]
     )
-    stats.nulls = 2
-    assert sum(line.startswith("cockpit_collection_null_values_total{") for line in lines()) == 1
+    assert f'cockpit_collection_errors_total{{{labels},reason="timeout"}} 1' in lines()
+    assert f"cockpit_collection_seconds_total{{{labels}}} 0.85" in lines()
+    assert f"cockpit_collection_success{{{labels}}} 0" in lines()
+    assert stats.failing_since is not None and stats.last_success is not None
+    assert stats.failing_since >= stats.last_success
+    first = stats.failing_since
+    stats.record_failure(0.1, "query", "bad")
+    assert stats.failing_since == first  # since the first failure, not the latest
+    stats.record_success(0.1, 3)
+    assert stats.failing_since is None
+    platform = JobStats("acme", "platform", "runs", reasons=("http",), problems=False)
+    assert not [n for n in platform.render() if "null" in n or "duplicate" in n or "dropped" in n]
 
 
 def test_self_metrics_exact_lines() -> None:

@@ -179,10 +179,14 @@ def sql_state(samples: dict, tenant: str) -> tuple[float, float | None]:
     )
 
 
-async def check_database_fault(exporter, reason: str, recover: Callable[[], None]) -> None:
+async def check_database_fault(
+    exporter, reason: str, recover: Callable[[], None], last: float | None = None
+) -> None:
     await exporter.run_all()
     samples = await exporter.samples()
-    assert sql_state(samples, "bad") == (0, None)  # (a) failing, its series gone
+    # (a) failing; its gauge as the last success left it (none: never one), until
+    # stale_after (two intervals)
+    assert sql_state(samples, "bad") == (0, last)
     errors = key("cockpit_collection_errors_total", tenant="bad", source="sql", query="v",
                  reason=reason)  # fmt: skip
     assert samples[errors] >= 1
@@ -211,7 +215,7 @@ async def test_tenant_database_dropped(two_databases) -> None:
         bad.execute("CREATE TABLE t (v INT)", "INSERT INTO t VALUES (1)")
 
     # Its runs can no longer select it on the server's shared connections.
-    await check_database_fault(exporter, "connect", recreate)
+    await check_database_fault(exporter, "connect", recreate, last=1)
 
 
 async def test_max_connections_reached(make_database, make_exporter) -> None:
@@ -323,7 +327,7 @@ async def test_database_server_stops_mid_run_and_restarts(make_database, make_ex
     await proxy.stop()  # mid-query
     await running
     samples = await exporter.samples()
-    assert sql_state(samples, "bad") == (0, None)
+    assert sql_state(samples, "bad") == (0, 1)  # the last success's gauge, still fresh
     await exporter.run("bad", "v")  # the server is still away: connections are refused
     samples = await exporter.samples()
     errors = {

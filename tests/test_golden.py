@@ -10,8 +10,9 @@ GOLDEN = Path(__file__).parent / "golden" / "metrics.prom"
 async def test_metrics_are_byte_identical_to_the_golden_file() -> None:
     """Same data, same bytes: names, labels, order, values, HELP and TYPE (only durations and
     our own timestamps are masked). The golden file was written by the code before the
-    sources moved behind one interface; the only changes since are the runs lag gauge (one
-    family, one series more in each runs part) and the interval gauge (one series per job).
+    sources moved behind one interface; the changes since are the runs lag gauge (one family,
+    one series more in each runs part), the interval gauge (one series per job), and ids
+    instead of names in labels, counters from zero, histograms for durations (PromQL truth).
     Regenerate with `python -m tests.golden_metrics tests/golden/metrics.prom` and read the
     diff."""
     text = await render()

@@ -56,7 +56,7 @@ async def test_a_symlink_where_a_record_belongs_is_refused_and_counted(tmp_path:
     assert await state.load("acme/platform/poll") is None
     assert state.errors[("acme/platform/poll", "write")] == 1
     assert state.errors[("acme/platform/poll", "read")] == 1
-    rendered = state.render("acme/platform/poll", "acme", "platform")
+    rendered = state.render("acme", "platform")
     assert b'operation="write"} 1' in rendered["cockpit_exporter_state_errors_total"]
     assert await state.load("globex/platform/poll") == {"n": 1}  # other jobs unaffected
 

@@ -171,9 +171,11 @@ async def test_bad_answers_fail_with_their_reason(
     reason: str, message: str,
 ) -> None:  # fmt: skip
     """Non-JSON (an HTML error page), non-numbers, objects as labels, error statuses and
-    refused credentials: the run fails with the reason, its series vanish, nothing crashes."""
+    refused credentials: the run fails with the reason, nothing crashes; its gauges stay as
+    the last success left them until `stale_after` (test_freshness covers the expiry)."""
     exporter = await make_exporter(config(api, tmp_path))
-    await run(exporter)
+    before = {k: v for k, v in (await run(exporter)).items() if k[0] == "helpdesk_tickets"}
+    assert before
     api.body = body
     api.status = [status] * 10 if status else []
     samples = await run(exporter)
@@ -181,7 +183,7 @@ async def test_bad_answers_fail_with_their_reason(
     errors = key("cockpit_collection_errors_total", tenant="acme", source="http_json",
                  query="tickets", reason=reason)  # fmt: skip
     assert samples[errors] == 1
-    assert not [k for k in samples if k[0] == "helpdesk_tickets"]
+    assert {k: v for k, v in samples.items() if k[0] == "helpdesk_tickets"} == before
     assert message in exporter.stats("acme", "http_json", "tickets").last_error
 
 

@@ -53,7 +53,7 @@ async def test_pagination_collects_every_item(
     requests = sum(
         v
         for (name, labels), v in samples.items()
-        if name == "cockpit_platform_requests_total" and ("endpoint", "agents") in labels
+        if name == "cockpit_platform_requests_total" and ("query", "agents") in labels
     )
     assert requests == -(-len(agents) // 2)  # one request per page of two
 
@@ -78,7 +78,7 @@ async def test_finished_runs_match_the_simulator_exactly(make_exporter, tmp_path
     expected = {k: n - before.get(k, 0) for k, n in after.items()}
     assert sum(expected.values()) > 20, "the simulation should have finished many runs"
     counted = {
-        (dict(labels)["process"], dict(labels)["status"]): v
+        (dict(labels)["process_id"], dict(labels)["status"]): v
         for (name, labels), v in samples.items()
         if name == "cockpit_runs_finished_total" and v
     }
@@ -109,11 +109,11 @@ async def test_retry_after_is_honoured(
     samples = await exporter.samples()
     assert (
         samples[
-            key("cockpit_platform_requests_total", tenant="t0001", endpoint="processes", code="429")
+            key("cockpit_platform_requests_total", tenant="t0001", query="processes", class_="429")
         ]
         == 1
     )
-    assert samples[key("cockpit_platform_retries_total", tenant="t0001", endpoint="processes")] == 1
+    assert samples[key("cockpit_platform_retries_total", tenant="t0001", query="processes")] == 1
 
 
 async def test_retry_after_beyond_the_deadline_fails_fast(
@@ -150,7 +150,7 @@ async def test_expired_and_revoked_tokens_are_replaced(
     assert samples[key("cockpit_platform_token_refreshes_total", tenant="t0001")] == 3
     assert (
         samples[
-            key("cockpit_platform_requests_total", tenant="t0001", endpoint="processes", code="401")
+            key("cockpit_platform_requests_total", tenant="t0001", query="processes", class_="4xx")
         ]
         == 1
     )
@@ -187,11 +187,11 @@ async def test_server_errors_are_retried_then_succeed(
     samples = await exporter.samples()
     assert (
         samples[
-            key("cockpit_platform_requests_total", tenant="t0001", endpoint="processes", code="503")
+            key("cockpit_platform_requests_total", tenant="t0001", query="processes", class_="5xx")
         ]
         >= 1
     )
-    assert samples[key("cockpit_platform_retries_total", tenant="t0001", endpoint="processes")] >= 1
+    assert samples[key("cockpit_platform_retries_total", tenant="t0001", query="processes")] >= 1
 
 
 async def test_malformed_bodies_fail_with_decode(
@@ -258,11 +258,9 @@ async def test_metrics_pass_promtool(sim: RunningSimulator, make_exporter, tmp_p
     openmetrics = await exporter.scrape(headers={"Accept": "application/openmetrics-text"})
     kinds = {f.name: f.type for f in text_string_to_metric_families(openmetrics)}
     assert kinds["cockpit_run_duration_seconds"] == "histogram"
-    assert kinds["cockpit_platform_request_duration_seconds"] == "summary"
+    assert kinds["cockpit_platform_request_duration_seconds"] == "histogram"
     assert kinds["cockpit_runs_finished"] == "counter"
-    assert (
-        'cockpit_run_duration_seconds_bucket{tenant="t0001",process="process-00",le="+Inf"}' in text
-    )
+    assert 'cockpit_run_duration_seconds_bucket{tenant="t0001",process_id="p0",le="+Inf"}' in text
 
 
 async def test_client_secrets_never_logged(sim: RunningSimulator, tmp_path: Path) -> None:
@@ -336,11 +334,11 @@ async def test_pool_going_offline_shows_in_agent_metrics(
     offline = samples[key("cockpit_agents", tenant="t0001", pool=pool, status="offline")]
     assert offline == len(in_pool)
     ups = {
-        dict(labels)["agent"]: v
+        dict(labels)["agent_id"]: v
         for (name, labels), v in samples.items()
         if name == "cockpit_agent_up" and dict(labels)["pool"] == pool
     }
-    assert ups == {a.name: 0 for a in in_pool}
+    assert ups == {a.id: 0 for a in in_pool}
     other = [a for a in tenant.world.agents if a.pool != pool and a.status in ("online", "busy")]
     assert other, "agents of other pools stay up"
 

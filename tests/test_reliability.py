@@ -34,7 +34,7 @@ def state_errors(operation: str) -> tuple[str, frozenset[tuple[str, str]]]:
 def counted(samples: dict, tenant: str = "t0001") -> dict[tuple[str, str], float]:
     """Finished runs per (process, status) as the exporter exports them."""
     return {
-        (dict(labels)["process"], dict(labels)["status"]): value
+        (dict(labels)["process_id"], dict(labels)["status"]): value
         for (name, labels), value in samples.items()
         if name == FINISHED and dict(labels)["tenant"] == tenant and value
     }

@@ -86,7 +86,7 @@ def _merged(builder: Any, columns: tuple[str, ...]) -> Any:
 
 
 def _variable(variable: Variable) -> Any:
-    return (
+    built = (
         sdk.QueryVariable(variable.name)
         .label(variable.label)
         .datasource(DATASOURCE)
@@ -96,6 +96,7 @@ def _variable(variable: Variable) -> Any:
         .include_all(True)
         .all_value(".+")
     )
+    return built.regex(variable.regex) if variable.regex else built
 
 
 # Firing alerts of the selected tenants as marks on every time series panel.
@@ -116,7 +117,9 @@ def build(board: Board) -> dict[str, Any]:
         # fleet size that regex is thousands of tenants long.
         .with_variable(
             _variable(
-                Variable("tenant", "Tenant", "label_values(cockpit_collection_success, tenant)")
+                Variable(
+                    "tenant", "Tenant", "label_values(cockpit_collection_interval_seconds, tenant)"
+                )
             )
         )
         .annotation(

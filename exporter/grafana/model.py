@@ -43,6 +43,7 @@ class Variable:
     name: str
     label: str
     query: str
+    regex: str = ""  # picks value and text (`(?<value>…)`, `(?<text>…)`) from each result
 
 
 @dataclass(frozen=True)

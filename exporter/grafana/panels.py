@@ -24,6 +24,17 @@ def reachable(expr: str) -> str:
     return f"({expr}) and on () (min(cockpit_collection_success{PLATFORM}) == 1)"
 
 
+def named(expr: str, kind: str) -> str:
+    """`expr` (by tenant and `<kind>_id`) with the `name` of its info series as a label.
+
+    Series carry ids, names only the info series; `topk` keeps one info series per id, so a
+    rename seen by one replica before the other never makes the join ambiguous.
+    """
+    key = f"{kind}_id"
+    info = f'cockpit_{kind}_info{{tenant=~"$tenant"}}'
+    return f"{expr} * on (tenant, {key}) group_left (name) topk by (tenant, {key}) (1, {info})"
+
+
 def ratio(failed: str, every: str) -> str:
     """The ratio failed / every, and 0 rather than NaN when nothing finished (0/0)."""
     return f"(({failed}) / ({every}) >= 0) or vector(0)"
@@ -103,7 +114,7 @@ def overview(s: RuleSettings) -> Board:
                   "CockpitScheduleLate allows.", "none", (Query(reachable(
                       f"count((time() - cockpit_schedule_next_run_timestamp_seconds{T}"
                       f" > {alert.schedule_late_after:g})"
-                      f" and on (tenant, schedule, process) cockpit_schedule_enabled{T} == 1)"
+                      f" and on (tenant, schedule_id) cockpit_schedule_enabled{T} == 1)"
                       " or vector(0)")),), kind="stat", thresholds=ZERO_IS_GOOD,
                   no_value=UNREACHABLE),
             panels[0],
@@ -119,7 +130,7 @@ def overview(s: RuleSettings) -> Board:
                   "no run finished.", "percentunit", (Query(RUN_FAILURES),),
                   thresholds=((None, "green"), (budget, "red"))),
             Panel("SQL query duration", "How long each SQL query of this tenant took last.", "s", (
-                Query('cockpit_collection_duration_seconds{tenant=~"$tenant",source="sql"}',
+                Query('cockpit_collection_last_duration_seconds{tenant=~"$tenant",source="sql"}',
                       "{{tenant}} {{query}}"),)),
             Panel("Data freshness", "Seconds since each collection last succeeded.", "s", (
                 Query(f"time() - cockpit_collection_last_success_timestamp_seconds{T}",
@@ -136,15 +147,15 @@ AGENTS = Board(
     (
         Panel("Agents", "Each agent's state: 1 up (online or busy), 0 down; a pool links to "
               "its agents alone.", "none", (
-            Query(f"cockpit_agent_up{P}", "{{pool}} {{agent}}"),), kind="table",
+            Query(named(f"cockpit_agent_up{P}", "agent"), "{{pool}} {{name}}"),), kind="table",
               thresholds=((None, "red"), (1, "green")), no_value=UNREACHABLE,
               links=(("Only this pool", "/d/cockpit-agents?var-tenant=${__data.fields.tenant}"
                       "&var-pool=${__data.fields.pool}&${__url_time_range}"),)),
         Panel("Agents up per pool", "Agents up per pool over time.", "none", (
             Query(f"sum by (pool) (cockpit_agent_up{P})", "{{pool}}"),), no_value=UNREACHABLE),
         Panel("Heartbeat age", "Seconds since each agent's last heartbeat.", "s", (
-            Query(f"time() - cockpit_agent_last_heartbeat_timestamp_seconds{P}",
-                  "{{agent}}"),), no_value=UNREACHABLE),
+            Query(named(f"(time() - cockpit_agent_last_heartbeat_timestamp_seconds{P})", "agent"),
+                  "{{name}}"),), no_value=UNREACHABLE),
         Panel("Agent versions", "Agents by version.", "none", (
             Query(f"count by (version) (cockpit_agent_info{P})", "{{version}}"),), kind="table",
               no_value=UNREACHABLE),
@@ -152,37 +163,49 @@ AGENTS = Board(
     (Variable("pool", "Pool", 'label_values(cockpit_agent_up{tenant=~"$tenant"}, pool)'),),
 )  # fmt: skip
 
-R = '{tenant=~"$tenant",process=~"$process"}'
+R = '{tenant=~"$tenant",process_id=~"$process"}'
+# The process picker shows names and selects ids (Grafana 7.4+: named text and value groups).
+PROCESS_PICKER = Variable(
+    "process",
+    "Process",
+    'query_result(cockpit_process_info{tenant=~"$tenant"})',
+    regex='/[{,]\\s*name="(?<text>[^"]*)".*[{,]\\s*process_id="(?<value>[^"]*)"/',
+)
 PROCESSES = Board(
     "cockpit-processes",
     "Cockpit / Processes and schedules",
     "Runs per process and how the schedules fire.",
     (
         Panel("Finished runs by process", "Runs finishing per second, by process and status.",
-              "ops", (Query(
-                  f"sum by (process, status) (rate(cockpit_runs_finished_total{R}{RATE}))",
-                  "{{process}} {{status}}"),)),
+              "ops", (Query(named(
+                  "sum by (tenant, process_id, status) "
+                  f"(rate(cockpit_runs_finished_total{R}{RATE}))", "process"),
+                  "{{name}} {{status}}"),)),
         Panel("Run duration p95", "95th percentile of run duration per process.", "s", (Query(
-            "histogram_quantile(0.95, sum by (process, le) "
-            f"(rate(cockpit_run_duration_seconds_bucket{R}{RATE})))", "{{process}}",
-            may_be_empty="no run finished in the window"),)),
+            named("histogram_quantile(0.95, sum by (tenant, process_id, le) "
+                  f"(rate(cockpit_run_duration_seconds_bucket{R}{RATE})))", "process"),
+            "{{name}}", may_be_empty="no run finished in the window"),)),
         Panel("Queued and running", "Runs waiting and executing per process.", "none", (
-            Query(f"sum by (process) (cockpit_runs_queued{R})", "queued {{process}}"),
-            Query(f"sum by (process) (cockpit_runs_running{R})", "running {{process}}")),
+            Query(named(f"sum by (tenant, process_id) (cockpit_runs_queued{R})", "process"),
+                  "queued {{name}}"),
+            Query(named(f"sum by (tenant, process_id) (cockpit_runs_running{R})", "process"),
+                  "running {{name}}")),
               no_value=UNREACHABLE),
         Panel("Schedules", "Next planned run of each enabled schedule; a process links to "
               "its runs alone.", "dateTimeAsIso", (
-            Query(f"cockpit_schedule_next_run_timestamp_seconds{R} * 1000", "{{schedule}}"),),
+            Query(f"cockpit_schedule_next_run_timestamp_seconds{T} * 1000"
+                  " * on (tenant, schedule_id) group_left (name, process_id)"
+                  " topk by (tenant, schedule_id) (1, cockpit_schedule_info"
+                  '{tenant=~"$tenant",process_id=~"$process"})', "{{name}}"),),
               kind="table", no_value=UNREACHABLE,
               links=(("Only this process", "/d/cockpit-processes?var-tenant="
-                      "${__data.fields.tenant}&var-process=${__data.fields.process}"
+                      "${__data.fields.tenant}&var-process=${__data.fields.process_id}"
                       "&${__url_time_range}"),)),
         Panel("Processes enabled", "1 for enabled processes.", "none", (
-            Query(f"cockpit_process_enabled{R}", "{{process}}"),), kind="table",
+            Query(named(f"cockpit_process_enabled{R}", "process"), "{{name}}"),), kind="table",
               no_value=UNREACHABLE),
     ),
-    (Variable("process", "Process",
-              'label_values(cockpit_process_enabled{tenant=~"$tenant"}, process)'),),
+    (PROCESS_PICKER,),
 )  # fmt: skip
 
 TO_TENANT = (("Tenant overview", "/d/cockpit-tenant-overview?var-tenant=${__data.fields.tenant}"
@@ -198,7 +221,8 @@ def fleet(s: RuleSettings) -> Board:
         "For operators: every tenant at once; a tenant's row links to its dashboards.",
         (
             Panel("Tenant count", "Tenants with collection jobs.", "none", (
-                Query("count(count by (tenant) (cockpit_collection_success))"),), kind="stat"),
+                Query("count(count by (tenant) (cockpit_collection_interval_seconds))"),),
+                  kind="stat"),
             Panel("Blind tenants", "Tenants whose platform collection fails entirely "
                   "(CockpitTenantBlind once it lasts).", "none", (Query(
                       'count(max by (tenant) (cockpit_collection_success{source="platform"}) == 0)'
@@ -249,18 +273,25 @@ HEALTH = Board(
         Panel("Collection success", "1 if the last run of each job succeeded.", "none", (
             Query(f"cockpit_collection_success{T}", "{{source}} {{query}}"),)),
         Panel("Collection duration", "Duration of the last run of each job.", "s", (
-            Query(f"cockpit_collection_duration_seconds{T}", "{{source}} {{query}}"),)),
+            Query(f"cockpit_collection_last_duration_seconds{T}", "{{source}} {{query}}"),)),
+        Panel("Collection time share", "Seconds spent collecting per second, by job: where "
+              "the exporter's time goes.", "percentunit", (
+            Query(f"sum by (source, query) (rate(cockpit_collection_seconds_total{T}{RATE}))",
+                  "{{source}} {{query}}"),)),
         Panel("Errors by reason", "Failed runs per second by reason.", "ops", (
             Query(f"sum by (source, reason) (rate(cockpit_collection_errors_total{T}{RATE}))",
-                  "{{source}} {{reason}}",
-                  may_be_empty="a reason shows once a run has failed for it"),)),
-        Panel("API requests by code", "Platform API requests per second by status code.",
-              "reqps", (Query(
-                  f"sum by (endpoint, code) (rate(cockpit_platform_requests_total{T}{RATE}))",
-                  "{{endpoint}} {{code}}"),)),
+                  "{{source}} {{reason}}"),)),
+        Panel("API requests by outcome", "Platform API requests per second by outcome class "
+              "(error: no response).", "reqps", (Query(
+                  f"sum by (query, class) (rate(cockpit_platform_requests_total{T}{RATE}))",
+                  "{{query}} {{class}}"),)),
+        Panel("API latency p95", "95th percentile of platform API request durations.", "s", (
+            Query("histogram_quantile(0.95, sum by (query, le) "
+                  f"(rate(cockpit_platform_request_duration_seconds_bucket{T}{RATE})))",
+                  "{{query}}", may_be_empty="no request in the window"),)),
         Panel("API retries", "Platform API requests retried per second.", "ops", (
-            Query(f"sum by (endpoint) (rate(cockpit_platform_retries_total{T}{RATE}))",
-                  "{{endpoint}}"),)),
+            Query(f"sum by (query) (rate(cockpit_platform_retries_total{T}{RATE}))",
+                  "{{query}}"),)),
         Panel("Token refreshes", "Access tokens fetched per second.", "ops", (
             Query(f"rate(cockpit_platform_token_refreshes_total{T}{RATE})"),)),
         Panel("Runs per job", "Collection runs per second of each job, failed or not.", "ops", (

@@ -134,7 +134,7 @@ def _inhibitions() -> list[dict[str, Any]]:
             # run SLO's fast and slow burns share one name for this).
             "source_matchers": ['severity="critical"'],
             "target_matchers": ['severity="warning"'],
-            "equal": ["tenant", "alertname", "process"],
+            "equal": ["tenant", "alertname", "process_id"],
         },
         {
             # A whole pool offline says it all: not one page per agent of that pool.

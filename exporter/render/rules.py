@@ -30,6 +30,10 @@ WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 LONG_WINDOWS = tuple(dict.fromkeys(long for long, *_ in BURNS))
 # Platform collection failing for the tenant: nothing the platform reports is current.
 BLIND = 'max by (tenant) (cockpit_collection_success{source="platform"}) == 0'
+# Since when every platform job of the tenant fails: the last of them to start failing.
+BLIND_SINCE = (
+    'max by (tenant) (cockpit_collection_failing_since_timestamp_seconds{source="platform"})'
+)
 # The tenant's agents cannot be read (on every replica): its agent series are gone.
 AGENTS_UNREADABLE = (
     'max by (tenant) (cockpit_collection_success{source="platform",query="agents"}) == 0'
@@ -50,16 +54,17 @@ class Alert:
     owner: str = "tenant"
     inform_tenant: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    keep_firing_for: str = ""  # through an exporter restart: its series gone, then back
 
     def render(self, settings: RuleSettings) -> dict[str, Any]:
         """The rule as Prometheus reads it."""
         labels = {"severity": self.severity, "owner": self.owner, **self.labels}
         if self.inform_tenant:
             labels["inform"] = "tenant"
-        return {
-            "alert": self.name,
-            "expr": self.expr,
-            "for": self.duration,
+        rule: dict[str, Any] = {"alert": self.name, "expr": self.expr, "for": self.duration}
+        if self.keep_firing_for:
+            rule["keep_firing_for"] = self.keep_firing_for
+        return rule | {
             "labels": labels,
             "annotations": {
                 "summary": self.summary,
@@ -69,16 +74,34 @@ class Alert:
         }
 
 
-def _offline_agents(s: RuleSettings) -> str:
+def _offline_agents() -> str:
     """Names the pool's agents in the page itself: their own alerts are inhibited by this one.
 
     Once each, however many replicas report them.
     """
-    up = one("cockpit_agent_up{tenant='%s',pool='%s'}", s)
+    names = (
+        "max by (name) (cockpit_agent_info{tenant='%s',pool='%s'}"
+        " and on (tenant, agent_id) cockpit_agent_up == 0)"
+    )
     return (
-        f'{{{{ range $i, $agent := query (printf "{up} == 0" '
-        '$labels.tenant $labels.pool) | sortByLabel "agent" }}{{ if $i }}, {{ end }}'
-        "{{ $agent.Labels.agent }}{{ end }}"
+        f'{{{{ range $i, $agent := query (printf "{names}" '
+        '$labels.tenant $labels.pool) | sortByLabel "name" }}'
+        "{{ if $i }}, {{ end }}{{ $agent.Labels.name }}{{ end }}"
+    )
+
+
+def name_of(kind: str) -> str:
+    """Template text: the name of the alert's process, agent or schedule, else its id.
+
+    Series carry ids (names change); the name is looked up in the info series, as last seen
+    within the hour, so a page still says it while the platform cannot be read.
+    """
+    key = f"{kind}_id"
+    info = f"max by (name) (last_over_time(cockpit_{kind}_info{{tenant='%s',{key}='%s'}}[1h]))"
+    return (
+        f'{{{{ with query (printf "{info}" $labels.tenant $labels.{key}) }}}}'
+        "{{ (index . 0).Labels.name }}"
+        f"{{{{ else }}}}{{{{ $labels.{key} }}}}{{{{ end }}}}"
     )
 
 
@@ -96,11 +119,11 @@ def _runs(*matchers: str) -> str:
     return f"cockpit_runs_finished_total{{{inside}}}" if inside else "cockpit_runs_finished_total"
 
 
-def _processes(names: list[str], op: str) -> str:
-    """A matcher on `process` for the processes that have an objective of their own."""
-    if not names:
+def _processes(ids: list[str], op: str) -> str:
+    """A matcher on `process_id` for the processes that have an objective of their own."""
+    if not ids:
         return ""
-    return f'process{op}"{_quoted("|".join(re.escape(n) for n in names))}"'
+    return f'process_id{op}"{_quoted("|".join(re.escape(i) for i in ids))}"'
 
 
 def _quoted(text: str) -> str:
@@ -130,14 +153,14 @@ def recording_rules(s: RuleSettings) -> list[dict[str, str]]:
         rules += [
             {
                 "record": f"tenant_process:cockpit_run_failures:ratio_rate{w}",
-                "expr": _ratio("tenant, process", w, only, s),
+                "expr": _ratio("tenant, process_id", w, only, s),
             }
             for w in WINDOWS
         ]
         rules += [
             {
                 "record": f"tenant_process:cockpit_runs_finished:rate{w}",
-                "expr": f"sum by (tenant, process) ({one(f'rate({_runs(only)}[{w}])', s)})",
+                "expr": f"sum by (tenant, process_id) ({one(f'rate({_runs(only)}[{w}])', s)})",
             }
             for w in LONG_WINDOWS
         ]
@@ -168,15 +191,15 @@ def _burn_alerts(s: RuleSettings) -> list[Alert]:
     """The run SLO's burns: one alert name, with severity and windows as labels.
 
     So a critical burn inhibits the warning one of the same tenant (Alertmanager's
-    `equal: [tenant, alertname, process]`). Each burn needs `min_runs` finished runs in its
+    `equal: [tenant, alertname, process_id]`). Each burn needs `min_runs` finished runs in its
     long window: one failed run of a daily process is a 100% failure ratio, not a burning budget.
     """
     targets = [("tenant", "", s.objective)]
-    targets += [("tenant_process", name, o) for name, o in sorted(s.process_objectives.items())]
+    targets += [("tenant_process", i, o) for i, o in sorted(s.process_objectives.items())]
     alerts = []
     for level, process, objective in targets:
-        on = "tenant, process" if process else "tenant"
-        only = f'{{process="{_quoted(process)}"}}' if process else ""
+        on = "tenant, process_id" if process else "tenant"
+        only = f'{{process_id="{_quoted(process)}"}}' if process else ""
         for long, short, factor, severity, wait in BURNS:
             threshold = factor * (1 - objective)
             ratio = f"{level}:cockpit_run_failures:ratio_rate"
@@ -195,7 +218,7 @@ def _burn_alerts(s: RuleSettings) -> list[Alert]:
                     severity,
                     "Runs fail fast enough to spend the error budget early.",
                     "Tenant {{ $labels.tenant }}"
-                    + (" process {{ $labels.process }}" if process else "")
+                    + (f" process {name_of('process')}" if process else "")
                     + f": run failure ratio {{{{ $value | humanizePercentage }}}} over {long}"
                     f" against an objective of {objective * 100:g}% successful runs.",
                     "run-failure-ratio-above-objective",
@@ -221,6 +244,7 @@ def _while_agents_unreadable(current: str, remembered: str, s: RuleSettings) -> 
 def _operator_alerts(s: RuleSettings) -> list[Alert]:
     t = s.thresholds
     job = s.scrape_job
+    grace = _prom_duration(t.restart_grace)
     return [
         Alert(
             "CockpitExporterDown", f'up{{job="{job}"}} == 0', "5m", "critical",
@@ -243,32 +267,32 @@ def _operator_alerts(s: RuleSettings) -> list[Alert]:
             "config-reload-failed", owner="operator",
         ),
         Alert(
-            "CockpitTenantBlind", BLIND, _prom_duration(t.blind_for), "critical",
-            "Nothing the platform reports about a tenant is known.",
-            "Tenant {{ $labels.tenant }}: the platform collection has failed for "
-            f"{_prom_duration(t.blind_for)}; agents, schedules and runs are unknown, and "
+            "CockpitTenantBlind",
+            f"time() - {BLIND_SINCE} > {t.blind_for:g}\nand on (tenant) {BLIND}",
+            "0m", "critical", "Nothing the platform reports about a tenant is known.",
+            "Tenant {{ $labels.tenant }}: every platform collection has failed for "
+            "{{ $value | humanizeDuration }}; agents, schedules and runs are unknown, and "
             "alerts about them stay as they were.",
-            "tenant-blind", owner="operator", inform_tenant=True,
+            "tenant-blind", owner="operator", inform_tenant=True, keep_firing_for=grace,
         ),
         Alert(
             "CockpitCollectionFailing",
-            f"{one('cockpit_collection_success', s)} == 0\n"
-            f"and {one('cockpit_collection_runs_total', s)} > 0",
-            _prom_duration(t.collection_failing_for), "warning",
-            "A tenant's data collection keeps failing.",
+            f"time() - {one('cockpit_collection_failing_since_timestamp_seconds', s)}"
+            f" > {t.collection_failing_for:g}\n"
+            f"and {one('cockpit_collection_success', s)} == 0",
+            "0m", "warning", "A tenant's data collection keeps failing.",
             "Tenant {{ $labels.tenant }}: {{ $labels.source }} collection "
-            f"{{{{ $labels.query }}}} has failed for {_prom_duration(t.collection_failing_for)}.",
-            "collection-failing-for-a-tenant", owner="operator",
+            "{{ $labels.query }} has failed for {{ $value | humanizeDuration }}.",
+            "collection-failing-for-a-tenant", owner="operator", keep_firing_for=grace,
         ),
         Alert(
             "CockpitDataStale",
             f"time() - {one('cockpit_collection_last_success_timestamp_seconds', s)}\n"
-            f"> {t.stale_intervals:g} * {one('cockpit_collection_interval_seconds', s)}\n"
-            f"and {one('cockpit_collection_last_success_timestamp_seconds', s)} > 0",
+            f"> {t.stale_intervals:g} * {one('cockpit_collection_interval_seconds', s)}",
             "5m", "warning", "A tenant's data has not been refreshed for several intervals.",
             "Tenant {{ $labels.tenant }}: {{ $labels.source }} {{ $labels.query }} last "
             "succeeded {{ $value | humanizeDuration }} ago.",
-            "data-stale", owner="operator", inform_tenant=True,
+            "data-stale", owner="operator", inform_tenant=True, keep_firing_for=grace,
         ),
         Alert(
             "CockpitSeriesDropped",
@@ -306,12 +330,12 @@ def _operator_alerts(s: RuleSettings) -> list[Alert]:
         ),
         Alert(
             "CockpitPlatformApiErrors",
-            "sum by (tenant, endpoint) (rate(cockpit_platform_requests_total"
-            '{code=~"5..|429|error"}[10m]))\n/\nsum by (tenant, endpoint) '
+            "sum by (tenant, query) (rate(cockpit_platform_requests_total"
+            '{class=~"429|5xx|error"}[10m]))\n/\nsum by (tenant, query) '
             f"(rate(cockpit_platform_requests_total[10m])) > {t.api_error_ratio:g}",
             "10m", "warning", "The platform API fails many requests for a tenant.",
             "Tenant {{ $labels.tenant }}: {{ $value | humanizePercentage }} of requests to "
-            "{{ $labels.endpoint }} fail (5xx, 429 or no answer).",
+            "{{ $labels.query }} fail (5xx, 429 or no answer).",
             "platform-api-failing-for-a-tenant", owner="operator",
         ),
     ]  # fmt: skip
@@ -323,15 +347,15 @@ def _tenant_alerts(s: RuleSettings) -> list[Alert]:
         Alert(
             "CockpitAgentOffline",
             _while_agents_unreadable(
-                f"{one('cockpit_agent_up', s)} == 0\n  and on (tenant, pool, agent) "
+                f"{one('cockpit_agent_up', s)} == 0\n  and on (tenant, pool, agent_id) "
                 f"{one('cockpit_agent_enabled', s)} == 1",
                 f"{one('last_over_time(cockpit_agent_up[M])', s)} == 0\n"
-                "  and on (tenant, pool, agent) "
+                "  and on (tenant, pool, agent_id) "
                 f"{one('last_over_time(cockpit_agent_enabled[M])', s)} == 1",
                 s,
             ),
             _prom_duration(t.agent_offline_for), "warning", "An enabled agent is offline.",
-            "Tenant {{ $labels.tenant }}: agent {{ $labels.agent }} in pool "
+            f"Tenant {{{{ $labels.tenant }}}}: agent {name_of('agent')} in pool "
             "{{ $labels.pool }} is offline.",
             "agent-offline",
         ),
@@ -346,7 +370,7 @@ def _tenant_alerts(s: RuleSettings) -> list[Alert]:
             ),
             _prom_duration(t.pool_offline_for), "critical", "Every agent of a pool is offline.",
             "Tenant {{ $labels.tenant }}: no agent of pool {{ $labels.pool }} is up ("
-            + _offline_agents(s) + "); its processes cannot run.",
+            + _offline_agents() + "); its processes cannot run.",
             "agent-pool-offline",
         ),
         *_burn_alerts(s),
@@ -354,10 +378,10 @@ def _tenant_alerts(s: RuleSettings) -> list[Alert]:
             "CockpitScheduleLate",
             f"time() - {one('cockpit_schedule_next_run_timestamp_seconds', s)}"
             f" > {t.schedule_late_after:g}\n"
-            f"and on (tenant, schedule, process) {one('cockpit_schedule_enabled', s)} == 1",
+            f"and on (tenant, schedule_id) {one('cockpit_schedule_enabled', s)} == 1",
             "5m", "warning", "An enabled schedule did not start its run on time.",
-            "Tenant {{ $labels.tenant }}: schedule {{ $labels.schedule }} of process "
-            "{{ $labels.process }} is {{ $value | humanizeDuration }} late.",
+            f"Tenant {{{{ $labels.tenant }}}}: schedule {name_of('schedule')} is "
+            "{{ $value | humanizeDuration }} late.",
             "schedule-late",
         ),
         Alert(
@@ -365,8 +389,8 @@ def _tenant_alerts(s: RuleSettings) -> list[Alert]:
             f"time() - {one('cockpit_runs_oldest_queued_timestamp_seconds', s)}"
             f" > {t.queued_too_long:g}",
             "5m", "warning", "Runs wait in the queue for a long time.",
-            "Tenant {{ $labels.tenant }}: the oldest queued run of process "
-            "{{ $labels.process }} has waited {{ $value | humanizeDuration }}.",
+            f"Tenant {{{{ $labels.tenant }}}}: the oldest queued run of process "
+            f"{name_of('process')} has waited {{{{ $value | humanizeDuration }}}}.",
             "runs-stuck-in-the-queue",
         ),
     ]  # fmt: skip

@@ -28,6 +28,12 @@ class Job:
     timeout: float
     spec: Any
     target: str = ""  # where it collects from, safe to show (no password)
+    stale: float | None = None  # the configured `stale_after`
+
+    @property
+    def stale_after(self) -> float:
+        """How long a success's gauges stay served: as configured, else two intervals."""
+        return self.stale if self.stale is not None else 2 * self.interval
 
     @property
     def id(self) -> str:
@@ -92,6 +98,7 @@ class Source(Protocol):
     kind: str
     reasons: tuple[str, ...]  # error reasons its self-metrics count
     crash_reason: str  # the reason an unexpected exception in collect counts as
+    skips_rows: bool  # whether runs count skipped rows (nulls, duplicates, dropped series)
 
     def families(self, jobs: Sequence[Job]) -> Iterable[Family]:
         """The metric families these jobs export (the registry refuses a second owner)."""

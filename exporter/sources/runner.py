@@ -1,9 +1,10 @@
 """The one runner around every collection of every source kind.
 
 Timing, deadline, error classification, the stale-run guard after reloads, publishing,
-self-metrics and the log line all happen here, so no source repeats them.
+self-metrics, their durable part and the log line all happen here, so no source repeats them.
 """
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,13 +12,25 @@ from dataclasses import dataclass, field
 import structlog
 
 from exporter.errors import CollectionError
-from exporter.outcomes import publish_failure, publish_success
-from exporter.selfmetrics import JOB_FAMILIES, JobStats
+from exporter.histogram import Histogram
+from exporter.outcomes import Served, publish_failure, publish_success
+from exporter.selfmetrics import DURATION, DURATION_BUCKETS, JOB_FAMILIES, JobStats
 from exporter.sources.base import Job, Part, Source
 from exporter.state import ERRORS as STATE_ERRORS
-from exporter.store import Snapshot, SnapshotStore
+from exporter.state import State
+from exporter.store import Snapshot, SnapshotKey, SnapshotStore
 
 log = structlog.get_logger(__name__)
+DURATIONS_KEY: SnapshotKey = ("", "exporter", "collection_duration")
+# A healthy job's last success is written at most this often (a failure at once): after a
+# crash it may read up to this much older than it was, never newer.
+HEALTH_EVERY = 60.0
+RESTORING_AT_ONCE = 32  # health records read or written at once (start, shutdown)
+
+
+def health_key(job: Job) -> str:
+    """The state record of a job's outcomes, next to the source's own record of the job."""
+    return f"{job.id}#health"
 
 
 @dataclass
@@ -27,19 +40,29 @@ class _Active:
     job: Job
     stats: dict[str, JobStats]
     untracked: set[str] = field(default_factory=set)
+    served: dict[str, Served] = field(default_factory=dict)  # what each part's last run left
+    saved: dict[str, dict[str, object]] = field(default_factory=dict)  # health last written
+    saved_at: float = 0.0
 
 
 class Runner:
     """Adds, changes, runs and removes jobs of any source kind."""
 
     def __init__(
-        self, store: SnapshotStore, sources: Mapping[str, Source], full: bool = False
+        self,
+        store: SnapshotStore,
+        sources: Mapping[str, Source],
+        full: bool = False,
+        state: State | None = None,
     ) -> None:
         self._store = store
         self.sources = sources
-        self.full = full  # every self-metric family, or the basic budget
+        self.full = full  # the series gauge too
+        self.state = state or State(None)
         self._active: dict[str, _Active] = {}
-        store.register([*JOB_FAMILIES, STATE_ERRORS])  # self-metrics any run may publish
+        self._durations = {kind: Histogram(DURATION_BUCKETS) for kind in sources}
+        store.register([*JOB_FAMILIES, DURATION, STATE_ERRORS])  # what any run may publish
+        store.put(DURATIONS_KEY, self._durations_snapshot())
 
     @property
     def stats(self) -> list[JobStats]:
@@ -50,44 +73,75 @@ class Runner:
         """The jobs as currently configured."""
         return [active.job for active in self._active.values()]
 
-    def add(self, jobs: Sequence[Job]) -> None:
-        """Start tracking new jobs; their self-metrics show at once, data after a run."""
+    async def add(self, jobs: Sequence[Job]) -> None:
+        """Track new jobs; their self-metrics show at once (as restored), data after a run."""
         for kind, source in self.sources.items():
             self._store.register(source.families([j for j in jobs if j.kind == kind]), kind)
-        for job in jobs:
-            source = self.sources[job.kind]
-            source.open(job)
-            stats = {
-                name: JobStats(
-                    job.tenant,
-                    job.kind,
-                    name,
-                    reasons=source.reasons,
-                    full=self.full,
-                    interval=job.interval,
-                )
-                for name in source.parts(job)
-            }
-            self._active[job.id] = _Active(job, stats)
-            for name, part_stats in stats.items():
+        added = [self._track(job) for job in jobs]
+        slots = asyncio.Semaphore(RESTORING_AT_ONCE)
+
+        async def restore(active: _Active) -> None:
+            async with slots:
+                await self._restore(active)
+
+        await asyncio.gather(*(restore(active) for active in added))
+        for active in added:
+            job = active.job
+            for name, part_stats in active.stats.items():
                 self._store.put(job.key(name), Snapshot(job.tenant, part_stats.render()))
+            self._put_state_errors(job)
+
+    def _track(self, job: Job) -> _Active:
+        source = self.sources[job.kind]
+        source.open(job)
+        stats = {
+            name: JobStats(
+                job.tenant,
+                job.kind,
+                name,
+                reasons=source.reasons,
+                full=self.full,
+                interval=job.interval,
+                problems=source.skips_rows,
+            )
+            for name in source.parts(job)
+        }
+        active = self._active[job.id] = _Active(job, stats)
+        return active
+
+    async def _restore(self, active: _Active) -> None:
+        key = health_key(active.job)
+        payload = await self.state.load(key)
+        if payload is None:
+            return
+        try:
+            for name, health in payload["parts"].items():
+                if name in active.stats:
+                    active.stats[name].restore(health)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self.state.corrupt(key)
+            return
+        active.saved = self._health(active)
+        active.saved_at = time.monotonic()
 
     def set_full(self, full: bool) -> None:
-        """Switch every job between the basic and the full self-metrics from its next run."""
+        """Switch every job's series gauge on or off from its next run."""
         self.full = full
         for stats in self.stats:
             stats.full = full
 
-    def change(self, job: Job) -> None:
+    async def change(self, job: Job) -> None:
         """A job's settings changed: its next run uses them; its totals carry on."""
         active = self._active.get(job.id)
         if active is None:
-            self.add([job])
+            await self.add([job])
             return
         source = self.sources[job.kind]
         self._store.register(source.families([job]), job.kind)
         source.open(job)
         active.job = job
+        for stats in active.stats.values():
+            stats.interval = job.interval
 
     def remove(self, job: Job) -> None:
         """Stop tracking a job; its series disappear from the next scrape."""
@@ -97,6 +151,9 @@ class Runner:
         self.sources[job.kind].close(active.job)
         for name in (*active.stats, *active.untracked):
             self._store.remove(job.key(name))
+        if not any(a.job.tenant == job.tenant and a.job.kind == job.kind
+                   for a in self._active.values()):  # fmt: skip
+            self._store.remove(_state_key(job))
 
     async def run(self, job_id: str) -> None:
         """Collect a job once; every failure is recorded, none is raised."""
@@ -117,6 +174,41 @@ class Runner:
             log.exception("collection crashed", tenant=job.tenant, source=job.kind, job=job.name)
             error = CollectionError(source.crash_reason, f"internal error: {type(exc).__name__}")
             self._fail_rest(active, done, error, started)
+        if self._active.get(job_id) is active:
+            await self._save_health(active)
+            self._put_state_errors(job)
+
+    async def flush(self) -> None:
+        """Write every job's health as it is now (at shutdown: nothing is older after it)."""
+        slots = asyncio.Semaphore(RESTORING_AT_ONCE)
+
+        async def save(active: _Active) -> None:
+            async with slots:
+                await self._save_health(active, force=True)
+
+        await asyncio.gather(*(save(active) for active in list(self._active.values())))
+
+    async def _save_health(self, active: _Active, force: bool = False) -> None:
+        """Write the job's outcomes when they changed: a failure at once, a success now and then."""
+        health = self._health(active)
+        if health == active.saved:
+            return
+        failing = {n: h["failing_since"] for n, h in health.items()}
+        saved = {n: h.get("failing_since") for n, h in active.saved.items()}
+        due = time.monotonic() - active.saved_at >= HEALTH_EVERY
+        if not (force or due or failing != saved):
+            return
+        await self.state.save(health_key(active.job), {"parts": health})
+        active.saved, active.saved_at = health, time.monotonic()
+
+    @staticmethod
+    def _health(active: _Active) -> dict[str, dict[str, object]]:
+        return {name: stats.health() for name, stats in active.stats.items()}
+
+    def _put_state_errors(self, job: Job) -> None:
+        bodies = self.state.render(job.tenant, job.kind)
+        if bodies:
+            self._store.put(_state_key(job), Snapshot(job.tenant, bodies))
 
     def _fail_rest(
         self, active: _Active, done: Iterable[str], error: CollectionError, started: float
@@ -135,14 +227,32 @@ class Runner:
             return
         stats = active.stats[part.name]
         duration = part.duration if part.duration is not None else time.perf_counter() - started
+        fresh = Served.split(part.bodies, self._store.kind)
         if part.error is not None:
-            publish_failure(
-                self._store, key, stats, duration=duration, error=part.error, kept=part.bodies
-            )
-            return
-        stats.nulls += part.nulls
-        stats.duplicates += part.duplicates
-        stats.dropped += part.dropped
-        publish_success(
-            self._store, key, stats, duration=duration, series=part.series, bodies=part.bodies
+            # Counters the source still vouches for (pages that did arrive) win over the
+            # last success's; gauges a failed run brings are never served.
+            served = active.served.setdefault(part.name, Served())
+            served.lasting |= fresh.lasting
+            publish_failure(self._store, key, stats, duration=duration, error=part.error,
+                            served=served)  # fmt: skip
+        else:
+            stats.nulls += part.nulls
+            stats.duplicates += part.duplicates
+            stats.dropped += part.dropped
+            active.served[part.name] = fresh
+            publish_success(self._store, key, stats, duration=duration, series=part.series,
+                            served=fresh, stale_after=job.stale_after)  # fmt: skip
+        self._durations[job.kind].observe(duration)
+        self._store.put(DURATIONS_KEY, self._durations_snapshot())
+
+    def _durations_snapshot(self) -> Snapshot:
+        body = "".join(
+            histogram.lines(DURATION.name, f'source="{kind}"')
+            for kind, histogram in sorted(self._durations.items())
         )
+        return Snapshot(None, {DURATION.name: body.encode()}, operators_only=True)
+
+
+def _state_key(job: Job) -> SnapshotKey:
+    """One snapshot of state errors per tenant and source kind (their labels)."""
+    return (job.tenant, job.kind, "#state")

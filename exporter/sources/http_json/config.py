@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import jsonpath
 from pydantic import AfterValidator, Field, model_validator
 
-from exporter.durations import Duration
+from exporter.durations import Duration, stale_after
 from exporter.fields import HttpUrl, Model
 from exporter.schema import (
     ConfigFile,
@@ -120,6 +120,7 @@ class Endpoint(Model):
     url: HttpUrl
     interval: Duration | None = None
     timeout: Duration | None = None
+    stale_after: Duration | None = None
     auth: Auth | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     pagination: Pagination | None = None
@@ -186,7 +187,8 @@ def _job(tenant: str, endpoint: Endpoint, model: ConfigFile, where: str) -> Job:
         max_response_bytes=endpoint.max_response_bytes or model.limits.max_response_bytes,
         follow_redirects=endpoint.follow_redirects == "same_origin",
     )
-    return Job(tenant, KIND, endpoint.name, interval, timeout, spec, safe_url(endpoint.url))
+    stale = stale_after(endpoint.stale_after, interval, where)
+    return Job(tenant, KIND, endpoint.name, interval, timeout, spec, safe_url(endpoint.url), stale)
 
 
 def _credentials(auth: Auth | None, where: str) -> Credentials | None:

@@ -128,6 +128,7 @@ class HttpJsonSource:
     kind = KIND
     reasons: tuple[str, ...] = REASONS
     crash_reason = "decode"
+    skips_rows = True
 
     def __init__(self, resources: Resources) -> None:
         self._resources = resources

@@ -1,6 +1,6 @@
 """HTTP access to one tenant's platform API: tokens, retries, pagination, request metrics."""
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -10,7 +10,8 @@ import aiohttp
 
 from exporter.config import PlatformSpec
 from exporter.errors import CollectionError
-from exporter.exposition import escape_label_value, format_value
+from exporter.exposition import escape_label_value
+from exporter.histogram import Histogram
 from exporter.sources.http import Caller, ClientCredentials, UnauthorizedError
 from exporter.sources.platform import families
 from exporter.sources.platform.models import parse_page
@@ -19,23 +20,35 @@ ENDPOINTS = ("token", "processes", "agents", "schedules", "runs")
 MAX_PAGES = 10_000
 
 
+# Known in advance, so every one is served from zero; 429 (rate limited) apart from 4xx,
+# as the platform's throttling is not a mistake of ours.
+CLASSES = ("2xx", "3xx", "4xx", "429", "5xx", "error")
+
+
+def outcome_class(code: str) -> str:
+    """`2xx` … `5xx` (`429` on its own) for an HTTP status, `error` when no response came."""
+    if code == "429":
+        return code
+    return f"{code[0]}xx" if code[:1] in ("2", "3", "4", "5") else "error"
+
+
 @dataclass
 class ClientStats:
-    """Request counters of one tenant's client, rendered as self-metrics."""
+    """Request counters of one tenant's client, rendered as self-metrics, every series from 0."""
 
     tenant: str
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
-    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    timed: Counter[str] = field(default_factory=Counter)
+    durations: dict[str, Histogram] = field(
+        default_factory=lambda: {e: Histogram(families.REQUEST_BUCKETS) for e in ENDPOINTS}
+    )
     retries: Counter[str] = field(default_factory=Counter)
     token_refreshes: int = 0
     token_failures: int = 0
 
     def request(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one request."""
-        self.requests[(endpoint, code)] += 1
-        self.seconds[endpoint] += seconds
-        self.timed[endpoint] += 1
+        self.requests[(endpoint, outcome_class(code))] += 1
+        self.durations[endpoint].observe(seconds)
 
     def retried(self, endpoint: str) -> None:
         """Count one retry."""
@@ -52,17 +65,16 @@ class ClientStats:
         """Sample lines of the client families."""
         t = f'tenant="{escape_label_value(self.tenant)}"'
         requests = "".join(
-            f'{families.REQUESTS.name}{{{t},endpoint="{e}",code="{c}"}} {n}\n'
-            for (e, c), n in sorted(self.requests.items())
+            f'{families.REQUESTS.name}{{{t},query="{e}",class="{c}"}} {self.requests[(e, c)]}\n'
+            for e in ENDPOINTS
+            for c in CLASSES
         )
         duration = "".join(
-            f'{families.REQUEST_DURATION.name}_sum{{{t},endpoint="{e}"}} '
-            f"{format_value(self.seconds[e])}\n"
-            f'{families.REQUEST_DURATION.name}_count{{{t},endpoint="{e}"}} {self.timed[e]}\n'
+            self.durations[e].lines(families.REQUEST_DURATION.name, f'{t},query="{e}"')
             for e in ENDPOINTS
         )
         retries = "".join(
-            f'{families.RETRIES.name}{{{t},endpoint="{e}"}} {self.retries[e]}\n' for e in ENDPOINTS
+            f'{families.RETRIES.name}{{{t},query="{e}"}} {self.retries[e]}\n' for e in ENDPOINTS
         )
         return {
             families.REQUESTS.name: requests.encode(),

@@ -1,12 +1,18 @@
-"""Render platform items into sample lines; labels carry names, ids go to info metrics."""
+"""Render platform items into sample lines keyed by ids; names live only in `_info` series."""
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from exporter.exposition import escape_label_value, format_value
+from exporter.histogram import Histogram
 from exporter.sources.platform import families as f
-from exporter.sources.platform.families import AGENT_STATUSES, DURATION_BUCKETS, FINAL_STATUSES
+from exporter.sources.platform.families import (
+    AGENT_STATUSES,
+    DURATION_BUCKETS,
+    FAILED_STATUSES,
+    FINAL_STATUSES,
+)
 from exporter.sources.platform.models import Agent, Process, Schedule
 from exporter.sources.platform.runs import ActiveRun, RunTracker
 
@@ -33,32 +39,23 @@ class Lines:
         return {name: "".join(lines).encode() for name, lines in self._lines.items()}
 
 
-def display_names(items: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Id -> label value: the name, or `name (id)` where names repeat, so series stay unique."""
-    pairs = list(items)
-    repeats = Counter(name for _, name in pairs)
-    return {i: (n if repeats[n] == 1 else f"{n} ({i})") for i, n in pairs}
-
-
 def _ts(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
 def render_processes(tenant: str, processes: Sequence[Process]) -> Lines:
-    """Enabled state and ids of processes."""
+    """Enabled state of processes by id; names only in the info series."""
     lines = Lines(tenant)
-    names = display_names((p.id, p.name) for p in processes)
     for process in processes:
-        labels = {"process": names[process.id]}
+        labels = {"process_id": process.id}
         lines.add(f.PROCESS_ENABLED.name, labels, float(process.enabled))
-        lines.add(f.PROCESS_INFO.name, labels | {"process_id": process.id}, 1)
+        lines.add(f.PROCESS_INFO.name, labels | {"name": process.name}, 1)
     return lines
 
 
 def render_agents(tenant: str, agents: Sequence[Agent]) -> Lines:
-    """Agent counts per pool and status, and each agent's state."""
+    """Agent counts per pool and status, and each agent's state by id."""
     lines = Lines(tenant)
-    names = display_names((a.id, a.name) for a in agents)
     counts = Counter((a.pool, a.status) for a in agents)
     for pool in sorted({a.pool for a in agents}):
         statuses = dict.fromkeys(AGENT_STATUSES, 0) | {
@@ -67,26 +64,22 @@ def render_agents(tenant: str, agents: Sequence[Agent]) -> Lines:
         for status, count in statuses.items():
             lines.add(f.AGENTS.name, {"pool": pool, "status": status}, count)
     for agent in agents:
-        labels = {"pool": agent.pool, "agent": names[agent.id]}
+        labels = {"pool": agent.pool, "agent_id": agent.id}
         lines.add(f.AGENT_UP.name, labels, float(agent.status in ("online", "busy")))
         lines.add(f.AGENT_ENABLED.name, labels, float(agent.status != "disabled"))
         heartbeat = _ts(agent.last_heartbeat_at)
         if heartbeat is not None:
             lines.add(f.AGENT_HEARTBEAT.name, labels, heartbeat)
-        info = labels | {"agent_id": agent.id, "version": agent.version or ""}
+        info = labels | {"name": agent.name, "version": agent.version or ""}
         lines.add(f.AGENT_INFO.name, info, 1)
     return lines
 
 
-def render_schedules(
-    tenant: str, schedules: Sequence[Schedule], process_names: Mapping[str, str]
-) -> Lines:
-    """Each schedule's state, labelled with its name and its process's name."""
+def render_schedules(tenant: str, schedules: Sequence[Schedule]) -> Lines:
+    """Each schedule's state by id; its name, process and cron in the info series."""
     lines = Lines(tenant)
-    names = display_names((s.id, s.name) for s in schedules)
     for schedule in schedules:
-        process = process_names.get(schedule.process_id, schedule.process_id)
-        labels = {"schedule": names[schedule.id], "process": process}
+        labels = {"schedule_id": schedule.id}
         lines.add(f.SCHEDULE_ENABLED.name, labels, float(schedule.enabled))
         for family, moment in (
             (f.SCHEDULE_NEXT, schedule.next_run_at),
@@ -94,17 +87,16 @@ def render_schedules(
         ):
             if moment is not None:
                 lines.add(family.name, labels, moment.timestamp())
-        if schedule.last_run_status in FINAL_STATUSES:
+        # A cancelled run is its own outcome, neither success nor failure: no sample.
+        if schedule.last_run_status in ("succeeded", *FAILED_STATUSES):
             success = float(schedule.last_run_status == "succeeded")
             lines.add(f.SCHEDULE_SUCCESS.name, labels, success)
-        info = labels | {"schedule_id": schedule.id, "cron": schedule.cron}
-        lines.add(f.SCHEDULE_INFO.name, info, 1)
+        info = {"name": schedule.name, "process_id": schedule.process_id, "cron": schedule.cron}
+        lines.add(f.SCHEDULE_INFO.name, labels | info, 1)
     return lines
 
 
-def render_runs(
-    tenant: str, tracker: RunTracker, process_names: Mapping[str, str], now: float
-) -> Lines:
+def render_runs(tenant: str, tracker: RunTracker, now: float) -> Lines:
     """Finished-run counters, duration histograms, queued/running gauges per process, lag."""
     lines = Lines(tenant)
     lag = tracker.lag(now)
@@ -113,9 +105,8 @@ def render_runs(
     active: dict[str, list[ActiveRun]] = {}
     for run in tracker.active.values():  # grouped once: a long queue is not scanned per process
         active.setdefault(run.process_id, []).append(run)
-    process_ids = set(process_names) | {p for p, _ in tracker.finished} | set(active)
-    for process_id in sorted(process_ids):
-        process = {"process": process_names.get(process_id, process_id)}
+    for process_id in sorted(set(tracker.seen) | set(active)):
+        process = {"process_id": process_id}
         # Every final status from zero, so rate() sees the first failure of a process.
         for status in FINAL_STATUSES:
             count = tracker.finished[(process_id, status)]
@@ -126,15 +117,15 @@ def render_runs(
 
 
 def _histogram(lines: Lines, labels: dict[str, str], tracker: RunTracker, process_id: str) -> None:
-    histogram = tracker.durations.get(process_id)
-    buckets = histogram.buckets if histogram else [0] * (len(DURATION_BUCKETS) + 1)
+    histogram = tracker.durations.get(process_id) or Histogram(DURATION_BUCKETS)
     name = f.RUN_DURATION.name
     cumulative = 0
-    for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), buckets, strict=True):
+    for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), histogram.buckets,
+                            strict=True):  # fmt: skip
         cumulative += count
         lines.add(f"{name}_bucket", labels | {"le": bound}, cumulative, family=name)
-    lines.add(f"{name}_sum", labels, histogram.total if histogram else 0, family=name)
-    lines.add(f"{name}_count", labels, histogram.count if histogram else 0, family=name)
+    lines.add(f"{name}_sum", labels, histogram.total, family=name)
+    lines.add(f"{name}_count", labels, histogram.count, family=name)
 
 
 def _active(lines: Lines, labels: dict[str, str], runs: list[ActiveRun]) -> None:

@@ -7,29 +7,14 @@ within one overlap window. The first poll looks back `history` to find runs stil
 running; the finished runs it sees are history and not counted (unless within `lookback`).
 """
 
-import bisect
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from exporter.histogram import Histogram
 from exporter.sources.platform.families import DURATION_BUCKETS, FINAL_STATUSES
 from exporter.sources.platform.models import Run
-
-
-@dataclass
-class Histogram:
-    """Bucket counts (not cumulative), sum and count of observations."""
-
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
-    total: float = 0.0
-    count: int = 0
-
-    def observe(self, value: float) -> None:
-        """Add one observation."""
-        self.buckets[bisect.bisect_left(DURATION_BUCKETS, value)] += 1
-        self.total += value
-        self.count += 1
 
 
 class ActiveRun(NamedTuple):
@@ -64,6 +49,9 @@ class RunTracker:
     finished: Counter[tuple[str, str]] = field(default_factory=Counter)
     durations: dict[str, Histogram] = field(default_factory=dict)
     reached: float | None = None  # every run updated before this is known
+    # Process id -> when the platform last listed it or a run of it was counted: its
+    # series are served from zero while known, and forgotten `forget_after` later.
+    seen: dict[str, float] = field(default_factory=dict)
     _poll_started: float = 0.0
 
     def since(self, now: float) -> float:
@@ -115,11 +103,25 @@ class RunTracker:
             return None
         return max(0.0, now - max(self.reached, self.cursor or 0.0))
 
+    def listed(self, process_ids: list[str], now: float, forget_after: float) -> None:
+        """The platform lists these processes now; forget those gone for `forget_after`."""
+        for process_id in process_ids:
+            self.seen[process_id] = now
+        waiting = {run.process_id for run in self.active.values()}
+        gone = {p for p, t in self.seen.items() if t < now - forget_after and p not in waiting}
+        if not gone:
+            return
+        self.seen = {p: t for p, t in self.seen.items() if p not in gone}
+        self.finished = Counter({k: n for k, n in self.finished.items() if k[0] not in gone})
+        self.durations = {p: h for p, h in self.durations.items() if p not in gone}
+
     def _count(self, run: Run) -> None:
         self.finished[(run.process_id, run.status)] += 1
+        self.seen[run.process_id] = max(self.seen.get(run.process_id, 0.0), self._poll_started)
         if run.started_at is not None and run.finished_at is not None:
             seconds = (run.finished_at - run.started_at).total_seconds()
-            self.durations.setdefault(run.process_id, Histogram()).observe(max(0.0, seconds))
+            histogram = self.durations.setdefault(run.process_id, Histogram(DURATION_BUCKETS))
+            histogram.observe(max(0.0, seconds))
 
     def _forget(self, now: float) -> None:
         if self.cursor is not None:
@@ -140,7 +142,9 @@ class RunTracker:
             "counted": self.counted,
             "active": {i: list(run) for i, run in self.active.items()},
             "finished": [[p, s, n] for (p, s), n in sorted(self.finished.items())],
-            "durations": {p: asdict(h) for p, h in self.durations.items()},
+            "bounds": list(DURATION_BUCKETS),
+            "durations": {p: _histogram_state(h) for p, h in self.durations.items()},
+            "seen": self.seen,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -154,10 +158,23 @@ class RunTracker:
             for i, (p, s, since, u) in state["active"].items()
         }
         self.finished = Counter({(str(p), str(s)): int(n) for p, s, n in state["finished"]})
-        self.durations = {
-            str(p): Histogram([int(b) for b in h["buckets"]], float(h["total"]), int(h["count"]))
-            for p, h in state["durations"].items()
-        }
+        self.durations = {}
+        if state.get("bounds") == list(DURATION_BUCKETS):  # other buckets: start them over
+            self.durations = {str(p): _histogram(h) for p, h in state["durations"].items()}
+        # Records from before `seen`: every process with counts is known as of now.
+        seen = state.get("seen") or {p: self.reached or 0.0 for p, _ in self.finished}
+        self.seen = {str(p): float(t) for p, t in seen.items()}
+
+
+def _histogram(state: dict[str, Any]) -> Histogram:
+    buckets = [int(b) for b in state["buckets"]]
+    if len(buckets) != len(DURATION_BUCKETS) + 1:
+        raise ValueError("histogram buckets do not match the bounds")
+    return Histogram(DURATION_BUCKETS, buckets, float(state["total"]), int(state["count"]))
+
+
+def _histogram_state(histogram: Histogram) -> dict[str, Any]:
+    return {"buckets": histogram.buckets, "total": histogram.total, "count": histogram.count}
 
 
 def _optional_float(value: object) -> float | None:

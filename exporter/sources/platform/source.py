@@ -16,7 +16,6 @@ from exporter.sources.platform import families, models
 from exporter.sources.platform.client import TenantClient
 from exporter.sources.platform.render import (
     Lines,
-    display_names,
     render_agents,
     render_processes,
     render_runs,
@@ -25,14 +24,13 @@ from exporter.sources.platform.render import (
 from exporter.sources.platform.runs import RunTracker
 
 KIND = "platform"
-# Processes first: the others are labelled with process names.
 ENDPOINTS = ("processes", "agents", "schedules", "runs")
 
 
 def jobs(config: Config) -> list[Job]:
     """One poll job per tenant with a platform section."""
     return [
-        Job(s.tenant, KIND, "poll", s.interval, s.timeout, s, safe_url(s.base_url))
+        Job(s.tenant, KIND, "poll", s.interval, s.timeout, s, safe_url(s.base_url), s.stale_after)
         for s in config.platforms
     ]
 
@@ -42,7 +40,6 @@ class _Tenant:
     spec: PlatformSpec
     client: TenantClient
     tracker: RunTracker
-    process_names: dict[str, str]
     restored: bool = False
     saved: bytes = b""  # the last state written, to skip writing it again unchanged
     last_success: dict[str, float] = field(default_factory=dict)  # monotonic, per endpoint
@@ -54,6 +51,7 @@ class PlatformSource:
     kind = KIND
     reasons: tuple[str, ...] = PLATFORM_REASONS
     crash_reason = "decode"
+    skips_rows = False
 
     def __init__(self, resources: Resources) -> None:
         self._resources = resources
@@ -73,7 +71,7 @@ class PlatformSource:
         tenant = self._tenants.get(job.id)
         if tenant is None:
             client = TenantClient(self._resources.http(), spec)
-            self._tenants[job.id] = _Tenant(spec, client, _tracker(spec), {})
+            self._tenants[job.id] = _Tenant(spec, client, _tracker(spec))
             return
         tenant.spec = spec
         tenant.client = TenantClient(self._resources.http(), spec, tenant.client.stats)
@@ -98,8 +96,8 @@ class PlatformSource:
                 part = Part(endpoint, lines.bodies(), lines.series)
                 tenant.last_success[endpoint] = time.monotonic()
             except CollectionError as exc:
-                # Run counters stay: they are totals so far, still true when a poll fails,
-                # and they include the pages that did arrive.
+                # The run counters as they are now include the pages that did arrive; the
+                # runner serves their counters and histograms, not their gauges.
                 kept = self._runs(tenant).bodies() if endpoint == "runs" else {}
                 part = Part(endpoint, kept, error=exc)
             part.duration = time.perf_counter() - started
@@ -108,18 +106,15 @@ class PlatformSource:
                 # Only now, with the counts published: a crash before this line replays
                 # these runs from the older state, which never counts one twice.
                 await self._save(job.id, tenant)
-        state = self._resources.state.render(job.id, job.tenant, job.kind)
-        yield Part("client", tenant.client.stats.render() | state, tracked=False)
+        yield Part("client", tenant.client.stats.render(), tracked=False)
 
     @staticmethod
     def _order(tenant: _Tenant) -> list[str]:
         """Endpoints in the order to poll them: the one that waited longest first.
 
         When a rate limit lets only some requests through, every endpoint makes progress in
-        turn. Until processes succeeded once they come first: the others are named after them.
+        turn.
         """
-        if not tenant.process_names:
-            return list(ENDPOINTS)
         return sorted(ENDPOINTS, key=lambda e: tenant.last_success.get(e, 0.0))
 
     async def _restore(self, key: str, tenant: _Tenant) -> None:
@@ -129,13 +124,12 @@ class PlatformSource:
             return
         try:
             tenant.tracker.restore(payload["runs"])
-            tenant.process_names = {str(k): str(v) for k, v in payload["processes"].items()}
         except (KeyError, TypeError, ValueError, AttributeError):
             self._resources.state.corrupt(key)
             tenant.tracker = _tracker(tenant.spec)
 
     async def _save(self, key: str, tenant: _Tenant) -> None:
-        payload = {"runs": tenant.tracker.to_state(), "processes": tenant.process_names}
+        payload = {"runs": tenant.tracker.to_state()}
         encoded = json.dumps(payload, sort_keys=True).encode()
         if encoded != tenant.saved:
             await self._resources.state.save(key, payload)
@@ -154,16 +148,17 @@ class PlatformSource:
         items = await client.fetch_all(endpoint, {}, deadline)
         if endpoint == "processes":
             processes = models.parse_items(endpoint, models.Process, items)
-            tenant.process_names = display_names((p.id, p.name) for p in processes)
+            ids = [p.id for p in processes]
+            tenant.tracker.listed(ids, time.time(), tenant.spec.forget_after)
             return render_processes(tenant_id, processes)
         if endpoint == "agents":
             return render_agents(tenant_id, models.parse_items(endpoint, models.Agent, items))
         schedules = models.parse_items(endpoint, models.Schedule, items)
-        return render_schedules(tenant_id, schedules, tenant.process_names)
+        return render_schedules(tenant_id, schedules)
 
     @staticmethod
     def _runs(tenant: _Tenant) -> Lines:
-        return render_runs(tenant.spec.tenant, tenant.tracker, tenant.process_names, time.time())
+        return render_runs(tenant.spec.tenant, tenant.tracker, time.time())
 
     async def retain(self, jobs: Sequence[Job]) -> None:
         """Nothing shared to free: the HTTP session is the process's."""

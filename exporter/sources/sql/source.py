@@ -26,7 +26,16 @@ def data_family(metric: MetricSpec) -> Family:
 def jobs(config: Config) -> list[Job]:
     """One job per (tenant, query) of the config."""
     return [
-        Job(q.tenant, KIND, q.query.name, q.query.interval, q.query.timeout, q, q.database.display)
+        Job(
+            q.tenant,
+            KIND,
+            q.query.name,
+            q.query.interval,
+            q.query.timeout,
+            q,
+            q.database.display,
+            q.query.stale_after,
+        )
         for q in config.jobs
     ]
 
@@ -37,6 +46,7 @@ class SqlSource:
     kind = KIND
     reasons: tuple[str, ...] = REASONS
     crash_reason = "query"
+    skips_rows = True
 
     def __init__(self, resources: Resources) -> None:
         self.engines = Servers()
