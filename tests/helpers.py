@@ -121,6 +121,29 @@ async def wait_http(url: str, seconds: float = 30) -> None:
     raise AssertionError(f"{url} never answered")
 
 
+async def start_prometheus(
+    directory: Path, target: str, port: int, **config: Any
+) -> asyncio.subprocess.Process:
+    """A real Prometheus on `port` scraping `target` every second; `config` joins its file."""
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "cockpit", "static_configs": [{"targets": [target]}]}],
+        **config,
+    }))  # fmt: skip
+    process = await spawn(
+        "prometheus", f"--config.file={path}", f"--storage.tsdb.path={directory / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    )  # fmt: skip
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/-/ready")
+    except BaseException:
+        process.terminate()
+        await process.wait()
+        raise
+    return process
+
+
 def exporter_config(
     sim: platform_helpers.RunningSimulator, tmp_path: Path, hooks: str, dsn: str
 ) -> str:

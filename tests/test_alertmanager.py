@@ -32,8 +32,10 @@ tenants:
 """
 
 
-@pytest.fixture
-def rendered(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Rendered once by the real command; the tests only read it."""
+    tmp_path = tmp_path_factory.mktemp("alertmanager")
     slack = tmp_path / "slack-url"
     slack.write_text("https://hooks.slack.com/services/T000/B000/XXXX\n")
     config = tmp_path / "config.yaml"

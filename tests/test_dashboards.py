@@ -23,7 +23,7 @@ from exporter.render.rules import recording_rules, render_rules
 from exporter.render.yamlout import dump
 from tests import platform_helpers
 from tests.conftest import ScratchDatabase, free_port
-from tests.helpers import exporter_config, selectors, spawn, wait_http
+from tests.helpers import exporter_config, selectors, start_prometheus
 
 ROOT = Path(__file__).parent.parent
 COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
@@ -180,20 +180,12 @@ async def test_every_panel_query_returns_data_from_real_prometheus(
     try:
         text = exporter_config(sim, tmp_path, "http://127.0.0.1:9", database.dsn)
         exporter = await make_exporter(text, schedule=True)
-        config, port = tmp_path / "prometheus.yml", free_port()
-        target = f"127.0.0.1:{exporter.exporter.port}"
+        port, target = free_port(), f"127.0.0.1:{exporter.exporter.port}"
         # The rules too: the SLO panels read recording rules, the alert panels ALERTS.
         (tmp_path / "rules.yml").write_text(dump(render_rules()))
-        config.write_text(dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(tmp_path / "rules.yml")],
-            "scrape_configs": [{"job_name": "cockpit", "static_configs": [{"targets": [target]}]}],
-        }))  # fmt: skip
-        process = await spawn(
-            "prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        )  # fmt: skip
-        await wait_http(f"http://127.0.0.1:{port}/-/ready")
+        process = await start_prometheus(
+            tmp_path, target, port, rule_files=[str(tmp_path / "rules.yml")]
+        )
         await asyncio.sleep(8)  # a few scrapes, so that rates have two samples
         empty: list[str] = []
         async with aiohttp.ClientSession() as session:

@@ -60,6 +60,7 @@ queries:
     sql: SELECT v FROM t
     interval: 1s
     timeout: 1s
+    stale_after: 10s  # gauges stay while a loaded machine runs late
     metrics: [{{name: cockpit_v, type: gauge, help: V., value: v}}]
 """
         )

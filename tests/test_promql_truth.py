@@ -15,7 +15,6 @@ from pathlib import Path
 import aiohttp
 
 from exporter.errors import PLATFORM_REASONS
-from exporter.render.yamlout import dump
 from exporter.sources.platform.models import Schedule
 from exporter.sources.platform.render import render_schedules
 from exporter.sources.platform.runs import RunTracker
@@ -24,7 +23,7 @@ from exporter.state import FileStore, State
 from exporter.store import Snapshot, SnapshotStore
 from tests import platform_helpers
 from tests.conftest import free_port, key
-from tests.helpers import spawn, wait_http
+from tests.helpers import start_prometheus
 from tests.platform_helpers import ManualClock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,15 +279,7 @@ async def test_a_corrupt_health_record_is_counted_and_the_job_starts_unknown(
     """A health record that is not what the runner wrote costs that job its restored
     timestamps (counted as a read error), nothing else."""
     state = tmp_path / "state"
-    database = tmp_path / "t.db"
-    with sqlite3.connect(database) as db:
-        db.execute("CREATE TABLE t (v INT)")
-        db.execute("INSERT INTO t VALUES (7)")
-    text = (
-        f"tenants:\n  - {{id: acme, mysql: {{dsn: 'sqlite:///{database}'}}}}\n"
-        "queries:\n  - name: v\n    sql: SELECT v FROM t\n    metrics:\n"
-        "      - {name: cockpit_v, type: gauge, help: V., value: v}\n"
-    )
+    text = one_query(tmp_path / "t.db", "30s")
     first = await make_exporter(text, state_dir=state)
     await first.run("acme", "v")
     await first.exporter.stop()  # flushes the health of every job
@@ -303,6 +294,18 @@ async def test_a_corrupt_health_record_is_counted_and_the_job_starts_unknown(
     read = key("cockpit_exporter_state_errors_total", tenant="acme", source="sql",
                operation="read")  # fmt: skip
     assert samples[read] == 1
+
+
+def one_query(database: Path, interval: str) -> str:
+    """Config of one tenant with one SQLite query `v` (7) on a new `database`."""
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE t (v INT)")
+        db.execute("INSERT INTO t VALUES (7)")
+    return (
+        f"tenants:\n  - {{id: acme, mysql: {{dsn: 'sqlite:///{database}'}}}}\n"
+        f"queries:\n  - {{name: v, sql: SELECT v FROM t, interval: {interval}, timeout: 1s, "
+        "metrics: [{name: cockpit_v, type: gauge, help: V., value: v}]}\n"
+    )
 
 
 async def eventually_async(check: Callable[[], Awaitable[list]], seconds: float = 15) -> None:
@@ -335,27 +338,10 @@ async def test_a_real_prometheus_sees_the_first_error_and_the_staleness(
     passed, its last-success timestamp stays; every query docs/metrics.md suggests runs."""
     assert shutil.which("prometheus"), "`make test` installs Debian's prometheus"
     database = tmp_path / "t.db"
-    with sqlite3.connect(database) as db:
-        db.execute("CREATE TABLE t (v INT)")
-        db.execute("INSERT INTO t VALUES (7)")
-    text = (
-        f"tenants:\n  - {{id: acme, mysql: {{dsn: 'sqlite:///{database}'}}}}\n"
-        "queries:\n  - {name: v, sql: SELECT v FROM t, interval: 2s, timeout: 1s, metrics: "
-        "[{name: cockpit_v, type: gauge, help: V., value: v}]}\n"
-    )
-    exporter = await make_exporter(text)  # not scheduled: this test runs the job itself
-    config, port = tmp_path / "prometheus.yml", free_port()
-    target = f"127.0.0.1:{exporter.exporter.port}"
-    config.write_text(dump({
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [{"job_name": "cockpit", "static_configs": [{"targets": [target]}]}],
-    }))  # fmt: skip
-    process = await spawn(
-        "prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    )  # fmt: skip
+    exporter = await make_exporter(one_query(database, "2s"))  # not scheduled: runs by hand
+    port = free_port()
+    process = await start_prometheus(tmp_path, f"127.0.0.1:{exporter.exporter.port}", port)
     try:
-        await wait_http(f"http://127.0.0.1:{port}/-/ready")
         async with aiohttp.ClientSession() as session:
             # Service discovery hands targets over every 5 s: wait for the first scrape.
             await eventually_async(lambda: prometheus_query(session, port, "up"))

@@ -163,7 +163,7 @@ tenant_discovery:
   sql: SELECT slug AS id, db AS `database` FROM tenants
   mysql: {{dsn: 'mysql://root@127.0.0.1:3306/{{database}}'}}
 queries:
-  - {{name: v, sql: SELECT v FROM t, interval: 1s, timeout: 1s,
+  - {{name: v, sql: SELECT v FROM t, interval: 1s, timeout: 1s, stale_after: 10s,
      metrics: [{{name: cockpit_v, type: gauge, help: V., value: v}}]}}
 """,
     )

@@ -134,6 +134,7 @@ queries:
     tenants: [fast]
     interval: 1s
     timeout: 1s
+    stale_after: 10s  # gauges stay while a loaded machine runs late
     metrics: [{{name: cockpit_v, type: gauge, help: V., value: v}}]
 """
     exporter = await make_exporter(config, schedule=True)

@@ -6,6 +6,7 @@ self-metrics, their durable part and the log line all happen here, so no source 
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +61,9 @@ class Runner:
         self.full = full  # the series gauge too
         self.state = state or State(None)
         self._active: dict[str, _Active] = {}
+        # Jobs per (tenant, kind), and the state errors last published for each.
+        self._kinds: Counter[SnapshotKey] = Counter()
+        self._state_errors: dict[SnapshotKey, dict[str, bytes]] = {}
         self._durations = {kind: Histogram(DURATION_BUCKETS) for kind in sources}
         store.register([*JOB_FAMILIES, DURATION, STATE_ERRORS])  # what any run may publish
         store.put(DURATIONS_KEY, self._durations_snapshot())
@@ -107,6 +111,7 @@ class Runner:
             for name in source.parts(job)
         }
         active = self._active[job.id] = _Active(job, stats)
+        self._kinds[_state_key(job)] += 1
         return active
 
     async def _restore(self, active: _Active) -> None:
@@ -120,6 +125,8 @@ class Runner:
                     active.stats[name].restore(health)
         except (KeyError, TypeError, ValueError, AttributeError):
             self.state.corrupt(key)
+            for stats in active.stats.values():  # none half-restored: all start unknown
+                stats.restore({"success": None, "last_success": None, "failing_since": None})
             return
         active.saved = self._health(active)
         active.saved_at = time.monotonic()
@@ -151,9 +158,12 @@ class Runner:
         self.sources[job.kind].close(active.job)
         for name in (*active.stats, *active.untracked):
             self._store.remove(job.key(name))
-        if not any(a.job.tenant == job.tenant and a.job.kind == job.kind
-                   for a in self._active.values()):  # fmt: skip
-            self._store.remove(_state_key(job))
+        state_key = _state_key(job)
+        self._kinds[state_key] -= 1
+        if self._kinds[state_key] <= 0:  # the tenant's last job of this kind
+            del self._kinds[state_key]
+            self._state_errors.pop(state_key, None)
+            self._store.remove(state_key)
 
     async def run(self, job_id: str) -> None:
         """Collect a job once; every failure is recorded, none is raised."""
@@ -206,9 +216,10 @@ class Runner:
         return {name: stats.health() for name, stats in active.stats.items()}
 
     def _put_state_errors(self, job: Job) -> None:
-        bodies = self.state.render(job.tenant, job.kind)
-        if bodies:
-            self._store.put(_state_key(job), Snapshot(job.tenant, bodies))
+        key, bodies = _state_key(job), self.state.render(job.tenant, job.kind)
+        if bodies and bodies != self._state_errors.get(key):
+            self._state_errors[key] = bodies
+            self._store.put(key, Snapshot(job.tenant, bodies))
 
     def _fail_rest(
         self, active: _Active, done: Iterable[str], error: CollectionError, started: float
