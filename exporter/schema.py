@@ -117,7 +117,7 @@ class Limits(Model):
 
     max_concurrent_queries: int = Field(64, ge=1, le=1024)
     max_response_bytes: int = Field(MAX_RESPONSE_BYTES, ge=1024, le=1024**3)
-    # basic: success, duration, last success, runs, and errors by reason once one occurred.
+    # Every counter is served from zero either way; full adds the series gauge per job.
     self_metrics: Literal["basic", "full"] = "basic"
 
 

@@ -369,3 +369,13 @@ async def test_a_real_prometheus_sees_the_first_error_and_the_staleness(
     assert gauge == []  # stale: Prometheus no longer returns it
     assert age and 4 <= float(age[0]["value"][1]) < 60
     assert len(documented) >= 5 and documented[0], "the failing job answers the first query"
+
+
+async def test_a_jobs_health_record_is_pruned_with_the_job_not_before(tmp_path: Path) -> None:
+    """Pruning keeps `<job>#health` while the job is configured, and deletes it with the job."""
+    state = State(FileStore(tmp_path / "state"))
+    for record in ("acme/sql/v", "acme/sql/v#health", "gone/sql/v#health"):
+        await state.save(record, {"n": 1})
+    assert await state.prune(["acme/sql/v"], retention=0) == ["gone/sql/v#health"]
+    assert await state.load("acme/sql/v#health") == {"n": 1}
+    assert sorted(await state.prune([], retention=0)) == ["acme/sql/v", "acme/sql/v#health"]
