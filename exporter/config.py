@@ -45,6 +45,22 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...]
     value: str
+    null_label: str | None = None
+    value_label: str | None = None  # with several value columns: the label naming each
+    values: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()  # histogram
+    states: tuple[str, ...] = ()  # enum
+    increment: bool = False  # counter: a durable total the runs add to
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The value columns: one, or `values`."""
+        return self.values or (self.value,)
+
+    @property
+    def accumulates(self) -> bool:
+        """Whether its samples are durable totals of observations, not the rows as they are."""
+        return self.increment or self.type in ("histogram", "summary")
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,9 @@ class QuerySpec:
     max_series: int
     metrics: tuple[MetricSpec, ...]
     stale_after: float | None = None
+    min_rows: int = 0
+    # One execution per set (bound over the tenant's params); () runs once.
+    parameters: tuple[tuple[tuple[str, schema.ParamValue], ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -502,13 +521,15 @@ def _parameter_checks(model: schema.ConfigFile, qi: int, query: schema.Query) ->
     except Exception as exc:
         yield f"queries[{qi}].sql: cannot parse parameters: {exc}"
         return
+    sets = query.parameters or [{}]
     for ti, tenant in enumerate(model.tenants):
         if tenant.mysql is None or (query.tenants is not None and tenant.id not in query.tenants):
             continue
-        for name in sorted(needed - set(tenant.params)):
+        missing = set().union(*(needed - set(tenant.params) - set(s) for s in sets))
+        for name in sorted(missing):
             yield (
                 f"queries[{qi}].sql: parameter :{name} is not set for tenant {tenant.id!r}; "
-                f"add it to tenants[{ti}].params"
+                f"add it to tenants[{ti}].params or to every set of queries[{qi}].parameters"
             )
 
 
@@ -531,10 +552,13 @@ def _metric_clashes(queries: list[schema.Query]) -> Iterator[str]:
                 first[metric.name] = (f"queries[{qi}]", metric)
                 continue
             origin, other = first[metric.name]
-            if (other.type, other.labels) != (metric.type, metric.labels):
+            differ = [k for k in ("type", "help", "labels", "value_label", "buckets", "states")
+                      if getattr(other, k) != getattr(metric, k)]  # fmt: skip
+            if differ:
                 yield (
                     f"{where}: metric {metric.name!r} is also defined in {origin} with a "
-                    "different type or labels; one name must mean one type and label set"
+                    f"different {' and '.join(differ)}; queries feeding one metric must "
+                    "declare the same type, help and labels"
                 )
 
 
@@ -639,7 +663,20 @@ def _jobs(model: schema.ConfigFile, databases: dict[str, DatabaseSpec]) -> Itera
 
 def _query_spec(query: schema.Query, defaults: schema.Defaults) -> QuerySpec:
     metrics = tuple(
-        MetricSpec(m.name, m.type, m.help, tuple(m.labels), m.value) for m in query.metrics
+        MetricSpec(
+            m.name,
+            m.type,
+            m.help,
+            tuple(m.labels),
+            m.value or (m.values or [""])[0],
+            m.null_label,
+            m.value_label,
+            tuple(m.values or ()),
+            tuple(m.buckets or ()),
+            tuple(m.states or ()),
+            m.increment,
+        )
+        for m in query.metrics
     )
     return QuerySpec(
         name=query.name,
@@ -649,4 +686,6 @@ def _query_spec(query: schema.Query, defaults: schema.Defaults) -> QuerySpec:
         max_series=query.max_series or defaults.max_series,
         metrics=metrics,
         stale_after=query.stale_after,
+        min_rows=query.min_rows,
+        parameters=tuple(tuple(sorted(p.items())) for p in query.parameters or ()),
     )

@@ -1,6 +1,6 @@
 """Errors a collection run can end with, each mapped to a `reason` label value."""
 
-REASONS = ("timeout", "connect", "query", "value")
+REASONS = ("timeout", "connect", "query", "value", "too_few_rows")
 PLATFORM_REASONS = ("timeout", "connect", "http", "auth", "decode", "too_large")
 
 

@@ -23,8 +23,13 @@ def escape_label_value(value: str) -> str:
 
 
 def escape_help(value: str) -> str:
-    """Escape a HELP text for both exposition formats."""
+    """Escape a HELP text for the Prometheus text format (backslash and newline)."""
     return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def escape_openmetrics_help(value: str) -> str:
+    """Escape a HELP text for OpenMetrics, whose grammar escapes `"` too."""
+    return escape_help(value).replace('"', '\\"')
 
 
 def format_value(value: float) -> str:
@@ -57,13 +62,14 @@ class Family:
     def prometheus_header(self) -> bytes:
         """HELP and TYPE lines in text format 0.0.4."""
         help_text = escape_help(self.help)
-        return f"# HELP {self.name} {help_text}\n# TYPE {self.name} {self.type}\n".encode()
+        kind = "gauge" if self.type == "stateset" else self.type  # 0.0.4 has no stateset
+        return f"# HELP {self.name} {help_text}\n# TYPE {self.name} {kind}\n".encode()
 
     @cached_property
     def openmetrics_header(self) -> bytes:
         """TYPE and HELP lines in OpenMetrics, where counter families drop `_total`."""
         name = self.name.removesuffix("_total") if self.type == "counter" else self.name
-        help_text = escape_help(self.help)
+        help_text = escape_openmetrics_help(self.help)
         return f"# TYPE {name} {self.type}\n# HELP {name} {help_text}\n".encode()
 
     def header(self, openmetrics: bool) -> bytes:

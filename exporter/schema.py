@@ -1,5 +1,6 @@
 """Pydantic models of the YAML configuration file; unknown keys are errors everywhere."""
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -75,8 +76,10 @@ def check_type_suffix(name: str, kind: str) -> None:
     """Counters end in _total and nothing else does (Prometheus' naming rules)."""
     if kind == "counter" and not name.endswith("_total"):
         raise ValueError(f"counter {name!r} must end in _total (e.g. {name}_total)")
-    if kind == "gauge" and name.endswith("_total"):
-        raise ValueError(f"gauge {name!r} must not end in _total; it is for counters")
+    if kind != "counter" and name.endswith("_total"):
+        raise ValueError(f"{kind} {name!r} must not end in _total; it is for counters")
+    if kind in ("histogram", "summary") and name.endswith(("_bucket", "_count", "_sum")):
+        raise ValueError(f"{kind} {name!r} must not end in _bucket, _count or _sum (its series do)")
 
 
 MetricName = Annotated[
@@ -85,6 +88,7 @@ MetricName = Annotated[
 LabelName = Annotated[str, matching(LABEL_NAME, "label name"), AfterValidator(_check_label_name)]
 QueryName = Annotated[str, matching(QUERY_NAME, "query name")]
 ParamValue = str | int | float | bool
+ParamName = Annotated[str, matching(LABEL_NAME, "parameter name")]
 
 
 class Defaults(Model):
@@ -192,20 +196,50 @@ class Tenant(Model):
 
 
 class Metric(Model):
-    """One metric fed by a query: label columns and a value column."""
+    """One metric fed by a query: label columns and a value column (or several)."""
 
     name: MetricName
-    type: Literal["gauge", "counter"]
+    type: Literal["gauge", "counter", "histogram", "summary", "enum"]
     help: str = Field(min_length=1)
     labels: list[LabelName] = Field(default_factory=list)
-    value: str = Field(min_length=1)
+    value: str | None = Field(None, min_length=1)
+    # Several value columns, one series each, told apart by the label `value_label`.
+    values: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    value_label: LabelName | None = None
+    # A NULL label skips the row (counted); with this, the label reads this text instead.
+    null_label: str | None = None
+    buckets: list[float] | None = Field(None, min_length=1)  # histogram: upper bounds
+    states: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    increment: bool = False  # counter: each run adds its value to a durable total
 
     @model_validator(mode="after")
     def _naming(self) -> "Metric":
         check_type_suffix(self.name, self.type)
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must not repeat")
+        if (self.value is None) == (self.values is None):
+            raise ValueError("set exactly one of value and values")
+        if (self.values is None) != (self.value_label is None):
+            raise ValueError("values and value_label go together")
+        if self.value_label is not None and self.value_label in self.labels:
+            raise ValueError(f"value_label {self.value_label!r} is also in labels")
+        self._check_kind()
         return self
+
+    def _check_kind(self) -> None:
+        for key, kind in (("buckets", "histogram"), ("states", "enum")):
+            if (getattr(self, key) is None) == (self.type == kind):
+                raise ValueError(f"{key} is needed by type {kind}, and only by it")
+        if self.increment and self.type != "counter":
+            raise ValueError("increment is for counters")
+        if self.buckets is not None and (
+            sorted(set(self.buckets)) != self.buckets or not all(map(math.isfinite, self.buckets))
+        ):
+            raise ValueError("buckets must be finite and strictly increasing (+Inf is implied)")
+        if self.states is not None and len(set(self.states)) != len(self.states):
+            raise ValueError("states must not repeat")
+        if self.type == "enum" and self.name in self.labels:
+            raise ValueError(f"an enum's state label is its name; {self.name!r} is in labels")
 
 
 class Query(Model):
@@ -217,6 +251,9 @@ class Query(Model):
     timeout: Duration | None = None
     stale_after: Duration | None = None
     max_series: int | None = Field(None, ge=1)
+    min_rows: int = Field(0, ge=0)  # fewer rows fail the run with reason too_few_rows
+    # One execution per set, each bound like tenants[].params (and over them).
+    parameters: list[dict[ParamName, ParamValue]] | None = Field(None, min_length=1, max_length=100)
     tenants: list[TenantId] | None = None
     metrics: list[Metric] = Field(min_length=1)
 

@@ -51,12 +51,19 @@ DROPPED = Family(
     "Series dropped because the query exceeded its max_series limit.",
 )
 NULLS = Family(
-    "cockpit_collection_null_values_total", "counter", "Rows skipped because the value was NULL."
+    "cockpit_collection_null_values_total",
+    "counter",
+    "Rows skipped because the value or a label was NULL (unless the metric sets null_label).",
 )
 DUPLICATES = Family(
     "cockpit_collection_duplicate_series_total",
     "counter",
     "Rows skipped because an earlier row of the same run had the same label set.",
+)
+SAMPLES_DROPPED = Family(
+    "cockpit_collection_samples_dropped_total",
+    "counter",
+    "Samples left out of an otherwise good run, by reason (invalid_value: a negative counter).",
 )
 DURATION = Family(
     "cockpit_collection_duration_seconds",
@@ -92,7 +99,7 @@ UNKNOWN_SCOPES = Family(
 CONFIG_FAMILIES = (RELOAD_SUCCESS, RELOAD_TIMESTAMP, CONFIG_HASH, UNKNOWN_SCOPES)
 JOB_FAMILIES = (
     SUCCESS, LAST_DURATION, SECONDS, LAST_SUCCESS, FAILING_SINCE, INTERVAL, ERRORS, RUNS, SERIES,
-    DROPPED, NULLS, DUPLICATES,
+    DROPPED, NULLS, DUPLICATES, SAMPLES_DROPPED,
 )  # fmt: skip
 PROBLEMS = (DROPPED, NULLS, DUPLICATES)
 # Every counter is served from zero, so increase() sees a job's first error. Problem
@@ -123,6 +130,7 @@ class JobStats:
     dropped: int = 0
     nulls: int = 0
     duplicates: int = 0
+    invalid: int = 0
     last_error: str = ""
     last_run: float = 0.0
     full: bool = False  # the series gauge too (limits.self_metrics)
@@ -144,6 +152,9 @@ class JobStats:
         self._prefixes |= {
             reason: f'{ERRORS.name}{labels[:-1]},reason="{reason}"}} ' for reason in self.reasons
         }
+        self._prefixes[SAMPLES_DROPPED.name] = (
+            f'{SAMPLES_DROPPED.name}{labels[:-1]},reason="invalid_value"}} '
+        )
 
     def record_success(self, duration: float, series: int) -> None:
         """Note a successful run."""
@@ -205,6 +216,7 @@ class JobStats:
             for family, count in zip(PROBLEMS, (self.dropped, self.nulls, self.duplicates),
                                      strict=True):  # fmt: skip
                 bodies[family.name] = f"{p[family.name]}{count}\n"
+            bodies[SAMPLES_DROPPED.name] = f"{p[SAMPLES_DROPPED.name]}{self.invalid}\n"
         if self.full:
             bodies[SERIES.name] = f"{p[SERIES.name]}{self.series}\n"
         return {name: body.encode() for name, body in bodies.items()}

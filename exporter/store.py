@@ -2,7 +2,7 @@
 
 import heapq
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from exporter.exposition import Family
@@ -109,6 +109,29 @@ class SnapshotStore:
             self._touch(name, group)
         self._cache.clear()
 
+    def claim(
+        self, key: SnapshotKey, group: str, bodies: Mapping[str, bytes]
+    ) -> tuple[dict[str, bytes], int]:
+        """`bodies` without the series a key sorting before `key` serves, and how many went.
+
+        Two queries of one tenant may feed one metric; where both produce a label set, the
+        query whose name sorts first wins, here and in every scrape.
+        """
+        kept: dict[str, bytes] = {}
+        dropped = 0
+        for name, body in bodies.items():
+            others = self._bodies.get(name, {}).get(group, {})
+            earlier = [b for k, b in others.items() if k < key]
+            if not earlier or self._owners.get(name, "exporter") == "exporter":
+                kept[name] = body
+                continue
+            taken = {series_id(line) for b in earlier for line in b.splitlines()}
+            lines = body.splitlines(keepends=True)
+            mine = [line for line in lines if series_id(line) not in taken]
+            dropped += len(lines) - len(mine)
+            kept[name] = b"".join(mine)
+        return kept, dropped
+
     def expire(self, now: float) -> None:
         """Replace every snapshot whose time is up by its successor (each render does this)."""
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -148,7 +171,10 @@ class SnapshotStore:
         """The family's pieces, with those touched since the last render joined again."""
         pieces = self._pieces.get(name)
         if pieces is None:
-            pieces = self._pieces[name] = _Pieces(self._bodies[name])
+            # A source's family may be fed by several queries of one tenant: the same
+            # label set from two of them is served once (see `claim`).
+            join = _join_unique if self._owners.get(name, "exporter") != "exporter" else _join
+            pieces = self._pieces[name] = _Pieces(self._bodies[name], join)
         pieces.refresh(self._bodies[name])
         return pieces
 
@@ -181,10 +207,15 @@ class SnapshotStore:
 class _Pieces:
     """One family's lines per tenant, joined and kept in tenant order."""
 
-    def __init__(self, groups: dict[str, dict[SnapshotKey, bytes]]) -> None:
+    def __init__(
+        self,
+        groups: dict[str, dict[SnapshotKey, bytes]],
+        join: Callable[[dict[SnapshotKey, bytes]], bytes],
+    ) -> None:
         self.order = sorted(groups)
         self.index = {group: i for i, group in enumerate(self.order)}
-        self.joined = [_join(groups[group]) for group in self.order]
+        self._join = join
+        self.joined = [join(groups[group]) for group in self.order]
         self.dirty: set[int] = set()
 
     def touch(self, group: str) -> None:
@@ -196,7 +227,7 @@ class _Pieces:
     def refresh(self, groups: dict[str, dict[SnapshotKey, bytes]]) -> None:
         """Join again the pieces touched since the last refresh."""
         for position in self.dirty:
-            self.joined[position] = _join(groups[self.order[position]])
+            self.joined[position] = self._join(groups[self.order[position]])
         self.dirty.clear()
 
     def of(self, group: str) -> bytes:
@@ -208,3 +239,23 @@ def _join(bodies: dict[SnapshotKey, bytes]) -> bytes:
     if len(bodies) == 1:  # most tenants have one job per family: nothing to order or copy
         return next(iter(bodies.values()))
     return b"".join(bodies[key] for key in sorted(bodies))
+
+
+def _join_unique(bodies: dict[SnapshotKey, bytes]) -> bytes:
+    """Like `_join`, but a series (name and labels) a key sorting earlier has is left out."""
+    if len(bodies) == 1:
+        return next(iter(bodies.values()))
+    seen: set[bytes] = set()
+    lines: list[bytes] = []
+    for key in sorted(bodies):
+        for line in bodies[key].splitlines(keepends=True):
+            series = series_id(line)
+            if series not in seen:
+                seen.add(series)
+                lines.append(line)
+    return b"".join(lines)
+
+
+def series_id(line: bytes) -> bytes:
+    """A sample line's name and labels: everything before the value."""
+    return line.rsplit(b" ", 1)[0]

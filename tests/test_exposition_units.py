@@ -130,6 +130,7 @@ def test_self_metrics_basic_budget() -> None:
         "cockpit_collection_interval_seconds",
         "cockpit_collection_null_values_total",
         "cockpit_collection_runs_total",
+        "cockpit_collection_samples_dropped_total",
         "cockpit_collection_seconds_total",
         "cockpit_collection_series_dropped_total",
     ]
@@ -161,6 +162,9 @@ def test_self_metrics_basic_budget() -> None:
     assert stats.failing_since is None
     platform = JobStats("acme", "platform", "runs", reasons=("http",), problems=False)
     assert not [n for n in platform.render() if "null" in n or "duplicate" in n or "dropped" in n]
+    assert f'cockpit_collection_samples_dropped_total{{{labels},reason="invalid_value"}} 0' in (
+        lines()
+    )
 
 
 def test_self_metrics_exact_lines() -> None:

@@ -275,3 +275,19 @@ async def test_reload_changes_the_endpoint(api: Api, make_exporter, tmp_path: Pa
     samples = await run(exporter)
     assert samples[key("helpdesk_all", tenant="acme")] == 5
     assert key("helpdesk_tickets_seen", tenant="acme") not in samples
+
+
+def test_a_negative_counter_is_dropped_and_counted() -> None:
+    """A counter cannot go below zero: that sample is left out (counted as invalid), the
+    others of the run are served."""
+    from exporter.sources.http_json.config import Metric
+    from exporter.sources.http_json.extract import extract
+
+    metric = Metric(name="helpdesk_closed_total", type="counter", help="Closed.",
+                    items="$.items[*]", labels={"queue": "$.queue"}, value="$.closed")  # fmt: skip
+    page = {"items": [{"queue": "a", "closed": 4}, {"queue": "b", "closed": -2}]}
+    out = extract("acme", [metric], [page], max_series=10)
+    assert out.lines == {"helpdesk_closed_total": [
+        'helpdesk_closed_total{tenant="acme",queue="a"} 4\n'
+    ]}  # fmt: skip
+    assert (out.invalid, out.series) == (1, 1)

@@ -141,7 +141,7 @@ queries:
     stats = {s.tenant: s for s in exporter.exporter.runner.stats}
     await eventually(lambda: stats["fast"].runs >= 3 and stats["slow"].runs >= 1)
     assert stats["fast"].runs >= 3
-    assert stats["fast"].errors == {"timeout": 0, "connect": 0, "query": 0, "value": 0}
+    assert not any(stats["fast"].errors.values())
     assert stats["fast"].duration < 0.5
     assert stats["slow"].errors["timeout"] >= 1
     samples = await exporter.samples()

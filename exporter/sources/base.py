@@ -61,6 +61,7 @@ class Part:
     nulls: int = 0
     duplicates: int = 0
     dropped: int = 0
+    invalid: int = 0
     tracked: bool = True
 
 
@@ -73,6 +74,7 @@ class Rendered:
     nulls: int = 0
     duplicates: int = 0
     dropped: int = 0
+    invalid: int = 0  # samples dropped as impossible (a negative counter)
 
     def part(self, name: str) -> Part:
         """The run's outcome as the runner publishes it."""
@@ -80,6 +82,7 @@ class Rendered:
         return Part(
             name, bodies, self.series,
             nulls=self.nulls, duplicates=self.duplicates, dropped=self.dropped,
+            invalid=self.invalid,
         )  # fmt: skip
 
 

@@ -238,7 +238,8 @@ class Runner:
             return
         stats = active.stats[part.name]
         duration = part.duration if part.duration is not None else time.perf_counter() - started
-        fresh = Served.split(part.bodies, self._store.kind)
+        bodies, shadowed = self._store.claim(key, job.tenant, part.bodies)
+        fresh = Served.split(bodies, self._store.kind)
         if part.error is not None:
             # Counters the source still vouches for (pages that did arrive) win over the
             # last success's; gauges a failed run brings are never served.
@@ -248,8 +249,9 @@ class Runner:
                             served=served)  # fmt: skip
         else:
             stats.nulls += part.nulls
-            stats.duplicates += part.duplicates
+            stats.duplicates += part.duplicates + shadowed
             stats.dropped += part.dropped
+            stats.invalid += part.invalid
             active.served[part.name] = fresh
             publish_success(self._store, key, stats, duration=duration, series=part.series,
                             served=fresh, stale_after=job.stale_after)  # fmt: skip

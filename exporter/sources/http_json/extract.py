@@ -20,6 +20,9 @@ def extract(
     for metric in metrics:
         items = [item for page in pages for item in find(metric.items, page)]
         for labels, value in _samples(metric, items, out):
+            if metric.type == "counter" and value < 0:  # a counter cannot be negative
+                out.invalid += 1
+                continue
             if out.series >= max_series:
                 out.dropped += 1
                 continue

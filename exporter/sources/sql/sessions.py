@@ -2,8 +2,9 @@
 
 A query that writes (`UPDATE`, `DROP`) or smuggles a second statement after a `;` fails its
 run with the server's own error and changes nothing. MySQL/MariaDB sessions switch
-multi-statements off and set `SESSION TRANSACTION READ ONLY`; SQLite connections set
-`query_only`. The database user's grants remain the real fence (docs/security.md).
+multi-statements off and set `SESSION TRANSACTION READ ONLY` (and the UTC time zone, so
+a TIMESTAMP reads as its instant); SQLite connections set `query_only`. The database user's
+grants remain the real fence (docs/security.md).
 """
 
 from typing import Any
@@ -33,6 +34,8 @@ async def _lock_mysql(conn: Any) -> None:
     await protocol.single_statements(conn)
     async with conn.cursor() as cursor:
         await cursor.execute("SET SESSION TRANSACTION READ ONLY")
+        # TIMESTAMP values are instants: read in UTC, whatever the server's default zone.
+        await cursor.execute("SET time_zone = '+00:00'")
 
 
 def _sqlite(dbapi_connection: Any, _: object) -> None:

@@ -1,18 +1,22 @@
 """The SQL source: each (tenant, query) is a job; a run is one query on the tenant's database."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+import copy
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 import structlog
 
 from exporter.config import Config, MetricSpec, QueryJob
-from exporter.errors import REASONS
+from exporter.errors import REASONS, CollectionError
 from exporter.exposition import SCHEDULED_NOTE, Family
 from exporter.sources.base import Job, Part, Resources
+from exporter.sources.sql.engines import Server
 from exporter.sources.sql.fetch import Rows, Statement, Statements, fetch, fetch_pipelined
 from exporter.sources.sql.pipeline import BATCHABLE_UNDER, Pipeline
 from exporter.sources.sql.series import build_series
 from exporter.sources.sql.servers import Servers
+from exporter.sources.sql.totals import Totals
 
 log = structlog.get_logger(__name__)
 KIND = "sql"
@@ -20,7 +24,8 @@ KIND = "sql"
 
 def data_family(metric: MetricSpec) -> Family:
     """The exposition family of a configured metric."""
-    return Family(metric.name, metric.type, metric.help.rstrip() + SCHEDULED_NOTE)
+    kind = "stateset" if metric.type == "enum" else metric.type
+    return Family(metric.name, kind, metric.help.rstrip() + SCHEDULED_NOTE)
 
 
 def jobs(config: Config) -> list[Job]:
@@ -49,6 +54,8 @@ class SqlSource:
     skips_rows = True
 
     def __init__(self, resources: Resources) -> None:
+        self._state = resources.state
+        self._totals: dict[str, Totals] = {}  # per job with accumulating metrics, once loaded
         self.engines = Servers()
         self._limit = asyncio.Semaphore(resources.max_concurrent_queries)
         self._statements = Statements()
@@ -66,8 +73,9 @@ class SqlSource:
         """Nothing to prepare: connections open on first use."""
 
     def close(self, job: Job) -> None:
-        """Forget the job's timing; connections are shared and retained by `retain`."""
+        """Forget the job's timing and totals; connections are shared and kept by `retain`."""
         self._quick.discard(job.id)
+        self._totals.pop(job.id, None)
 
     async def collect(self, job: Job, deadline: float) -> AsyncIterator[Part]:
         """Run the query and render its rows (the runner enforces nothing else)."""
@@ -76,13 +84,22 @@ class SqlSource:
         # Wait for the server's own slot first, so a slow server queues its own
         # jobs without holding global slots that other servers' tenants need.
         async with server.slots, self._limit:
-            statement = self._statements.get(spec.query.sql, server)
-            if pipeline is not None:
-                rows = await self._pipelined(job, pipeline, statement, spec.database.database)
-            else:
-                rows = await fetch(server, statement, spec.params, spec.query.timeout)
+            columns, found = await self._fetch_all(job, server, pipeline, deadline)
         query = spec.query
-        result = build_series(rows.columns, rows.rows, query.metrics, job.tenant, query.max_series)
+        if len(found) < query.min_rows:
+            message = f"{len(found)} row(s), min_rows is {query.min_rows}"
+            raise CollectionError("too_few_rows", message)
+        totals = None
+        if any(m.accumulates for m in query.metrics):
+            # On a copy: a run that fails half-way adds nothing.
+            totals = copy.deepcopy(await self._load(job))
+        result = build_series(
+            columns, found, query.metrics, job.tenant, query.max_series, totals=totals
+        )
+        if totals is not None:
+            # Before publishing: a crash now replays nothing, and no total seen goes down.
+            await self._state.save(job.id, totals.to_state())
+            self._totals[job.id] = totals
         if result.duplicates or result.dropped:
             log.warning(
                 "series skipped", tenant=job.tenant, query=job.name,
@@ -91,19 +108,59 @@ class SqlSource:
             )  # fmt: skip
         yield result.part(job.name)
 
+    async def _fetch_all(
+        self, job: Job, server: Server, pipeline: Pipeline | None, deadline: float
+    ) -> tuple[list[str], list[Sequence[object]]]:
+        """Every row of the query, once per parameter set, all within the query's timeout."""
+        spec = _spec(job)
+        statement = self._statements.get(spec.query.sql, server)
+        columns: list[str] = []
+        found: list[Sequence[object]] = []
+        for params in _parameter_sets(spec):
+            seconds = min(spec.query.timeout, max(0.001, deadline - time.monotonic()))
+            if pipeline is not None:
+                rows = await self._pipelined(job, pipeline, statement, params, seconds)
+            else:
+                rows = await fetch(server, statement, params, seconds)
+            columns = columns or rows.columns
+            found.extend(rows.rows)
+        return columns, found
+
     async def _pipelined(
-        self, job: Job, pipeline: Pipeline, statement: Statement, database: str | None
+        self,
+        job: Job,
+        pipeline: Pipeline,
+        statement: Statement,
+        params: Mapping[str, object],
+        seconds: float,
     ) -> Rows:
         """Through the server's pipeline; a job shares batches once it has proved quick."""
         spec = _spec(job)
         alone = job.id not in self._quick
         self._quick.discard(job.id)  # until this run proves quick again
         rows, elapsed = await fetch_pipelined(
-            pipeline, database, statement, spec.params, spec.query.timeout, alone=alone
+            pipeline, spec.database.database, statement, params, seconds, alone=alone
         )
         if elapsed is not None and elapsed < BATCHABLE_UNDER:
             self._quick.add(job.id)
         return rows
+
+    async def _load(self, job: Job) -> Totals:
+        """The job's totals: kept in memory, read from the state store on first use."""
+        totals = self._totals.get(job.id)
+        if totals is not None:
+            return totals
+        metrics = _spec(job).query.metrics
+        bounds = {m.name: m.buckets for m in metrics if m.type in ("histogram", "summary")}
+        saved = await self._state.load(job.id)
+        totals = Totals()
+        if saved is not None:
+            try:
+                totals = Totals.restore(saved, bounds)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                self._state.corrupt(job.id)
+        self._totals[job.id] = totals
+        return totals
 
     async def retain(self, jobs: Sequence[Job]) -> None:
         """Close pools no query uses any more (a changed password makes a new pool)."""
@@ -112,6 +169,13 @@ class SqlSource:
     async def aclose(self) -> None:
         """Close every pool."""
         await self.engines.close()
+
+
+def _parameter_sets(spec: QueryJob) -> list[Mapping[str, object]]:
+    """The tenant's params, once per set of the query's `parameters` (over them)."""
+    if not spec.query.parameters:
+        return [spec.params]
+    return [{**spec.params, **dict(values)} for values in spec.query.parameters]
 
 
 def _spec(job: Job) -> QueryJob:

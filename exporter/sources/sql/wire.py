@@ -2,10 +2,10 @@
 
 aiomysql reads each packet with two awaited stream reads and parses each field through a
 method call; at fleet size that parsing was most of a run's CPU. This reader takes whatever
-bytes have arrived, cuts them into packets, and decodes rows in one loop, with the same
-per-type conversions aiomysql applies (its decoder table). Once a connection is read here,
-aiomysql's own reading must not touch it again: the bytes of the next reply may already sit
-in this reader's buffer.
+bytes have arrived, cuts them into packets, and decodes rows in one loop: numbers, dates and
+bits as typed text (`cells`: labels keep the server's text), strings as aiomysql does. Once
+a connection is read here, aiomysql's own reading must not touch it again: the bytes of the
+next reply may already sit in this reader's buffer.
 """
 
 import asyncio
@@ -18,11 +18,13 @@ from pymysql.converters import through
 from pymysql.err import raise_mysql_exception
 from pymysql.protocol import FieldDescriptorPacket
 
+from exporter.sources.sql import cells
+
 _OK, _EOF, _ERR, _NULL = 0x00, 0xFE, 0xFF, 0xFB
 _CONTINUED = 0xFFFFFF  # a payload this long goes on in the next packet
 _BINARY_CHARSET = 63
 _TEXT_TYPES = frozenset({
-    FIELD_TYPE.BIT, FIELD_TYPE.BLOB, FIELD_TYPE.LONG_BLOB, FIELD_TYPE.MEDIUM_BLOB,
+    FIELD_TYPE.BLOB, FIELD_TYPE.LONG_BLOB, FIELD_TYPE.MEDIUM_BLOB,
     FIELD_TYPE.STRING, FIELD_TYPE.TINY_BLOB, FIELD_TYPE.VAR_STRING, FIELD_TYPE.VARCHAR,
     FIELD_TYPE.GEOMETRY,
 })  # fmt: skip
@@ -124,8 +126,17 @@ async def _one_result(reader: Reader, driver: Any) -> tuple[list[str], list[tupl
 
 
 def _converter(field: Any, driver: Any) -> Converter:
-    """The decoding aiomysql applies to this column (see its MySQLResult._get_descriptions)."""
+    """Numbers, dates and bits as typed text (`cells`), the rest decoded as aiomysql does.
+
+    aiomysql's own decoding (its MySQLResult._get_descriptions) turned a FLOAT label into
+    `16777200.0` and a DATETIME into `2024-02-29T12:34:56`: not what the server sent.
+    """
     kind = field.type_code
+    if kind == FIELD_TYPE.BIT:
+        return None, cells.Bits
+    typed = cells.TYPES.get(kind)
+    if typed is not None:
+        return "ascii", typed
     if kind == FIELD_TYPE.JSON:
         encoding: str | None = driver.encoding
     elif kind in _TEXT_TYPES:
