@@ -48,7 +48,7 @@ class Collection:
         return changes
 
     def _schedule(self, job: Job) -> None:
-        self.scheduler.add(job.id, job.interval, partial(self.run, job.id))
+        self.scheduler.add(job.id, job.interval, partial(self.run, job.id), cron=job.cron)
 
     async def run(self, job_id: str) -> None:
         """Collect one job now (the scheduler calls this; tests may too)."""

@@ -75,6 +75,7 @@ class QuerySpec:
     metrics: tuple[MetricSpec, ...]
     stale_after: float | None = None
     min_rows: int = 0
+    schedule: str | None = None  # crontab (UTC); `interval` is then its longest gap
     # One execution per set (bound over the tenant's params); () runs once.
     parameters: tuple[tuple[tuple[str, schema.ParamValue], ...], ...] = ()
 
@@ -133,6 +134,7 @@ class QueryJob:
     query: QuerySpec
     database: DatabaseSpec
     params: Mapping[str, schema.ParamValue]
+    labels: tuple[tuple[str, str], ...] = ()  # the tenant's own, after `tenant`
 
     @property
     def key(self) -> tuple[str, str]:
@@ -431,17 +433,17 @@ def _cross_checks(model: schema.ConfigFile) -> Iterator[str]:
             elif tenant_id not in with_db:
                 yield f"queries[{qi}].tenants[{ti}]: tenant {tenant_id!r} has no mysql section"
         timeout = query.timeout or model.defaults.timeout
-        if timeout > (query.interval or model.defaults.interval):
+        if timeout > query.cadence(model.defaults):
             yield (
                 f"queries[{qi}].timeout: timeout ({timeout:g}s) is longer than the interval; "
                 "shorten the timeout or lengthen the interval"
             )
         try:
-            stale_after(query.stale_after, query.interval or model.defaults.interval,
-                        f"queries[{qi}]")  # fmt: skip
+            stale_after(query.stale_after, query.cadence(model.defaults), f"queries[{qi}]")
         except ValueError as exc:
             yield str(exc)
         yield from _parameter_checks(model, qi, query)
+        yield from _tenant_label_checks(model, qi, query)
     yield from _metric_clashes(model.queries)
     yield from _alerting_checks(model)
     yield from _grafana_checks(model)
@@ -530,6 +532,21 @@ def _parameter_checks(model: schema.ConfigFile, qi: int, query: schema.Query) ->
             yield (
                 f"queries[{qi}].sql: parameter :{name} is not set for tenant {tenant.id!r}; "
                 f"add it to tenants[{ti}].params or to every set of queries[{qi}].parameters"
+            )
+
+
+def _tenant_label_checks(model: schema.ConfigFile, qi: int, query: schema.Query) -> Iterator[str]:
+    """A tenant's own labels must not be a label its queries' series already have."""
+    taken: set[str] = set()
+    for metric in query.metrics:
+        taken |= {*metric.labels, metric.value_label or "", metric.name, "le"}
+    for ti, tenant in enumerate(model.tenants):
+        if query.tenants is not None and tenant.id not in query.tenants:
+            continue
+        for name in sorted(set(tenant.labels) & taken):
+            yield (
+                f"tenants[{ti}].labels.{name}: queries[{qi}] ({query.name}) has a label"
+                f" {name!r} already; rename one of them"
             )
 
 
@@ -654,11 +671,13 @@ def _platform(
 
 def _jobs(model: schema.ConfigFile, databases: dict[str, DatabaseSpec]) -> Iterator[QueryJob]:
     params = {tenant.id: tenant.params for tenant in model.tenants}
+    labels = {tenant.id: tuple(sorted(tenant.labels.items())) for tenant in model.tenants}
     for query in model.queries:
         spec = _query_spec(query, model.defaults)
         for tenant_id in query.tenants or [t.id for t in model.tenants]:
             if tenant_id in databases:
-                yield QueryJob(tenant_id, spec, databases[tenant_id], params[tenant_id])
+                database = databases[tenant_id]
+                yield QueryJob(tenant_id, spec, database, params[tenant_id], labels[tenant_id])
 
 
 def _query_spec(query: schema.Query, defaults: schema.Defaults) -> QuerySpec:
@@ -681,11 +700,12 @@ def _query_spec(query: schema.Query, defaults: schema.Defaults) -> QuerySpec:
     return QuerySpec(
         name=query.name,
         sql=query.sql,
-        interval=query.interval or defaults.interval,
+        interval=query.cadence(defaults),
         timeout=query.timeout or defaults.timeout,
         max_series=query.max_series or defaults.max_series,
         metrics=metrics,
         stale_after=query.stale_after,
         min_rows=query.min_rows,
+        schedule=query.schedule,
         parameters=tuple(tuple(sorted(p.items())) for p in query.parameters or ()),
     )

@@ -6,7 +6,10 @@ import hashlib
 from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+
+from exporter import crons
 
 RunJob = Callable[[], Awaitable[None]]
 SLOT = 1.0
@@ -43,31 +46,40 @@ class Scheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=dt.UTC,
         )
-        self._slots: dict[tuple[float, float], dict[str, RunJob]] = {}
-        self._slot_of: dict[str, tuple[float, float]] = {}
+        # Slot id ("slot/<interval>/<offset>" or "cron/<expression>") -> its jobs.
+        self._slots: dict[str, dict[str, RunJob]] = {}
+        self._slot_of: dict[str, str] = {}
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def add(self, job_id: str, interval: float, run: RunJob, spread: bool = True) -> None:
-        """Schedule `run` every `interval`; its first run comes after its spread offset."""
+    def add(
+        self,
+        job_id: str,
+        interval: float,
+        run: RunJob,
+        spread: bool = True,
+        cron: str | None = None,
+    ) -> None:
+        """Schedule `run` every `interval` (first after its spread offset), or on `cron`."""
         self.remove(job_id)
-        offset = first_run_offset(job_id, interval) if spread else 0.0
-        slot = (interval, offset)
+        if cron is not None:
+            slot = f"cron/{cron}"
+            trigger: BaseTrigger = crons.trigger(cron)
+            first = None  # the trigger's own next firing
+        else:
+            offset = first_run_offset(job_id, interval) if spread else 0.0
+            slot = f"slot/{interval:g}/{offset:g}"
+            trigger = IntervalTrigger(seconds=interval, timezone=dt.UTC)
+            first = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset)
         members = self._slots.get(slot)
         if members is None:
             members = self._slots[slot] = {}
-            now = dt.datetime.now(dt.UTC)
-            self._aps.add_job(
-                self._fire,
-                IntervalTrigger(seconds=interval, timezone=dt.UTC),
-                args=[slot],
-                id=_slot_id(slot),
-                next_run_time=now + dt.timedelta(seconds=offset),
-            )
+            options = {} if first is None else {"next_run_time": first}
+            self._aps.add_job(self._fire, trigger, args=[slot], id=slot, **options)
         members[job_id] = run
         self._slot_of[job_id] = slot
 
-    async def _fire(self, slot: tuple[float, float]) -> None:
+    async def _fire(self, slot: str) -> None:
         loop = asyncio.get_running_loop()
         for job_id, run in list(self._slots.get(slot, {}).items()):
             if job_id in self._running:
@@ -86,7 +98,7 @@ class Scheduler:
     def next_run(self, job_id: str) -> dt.datetime | None:
         """When the job's slot fires next (None if not scheduled or not started)."""
         slot = self._slot_of.get(job_id)
-        job = self._aps.get_job(_slot_id(slot)) if slot is not None else None
+        job = self._aps.get_job(slot) if slot is not None else None
         return job.next_run_time if job is not None else None
 
     def remove(self, job_id: str) -> None:
@@ -98,8 +110,8 @@ class Scheduler:
         members.pop(job_id, None)
         if not members:
             del self._slots[slot]
-            if self._aps.get_job(_slot_id(slot)) is not None:
-                self._aps.remove_job(_slot_id(slot))
+            if self._aps.get_job(slot) is not None:
+                self._aps.remove_job(slot)
 
     def start(self) -> None:
         """Start firing jobs on the running event loop."""
@@ -116,7 +128,3 @@ class Scheduler:
             self._aps.shutdown(wait=False)
         for task in list(self._tasks):
             task.cancel()
-
-
-def _slot_id(slot: tuple[float, float]) -> str:
-    return f"slot/{slot[0]:g}/{slot[1]:g}"

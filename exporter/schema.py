@@ -12,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from exporter import crons
 from exporter.durations import Duration, parse_duration
 from exporter.fields import HttpUrl, Model, TenantId, matching
 from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana
@@ -193,6 +194,9 @@ class Tenant(Model):
     params: dict[Annotated[str, matching(LABEL_NAME, "parameter name")], ParamValue] = Field(
         default_factory=dict
     )
+    # Added to every series of the tenant's queries, after `tenant` (query-exporter's
+    # per-database labels).
+    labels: dict[LabelName, str] = Field(default_factory=dict)
 
 
 class Metric(Model):
@@ -248,6 +252,7 @@ class Query(Model):
     name: QueryName
     sql: QuerySql
     interval: Duration | None = None
+    schedule: str | None = None  # a crontab expression (UTC) instead of the interval
     timeout: Duration | None = None
     stale_after: Duration | None = None
     max_series: int | None = Field(None, ge=1)
@@ -256,6 +261,20 @@ class Query(Model):
     parameters: list[dict[ParamName, ParamValue]] | None = Field(None, min_length=1, max_length=100)
     tenants: list[TenantId] | None = None
     metrics: list[Metric] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_cadence(self) -> "Query":
+        if self.schedule is not None:
+            if self.interval is not None:
+                raise ValueError("set interval or schedule, not both")
+            crons.longest_gap(self.schedule)  # ValueError names what is wrong
+        return self
+
+    def cadence(self, defaults: "Defaults") -> float:
+        """Seconds between runs: the interval, or a schedule's longest gap between firings."""
+        if self.schedule is not None:
+            return crons.longest_gap(self.schedule)
+        return self.interval or defaults.interval
 
 
 SERVER_ADDRESS = re.compile(r"[^\s:/@]+:[0-9]{1,5}")

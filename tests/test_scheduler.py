@@ -78,3 +78,27 @@ async def test_jobs_keep_their_offsets_after_the_first_run() -> None:
         assert len(firsts) > 5  # spread over the interval, not one instant
     finally:
         scheduler.shutdown()
+
+
+async def test_a_cron_schedule_fires_on_its_own_times_sharing_one_slot() -> None:
+    """`schedule: "*/5 * * * *"`: the job's next run is the next five-minute mark (UTC); jobs
+    with the same expression share one APScheduler job."""
+    import datetime as dt
+
+    scheduler = Scheduler()
+
+    async def run() -> None:
+        return None
+
+    scheduler.add("a/q", 300.0, run, cron="*/5 * * * *")
+    scheduler.add("b/q", 300.0, run, cron="*/5 * * * *")
+    scheduler.start()
+    try:
+        first = scheduler.next_run("a/q")
+        assert first is not None and first == scheduler.next_run("b/q")
+        now = dt.datetime.now(dt.UTC)
+        assert first.minute % 5 == 0 and first.second == 0
+        assert dt.timedelta(0) < first - now <= dt.timedelta(minutes=5)
+        assert len(scheduler._aps.get_jobs()) == 1
+    finally:
+        scheduler.shutdown()

@@ -238,3 +238,49 @@ def test_peer_features_are_checked_where_they_are_written(metric: str, message: 
     )
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(text, "t")
+
+
+async def test_tenant_labels_and_a_cron_schedule(database: ScratchDatabase, make_exporter) -> None:
+    """A tenant's own labels follow `tenant` on its query series; a cron query's interval
+    gauge is its longest gap, so staleness alerts wait for the next firing."""
+    database.execute("CREATE TABLE t (v INT)", "INSERT INTO t VALUES (7)")
+    exporter = await make_exporter(
+        f"tenants:\n  - {{id: a, mysql: {{dsn: '{database.dsn}'}}, labels: {{region: eu}}}}\n"
+        "queries:\n  - {name: nightly, sql: SELECT v FROM t, schedule: '0 3 * * *', metrics: "
+        "[{name: df3_v, type: gauge, help: V., value: v}]}\n"
+    )
+    await exporter.run("a", "nightly")
+    text = await exporter.scrape()
+    assert 'df3_v{tenant="a",region="eu"} 7' in text.splitlines()
+    interval = key("cockpit_collection_interval_seconds", tenant="a", source="sql",
+                   query="nightly")  # fmt: skip
+    assert samples(text)[interval] == 86400
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("schedule: '0 3 * * *', interval: 1m", "set interval or schedule, not both"),
+        ("schedule: 'every day'", "not a crontab expression"),
+    ],
+)
+def test_a_schedule_is_checked_where_it_is_written(extra: str, message: str) -> None:
+    """A schedule with an interval, or one that is not crontab, names the query."""
+    text = (
+        "tenants: [{id: a, mysql: {dsn: 'sqlite:///x.db'}}]\n"
+        f"queries:\n  - {{name: q, sql: SELECT 1 AS v, {extra}, metrics: "
+        "[{name: m, type: gauge, help: M., value: v}]}\n"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(text, "t")
+
+
+def test_a_tenant_label_that_a_query_already_has_is_refused() -> None:
+    """A tenant label named like a label of its queries' series would duplicate it."""
+    text = (
+        "tenants: [{id: a, mysql: {dsn: 'sqlite:///x.db'}, labels: {queue: eu}}]\n"
+        "queries:\n  - {name: q, sql: \"SELECT 'x' AS queue, 1 AS v\", metrics: "
+        "[{name: m, type: gauge, help: M., labels: [queue], value: v}]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.labels\.queue: queries\[0\] \(q\)"):
+        parse_config(text, "t")

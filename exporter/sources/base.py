@@ -29,6 +29,7 @@ class Job:
     spec: Any
     target: str = ""  # where it collects from, safe to show (no password)
     stale: float | None = None  # the configured `stale_after`
+    cron: str | None = None  # a crontab schedule instead of every `interval`
 
     @property
     def stale_after(self) -> float:

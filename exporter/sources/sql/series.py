@@ -23,15 +23,17 @@ def build_series(
     max_series: int,
     *,
     totals: Totals | None = None,
+    labels: Sequence[tuple[str, str]] = (),
 ) -> Rendered:
     """Render every metric of a query from its rows; bad values fail the whole query.
 
     Accumulating metrics (`increment` counters, histograms, summaries) add the rows to
-    `totals` and render the totals.
+    `totals` and render the totals. `labels` are the tenant's own, after `tenant`.
     """
     index = {name: i for i, name in enumerate(columns)}
     result = Rendered()
-    budget = _Budget(f'tenant="{escape_label_value(tenant)}"', max_series, result)
+    own = "".join(f',{k}="{escape_label_value(v)}"' for k, v in labels)  # the tenant's labels
+    budget = _Budget(f'tenant="{escape_label_value(tenant)}"{own}', max_series, result)
     for metric in metrics:
         _check_columns(metric, index, columns)
         if metric.type == "enum":

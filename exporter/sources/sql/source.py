@@ -40,6 +40,7 @@ def jobs(config: Config) -> list[Job]:
             q,
             q.database.display,
             q.query.stale_after,
+            q.query.schedule,
         )
         for q in config.jobs
     ]
@@ -94,8 +95,9 @@ class SqlSource:
             # On a copy: a run that fails half-way adds nothing.
             totals = copy.deepcopy(await self._load(job))
         result = build_series(
-            columns, found, query.metrics, job.tenant, query.max_series, totals=totals
-        )
+            columns, found, query.metrics, job.tenant, query.max_series, totals=totals,
+            labels=spec.labels,
+        )  # fmt: skip
         if totals is not None:
             # Before publishing: a crash now replays nothing, and no total seen goes down.
             await self._state.save(job.id, totals.to_state())
