@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 # kubectl (for `kubectl kustomize`) from kubernetes-client; each installed only when missing.
 tools:
 	@command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq prometheus prometheus-alertmanager >/dev/null; }
+	@# sql_exporter 0.4.5, the peer of tests/test_peers.py
+	@command -v prometheus-sql-exporter >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq prometheus-sql-exporter >/dev/null; }
 	@command -v kubectl >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq kubernetes-client >/dev/null; }
 
 # `make demo PORT=9700` serves on another port.
@@ -31,9 +33,8 @@ lint: $(STAMP)
 test: lint tools
 	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile
 
-# The fleet benchmark's peer, sql_exporter 0.4.5, is Debian's prometheus-sql-exporter.
+# The fleet benchmark's peer, sql_exporter 0.4.5 (Debian's prometheus-sql-exporter), comes with tools.
 bench-tools: tools
-	@command -v prometheus-sql-exporter >/dev/null 2>&1 || { $(APT_GET) update -qq && $(APT_GET) install -y -qq prometheus-sql-exporter >/dev/null; }
 
 bench: $(STAMP) bench-tools
 	$(PY) -m tests.bench.scrape

@@ -23,7 +23,7 @@ from exporter.state import open_store
 from exporter.webconfig import load_web_config
 
 log = structlog.get_logger(__name__)
-_COMMANDS = ("run", "check-config", "demo", "simulate", "render", "grafana")
+_COMMANDS = ("run", "check-config", "demo", "simulate", "render", "grafana", "import")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     logging_flags, serving_flags = _logging_flags(), _serving_flags()
     _run_parser(commands, [logging_flags, serving_flags])
+    imports = commands.add_parser(
+        "import", help="print our config for a query-exporter or sql_exporter config"
+    )
+    imports.add_argument("peer", choices=("query-exporter", "sql-exporter"))
+    imports.add_argument("file", type=Path, help="the peer's config file")
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", type=Path)
     check.add_argument(
@@ -302,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or (args[0] not in _COMMANDS and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "run")
     options = _parser().parse_args(args)
-    if options.command in ("check-config", "render", "grafana"):
+    if options.command in ("check-config", "render", "grafana", "import"):
         return _tool(options)
     try:
         settings = _settings(options)
@@ -364,6 +369,10 @@ def _tool(options: argparse.Namespace) -> int:
     """Commands that run once and exit, without the exporter's settings or logging."""
     if options.command == "check-config":
         return _check_config(options.file, options.connect)
+    if options.command == "import":
+        from exporter.importers.command import run as convert  # noqa: PLC0415 - as for render
+
+        return convert(options.peer, options.file)
     if options.command == "render":
         # Only rendering needs the Grafana SDK and the renderers; the exporter starts without.
         from exporter.render.cli import render  # noqa: PLC0415

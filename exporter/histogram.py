@@ -3,6 +3,8 @@
 import bisect
 from dataclasses import dataclass, field
 
+from prometheus_client.utils import floatToGoString
+
 from exporter.exposition import format_value
 
 
@@ -29,7 +31,9 @@ class Histogram:
         """Sample lines; `labels` are already rendered pairs (`a="x",b="y"`) or empty."""
         prefix = f"{labels}," if labels else ""
         out, cumulative = [], 0
-        for bound, count in zip((*map(format_value, self.bounds), "+Inf"), self.buckets,
+        # `le` as client_python and OpenMetrics spell it (1.0, not 1): the same series as the
+        # peers' histograms.
+        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.buckets,
                                 strict=True):  # fmt: skip
             cumulative += count
             out.append(f'{name}_bucket{{{prefix}le="{bound}"}} {cumulative}\n')

@@ -192,8 +192,8 @@ async def test_histograms_enums_increments_parameters_and_value_columns(
         await first.run("a", query)
     got = samples(await first.scrape())
     bucket = {le: got[key("df3_job_seconds_bucket", tenant="a", queue="a", le=le)]
-              for le in ("1", "5", "10", "+Inf")}  # fmt: skip
-    assert bucket == {"1": 1, "5": 1, "10": 2, "+Inf": 2}
+              for le in ("1.0", "5.0", "10.0", "+Inf")}  # fmt: skip
+    assert bucket == {"1.0": 1, "5.0": 1, "10.0": 2, "+Inf": 2}
     assert got[key("df3_job_seconds_sum", tenant="a", queue="a")] == 7.5
     assert got[key("df3_job_seconds_summary_count", tenant="a", queue="b")] == 1
     states = {s: got[key("df3_host_state", tenant="a", host="h2", df3_host_state=s)]

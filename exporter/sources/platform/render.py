@@ -4,6 +4,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from prometheus_client.utils import floatToGoString
+
 from exporter.exposition import escape_label_value, format_value
 from exporter.histogram import Histogram
 from exporter.sources.platform import families as f
@@ -120,7 +122,7 @@ def _histogram(lines: Lines, labels: dict[str, str], tracker: RunTracker, proces
     histogram = tracker.durations.get(process_id) or Histogram(DURATION_BUCKETS)
     name = f.RUN_DURATION.name
     cumulative = 0
-    for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), histogram.buckets,
+    for bound, count in zip((*map(floatToGoString, DURATION_BUCKETS), "+Inf"), histogram.buckets,
                             strict=True):  # fmt: skip
         cumulative += count
         lines.add(f"{name}_bucket", labels | {"le": bound}, cumulative, family=name)
