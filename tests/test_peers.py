@@ -126,6 +126,7 @@ metrics:
   edge_flag: {{type: gauge, description: Booleans, labels: [grp]}}
   edge_rows: {{type: counter, description: Rows by datetime label, labels: [dt, fl]}}
   edge_n: {{type: histogram, description: N, buckets: [2, 4]}}
+  edge_wide: {{type: gauge, description: Ten thousand rows, labels: [row]}}
 queries:
   values:
     interval: 1
@@ -149,6 +150,11 @@ queries:
     databases: [db_b]
     metrics: [edge_big]
     sql: SELECT grp, big AS edge_big FROM edge WHERE 1 = 0
+  wide:
+    interval: 1
+    databases: [db_a]
+    metrics: [edge_wide]
+    sql: SELECT CONCAT('r', seq) AS `row`, seq * 1.5 AS edge_wide FROM seq_1_to_10000
 """
 
 
@@ -169,7 +175,7 @@ async def test_query_exporter_series_are_served_here_from_its_imported_config(
     assert imported.notes == [], imported.notes
     here = await ours(make_exporter, imported.config)
     peer_samples = compared(parse_samples(text), ("edge_",))
-    assert len(peer_samples) > 30
+    assert len(peer_samples) > 10_030  # the wide result too
     assert_same(peer_samples, compared(here, ("edge_",)), accumulating=("edge_n",))
     # Where the peer is wrong, what the issue asks: the server's text, NULL rows counted.
     labels = {dict(k[1]).get("fl") for k in compared(here, ("edge_rows",))}
