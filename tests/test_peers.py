@@ -65,6 +65,15 @@ def compared(samples: dict, prefixes: tuple[str, ...], tenant: bool = True) -> d
     return out
 
 
+def edge_databases(make_database, config: Path, template: str) -> Path:  # type: ignore[no-untyped-def]
+    """Two databases holding the edge cases, and the peer's config for them at `config`."""
+    a, b = make_database(), make_database()
+    for db in (a, b):
+        db.execute(*EDGES)
+    config.write_text(template.format(a=a.name, b=b.name))
+    return config
+
+
 async def run_peer(command: list[str], url: str, marker: str) -> str:
     """Start a peer, return its /metrics once it serves `marker`, stop it."""
     peer = await asyncio.create_subprocess_exec(
@@ -162,12 +171,7 @@ async def test_query_exporter_series_are_served_here_from_its_imported_config(
     make_database, make_exporter, tmp_path: Path
 ) -> None:
     """query-exporter 5.0.2 and this exporter on the imported config: the same series."""
-    a, b = make_database(), make_database()
-    for db in (a, b):
-        db.execute(*EDGES)
-    config = tmp_path / "qe.yaml"
-    config.write_text(QE_CONFIG.format(a=a.name, b=b.name))
-    port = free_port()
+    config, port = edge_databases(make_database, tmp_path / "qe.yaml", QE_CONFIG), free_port()
     command = [str(Path(sys.executable).with_name("query-exporter")), "--config", str(config),
                "-H", "127.0.0.1", "-p", str(port)]  # fmt: skip
     text = await run_peer(command, f"http://127.0.0.1:{port}/metrics", "edge_n_count")
@@ -210,12 +214,7 @@ async def test_sql_exporter_series_are_served_here_from_its_imported_config(
     """Debian's prometheus-sql-exporter (0.4.5) and this exporter on the imported config."""
     binary = shutil.which("prometheus-sql-exporter")
     assert binary, "`make test` installs Debian's prometheus-sql-exporter"
-    a, b = make_database(), make_database()
-    for db in (a, b):
-        db.execute(*EDGES)
-    config = tmp_path / "sqlx.yaml"
-    config.write_text(SQLX_CONFIG.format(a=a.name, b=b.name))
-    port = free_port()
+    config, port = edge_databases(make_database, tmp_path / "sqlx.yaml", SQLX_CONFIG), free_port()
     command = [binary, "-config.file", str(config), "-web.listen-address", f"127.0.0.1:{port}"]
     text = await run_peer(command, f"http://127.0.0.1:{port}/metrics", "sql_edge_times{")
     imported = sql_exporter.convert(yaml.safe_load(config.read_text()))
