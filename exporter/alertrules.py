@@ -6,11 +6,13 @@ these keys from the config file instead.
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from exporter.durations import Duration
 from exporter.fields import HttpUrl, Model
 
+# The project's documented URL (pyproject's [project.urls] Documentation) + the runbooks page;
+# set alerting.runbook_base_url to where your copy of docs/runbooks.md is served.
 DEFAULT_RUNBOOKS = "https://github.com/cockpit-exporter/cockpit-exporter/blob/main/docs/runbooks.md"
 Objective = Annotated[float, Field(gt=0.5, lt=1)]
 # A process id as the platform reports it (names change, ids hold); control characters
@@ -45,7 +47,10 @@ class RuleSettings(Model):
     scrape_job: str = Field("cockpit", min_length=1, pattern=r"^[^\"\\\n]+$")
     objective: Objective = 0.95
     process_objectives: dict[ProcessId, Objective] = Field(default_factory=dict)
-    runbooks: HttpUrl = DEFAULT_RUNBOOKS
+    # `runbooks` is its earlier name, still read.
+    runbooks: HttpUrl = Field(
+        DEFAULT_RUNBOOKS, validation_alias=AliasChoices("runbook_base_url", "runbooks")
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds)
     # Labels that tell replicas of the same shard apart (the scrape target, the external
     # replica label): tenant alerts and recording rules aggregate them away, so two

@@ -186,6 +186,7 @@ class Exporter:
             links=self.links,
             notes=self._notes,
             guard=self.guard,
+            exporter_metrics=not self.settings.disable_exporter_metrics,
         )
         self._runner = web.AppRunner(
             make_app(endpoints),

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
-from exporter import __version__, logs
+from exporter import buildinfo, logs
 from exporter.app import ListenError, serve, warn_config
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.durations import parse_duration
@@ -23,15 +23,20 @@ from exporter.state import open_store
 from exporter.webconfig import load_web_config
 
 log = structlog.get_logger(__name__)
-_COMMANDS = ("run", "check-config", "demo", "simulate", "render", "grafana", "import")
+_EPILOG = (
+    "other commands: check-config, import, version, demo, simulate, render, grafana"
+    " (cockpit-exporter COMMAND --help)"
+)
+_COMMANDS = ("run", "check-config", "demo", "simulate", "render", "grafana", "import", "version")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cockpit-exporter", description="Multi-tenant Prometheus exporter."
     )
-    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--version", action="store_true", help="print the version block and exit")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("version", help="print version, revision, build date and platform")
     logging_flags, serving_flags = _logging_flags(), _serving_flags()
     _run_parser(commands, [logging_flags, serving_flags])
     imports = commands.add_parser(
@@ -40,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     imports.add_argument("peer", choices=("query-exporter", "sql-exporter"))
     imports.add_argument("file", type=Path, help="the peer's config file")
     check = commands.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("file", type=Path)
+    check.add_argument("file", type=Path, nargs="?", help="the config file (or --config.file)")
+    check.add_argument("--config.file", "--config", dest="config_file", type=Path,
+                       help="the config file, as `run` takes it")  # fmt: skip
     check.add_argument(
         "--connect",
         action="store_true",
@@ -98,6 +105,14 @@ def _serving_flags() -> argparse.ArgumentParser:
         help="open HTTP connections at most; at the cap the longest-waiting idle one makes"
         " room (env COCKPIT_MAX_CONNECTIONS, default 512, at most half the open-files limit)",
     )
+    flags.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_const",
+        const=True,
+        help="serve no process_*, python_* or HTTP connection metrics; collection health stays"
+        " (env COCKPIT_DISABLE_EXPORTER_METRICS)",
+    )
     return flags
 
 
@@ -105,8 +120,15 @@ def _run_parser(
     commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
     parents: list[argparse.ArgumentParser],
 ) -> None:
-    run = commands.add_parser("run", parents=parents, help="run the exporter (default)")
-    run.add_argument("--config", type=Path, help="config file (env COCKPIT_CONFIG)")
+    run = commands.add_parser(
+        "run", parents=parents, help="run the exporter (default)", epilog=_EPILOG,
+        description="Run the exporter (the default command: `cockpit-exporter --config.file F`"
+        " is `cockpit-exporter run --config.file F`).",
+    )  # fmt: skip
+    run.add_argument(
+        "--config.file", "--config", dest="config", type=Path,
+        help="config file (env COCKPIT_CONFIG)",
+    )  # fmt: skip
     run.add_argument(
         "--web.config.file",
         dest="web_config_file",
@@ -123,12 +145,14 @@ def _run_parser(
     run.add_argument(
         "--shutdown.grace-period",
         dest="shutdown_grace_period",
-        help="how long running collections may finish at shutdown (default 10s)",
+        help="how long running collections may finish at shutdown"
+        " (env COCKPIT_SHUTDOWN_GRACE_PERIOD, default 10s)",
     )
     run.add_argument(
         "--ready.grace-period",
         dest="ready_grace_period",
-        help="report ready after this long even if jobs are pending (default 120s)",
+        help="report ready after this long even if jobs are pending"
+        " (env COCKPIT_READY_GRACE_PERIOD, default 120s)",
     )
     run.add_argument(
         "--state.dir",
@@ -140,13 +164,14 @@ def _run_parser(
     run.add_argument(
         "--state.mysql-dsn",
         dest="state_mysql_dsn",
-        help="keep that state in a MySQL table instead (mysql://user@host:port/database)",
+        help="keep that state in a MySQL table instead (mysql://user@host:port/database)"
+        " (env COCKPIT_STATE_MYSQL_DSN)",
     )
     run.add_argument(
         "--state.mysql-password-file",
         dest="state_mysql_password_file",
         type=Path,
-        help="password for --state.mysql-dsn",
+        help="password for --state.mysql-dsn (env COCKPIT_STATE_MYSQL_PASSWORD_FILE)",
     )
     run.add_argument(
         "--shard",
@@ -162,7 +187,8 @@ def _run_parser(
     run.add_argument(
         "--state.retention",
         dest="state_retention",
-        help="how long the state of removed tenants is kept (default 24h)",
+        help="how long the state of removed tenants is kept"
+        " (env COCKPIT_STATE_RETENTION, default 24h)",
     )
 
 
@@ -304,6 +330,11 @@ def duration(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cockpit-exporter` command."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["--version"], ["version"]):
+        sys.stdout.write(buildinfo.block())  # as written, not reflowed by argparse
+        return 0
+    if args in (["-h"], ["--help"]):
+        args = ["run", "--help"]  # run is the default: its flags are what people look for
     if not args or (args[0] not in _COMMANDS and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "run")
     options = _parser().parse_args(args)
@@ -368,7 +399,10 @@ def _client_secrets(pairs: list[str]) -> dict[str, str]:
 def _tool(options: argparse.Namespace) -> int:
     """Commands that run once and exit, without the exporter's settings or logging."""
     if options.command == "check-config":
-        return _check_config(options.file, options.connect)
+        file = options.file or options.config_file
+        if file is None or (options.file and options.config_file):
+            return fail("check-config: give the config file once, as FILE or --config.file FILE")
+        return _check_config(file, options.connect)
     if options.command == "import":
         from exporter.importers.command import run as convert  # noqa: PLC0415 - as for render
 

@@ -91,6 +91,25 @@ class _BadRequestFilter(logging.Filter):
         return True
 
 
+# logfmt as go-kit and slog write it (Prometheus, its exporters): ts, level, caller, msg first.
+_CALLER = structlog.processors.CallsiteParameterAdder(
+    [structlog.processors.CallsiteParameter.FILENAME, structlog.processors.CallsiteParameter.LINENO]
+)
+
+
+_GO_KIT_ORDER = ["ts", "level", "caller", "msg"]
+
+
+def _go_kit_keys(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`timestamp` as `ts`, `event` as `msg`, file and line as `caller=file.py:12`."""
+    event["ts"] = event.pop("timestamp", None)
+    event["msg"] = event.pop("event", "")
+    filename, line = event.pop("filename", None), event.pop("lineno", None)
+    if filename is not None:
+        event["caller"] = f"{filename}:{line}"
+    return event
+
+
 def configure(level: str, fmt: str) -> None:
     """Render every event (ours and APScheduler's/aiohttp's) as console, logfmt or JSON."""
     shared: list[structlog.typing.Processor] = [
@@ -107,10 +126,13 @@ def configure(level: str, fmt: str) -> None:
     else:
         # Plain text of the stack: dict_tracebacks would add every frame's locals.
         shared.append(structlog.processors.format_exc_info)
-        json = fmt == "json"
-        renderer = (
-            structlog.processors.JSONRenderer() if json else structlog.processors.LogfmtRenderer()
-        )
+        if fmt == "json":
+            renderer = structlog.processors.JSONRenderer()
+        else:
+            shared += [_CALLER, _go_kit_keys]
+            renderer = structlog.processors.LogfmtRenderer(
+                key_order=["ts", "level", "caller", "msg"]
+            )
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

@@ -1,11 +1,10 @@
 """The exporter's own metrics about each job's collection runs."""
 
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from exporter import __version__
+from exporter import __version__, buildinfo
 from exporter.errors import REASONS
 from exporter.exposition import Family, escape_label_value, format_value, label_block
 from exporter.store import Snapshot
@@ -233,7 +232,12 @@ def _timestamp(value: object) -> float | None:
 def build_info_snapshot() -> Snapshot:
     """The constant build-info series, not tied to a tenant."""
     labels = label_block(
-        [("version", __version__), ("python_version", escape_label_value(sys.version.split()[0]))]
+        [
+            ("version", __version__),
+            ("revision", escape_label_value(buildinfo.revision())),
+            ("python_version", escape_label_value(buildinfo.python_version())),
+            ("platform", escape_label_value(buildinfo.target())),
+        ]
     )
     line = f"{BUILD_INFO.name}{labels} 1\n".encode()
     return Snapshot(tenant=None, bodies={BUILD_INFO.name: line})

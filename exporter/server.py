@@ -47,6 +47,7 @@ class Endpoints:
     links: Mapping[str, str] = field(default_factory=dict)
     notes: Callable[[], Mapping[str, str]] = dict  # operator-only status lines (discovery)
     guard: Guard | None = None  # the listener's connection limits, shown as self-metrics
+    exporter_metrics: bool = True  # process_*, python_* and the HTTP connection metrics
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -87,7 +88,7 @@ class MetricsHandler:
 
     def __init__(self, endpoints: Endpoints) -> None:
         self._endpoints = endpoints
-        self._runtime = RuntimeMetrics(endpoints.guard)
+        self._runtime = RuntimeMetrics(endpoints.guard) if endpoints.exporter_metrics else None
         self._gzipped: GzipPrefix | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -96,7 +97,8 @@ class MetricsHandler:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         body = self._endpoints.store.render(openmetrics, tenants)
         # Process metrics are the operators': like the config series, not a tenant's.
-        tail = self._runtime.render(openmetrics) if tenants is None else b""
+        runtime = self._runtime if tenants is None else None
+        tail = runtime.render(openmetrics) if runtime is not None else b""
         if openmetrics:
             tail += OPENMETRICS_EOF
         headers = {

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     ready_grace_period: Duration = 120.0
     web_config_file: Path | None = None
     enable_reload: bool = False
+    # Without process_*, python_* and the exporter's own HTTP metrics (collection health stays).
+    disable_exporter_metrics: bool = False
     # Slow and idle clients: headers must arrive in time, and open connections are capped.
     read_header_timeout: Duration = 10.0
     max_connections: int = Field(512, ge=1)

@@ -259,6 +259,14 @@ def test_wheel_and_sdist_build(tmp_path: Path) -> None:
     assert (
         "cockpit-exporter = exporter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     )
+    # The Apache-2.0 text pyproject names, in both (PEP 639: dist-info/licenses/).
+    licence = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE"))
+    assert "Apache License" in zipfile.ZipFile(wheel).read(licence).decode()
+    import tarfile
+
+    sdist = next(tmp_path.glob("cockpit_exporter-*.tar.gz"))
+    with tarfile.open(sdist) as archive:
+        assert any(n.endswith("/LICENSE") for n in archive.getnames())
 
 
 def test_every_image_is_pinned_and_grafana_is_new_enough(compose: dict) -> None:

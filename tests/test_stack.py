@@ -116,7 +116,7 @@ def test_the_stack_runs_the_compose_topology_and_stops_gracefully(
             except subprocess.TimeoutExpired:
                 stack.kill()
     assert stack.returncode == 0, rest
-    stopped = re.findall(r"service=(\S+) code=(-?\d+) event=\"stack service stopped\"", rest)
+    stopped = re.findall(r"msg=\"stack service stopped\" service=(\S+) code=(-?\d+)", rest)
     assert stopped == [
         ("prometheus", "0"),
         ("alertmanager", "0"),
