@@ -20,6 +20,7 @@ from exporter.fds import AcceptErrors, connection_cap, raise_limit, soft_limit
 from exporter.listener import KEEPALIVE_TIMEOUT, Guard, GuardedSite
 from exporter.memory import trim_periodically
 from exporter.readiness import Readiness
+from exporter.secretwatch import SecretWatch
 from exporter.selfmetrics import (
     BUILD_INFO,
     CONFIG_FAMILIES,
@@ -96,6 +97,7 @@ class Exporter:
         self._discovered: list[TenantEntry] = []
         self._shadowed: set[str] = set()
         self._started = False
+        self.secrets: SecretWatch | None = None  # made at start, with the config's files
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -120,7 +122,9 @@ class Exporter:
         await self._prune_state(jobs)
         self._warn_unknown_scopes()
         self._started = True
+        self.secrets = SecretWatch(self.store, lambda: self.config.secret_files, self.reload)
         if schedule:
+            self.secrets.start()
             self.collection.scheduler.start()
             if self.discovery is not None:
                 self.discovery.start()
@@ -360,6 +364,8 @@ class Exporter:
     async def stop(self) -> None:
         """Stop gracefully: not ready, no new runs, a grace period for running ones, close."""
         self.readiness.stopping()
+        if self.secrets is not None:
+            await self.secrets.stop()
         if self.discovery is not None:
             await self.discovery.stop()
         await self.collection.stop(self.settings.shutdown_grace_period)

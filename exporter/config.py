@@ -17,7 +17,13 @@ from exporter import schema
 from exporter.durations import stale_after
 from exporter.receivers import Alerting, Grafana, Receiver, TenantGrafana, tenant_group
 from exporter.reference import exported_owners
-from exporter.secrets import read_secret, refuse_query_password, unread, warnings_collected
+from exporter.secrets import (
+    files_read,
+    read_secret,
+    refuse_query_password,
+    unread,
+    warnings_collected,
+)
 from exporter.sources.base import Job
 
 _DRIVERS = {"mysql": "mysql+aiomysql", "mariadb": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}
@@ -187,6 +193,7 @@ class Config:
     queries: tuple[schema.Query, ...] = ()
     discovered: tuple[str, ...] = ()  # ids of the tenants that came from discovery
     shadowed: tuple[str, ...] = ()  # discovered ids a static tenant overrides
+    secret_files: tuple[Path, ...] = ()  # read while loading: a change reloads (secretwatch)
 
 
 def load_config(
@@ -221,7 +228,7 @@ def parse_config(raw: str, source: str, discovered: Sequence[Mapping[str, Any]] 
         raise ConfigError(source, list(pydantic_problems(exc, root))) from None
     problems = list(_cross_checks(model))
     warnings: list[str] = []
-    with warnings_collected() as about_secrets:
+    with warnings_collected() as about_secrets, files_read() as secret_files:
         databases = _resolve_databases(model, problems, warnings)
         platforms = _resolve_platforms(model, problems)
         section_jobs = _section_jobs(model, problems)
@@ -254,6 +261,7 @@ def parse_config(raw: str, source: str, discovered: Sequence[Mapping[str, Any]] 
         queries=tuple(model.queries),
         discovered=tuple(str(entry["id"]) for entry in added),
         shadowed=shadowed,
+        secret_files=tuple(sorted(secret_files)),
     )
 
 

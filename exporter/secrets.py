@@ -15,6 +15,8 @@ log = structlog.get_logger(__name__)
 _SKIP = ContextVar("skip_secrets", default=False)
 # Where warnings about secret files go while a configuration is checked; None: the log.
 _WARNINGS: ContextVar[list[str] | None] = ContextVar("secret_warnings", default=None)
+# The secret files read while a configuration is loaded (the watcher re-reads on change).
+_READ: ContextVar[set[Path] | None] = ContextVar("secret_files", default=None)
 _logged: set[tuple[Path, int]] = set()
 # Keys a DSN's query string may set that the driver takes as the password.
 PASSWORD_KEYS = frozenset({"password", "passwd"})
@@ -41,11 +43,25 @@ def warnings_collected() -> Iterator[list[str]]:
         _WARNINGS.reset(token)
 
 
+@contextmanager
+def files_read() -> Iterator[set[Path]]:
+    """Within this block, every secret file `read_secret` reads is added to the set."""
+    found: set[Path] = set()
+    token = _READ.set(found)
+    try:
+        yield found
+    finally:
+        _READ.reset(token)
+
+
 def read_secret(file: Path | None, env: str | None, where: str, what: str) -> str | None:
     """The secret from `file` (trailing newline dropped) or `env`; ValueError if unreadable."""
     if _SKIP.get():
         return None
     if file is not None:
+        read = _READ.get()
+        if read is not None:
+            read.add(file)
         try:
             value = file.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:

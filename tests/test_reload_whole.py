@@ -1,7 +1,10 @@
 """A reload applies whole or not at all, and token scopes agree with tenant discovery: real
 TLS with client certificates made by openssl, real HTTP, the real exporter."""
 
+import os
 import ssl
+import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -10,7 +13,7 @@ import pytest
 import structlog
 
 from exporter.webconfig import load_web_config
-from tests.conftest import ScratchDatabase, free_port, key, parse_samples, write
+from tests.conftest import ScratchDatabase, admin, free_port, key, parse_samples, write
 from tests.helpers import fetch, sha, start, stop, two_tenants, wait_ready
 from tests.tls_helpers import make_ca, make_cert
 
@@ -216,3 +219,40 @@ async def test_a_broken_web_config_is_reported_without_its_text(
         problems = await running.exporter.reload()
     assert problems and "Secret" not in repr(problems) and "Secret" not in repr(logs)
     assert "invalid YAML" in problems[0] or "not UTF-8" in problems[0]
+
+
+async def test_a_corrected_password_file_is_used_without_a_reload(
+    database: ScratchDatabase, make_exporter, tmp_path: Path
+) -> None:
+    """A tenant whose password file was wrong recovers once the file is fixed: the watcher
+    sees the change, the config reloads by itself, the next run connects."""
+    user = f"ck_{uuid.uuid4().hex[:10]}"
+    admin(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right'",
+          f"GRANT SELECT ON {database.name}.* TO '{user}'@'%'")  # fmt: skip
+    try:
+        database.execute("CREATE TABLE t (v INT)", "INSERT INTO t VALUES (7)")
+        secret = write(tmp_path / "db.secret", "wrong\n")
+        secret.chmod(0o600)
+        dsn = f"mysql://{user}@127.0.0.1:3306/{database.name}"
+        config = write(
+            tmp_path / "config.yaml",
+            f"tenants:\n  - {{id: a, mysql: {{dsn: '{dsn}', password_file: {secret}}}}}\n"
+            "queries:\n  - {name: v, sql: SELECT v FROM t, metrics: "
+            "[{name: cockpit_v, type: gauge, help: V., value: v}]}\n",
+        )
+        exporter = await make_exporter(config.read_text(), config=config)
+        await exporter.run("a", "v")
+        assert exporter.stats("a", "sql", "v").errors["connect"] == 1
+        watch = exporter.exporter.secrets
+        await watch.check()
+        assert watch.changes == 0  # nothing changed: no reload
+        secret.write_text("right\n")
+        os.utime(secret, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+        await watch.check()
+        await exporter.run("a", "v")
+        samples = await exporter.samples()
+    finally:
+        admin(f"DROP USER IF EXISTS '{user}'@'%'")
+    assert samples[key("cockpit_v", tenant="a")] == 7
+    assert samples[("cockpit_exporter_secret_file_changes_total", frozenset())] == 1
+    assert exporter.stats("a", "sql", "v").errors["connect"] == 1  # totals carried on
