@@ -178,3 +178,43 @@ def write(path: Path, text: str) -> Path:
     """Write text and return the path (for config and secret files)."""
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# Tests write only to temporary directories: the work tree looks the same after the suite
+# (caches of the tools aside). Checked once, by the process that runs the session.
+_CACHES = (".pytest_cache", "__pycache__", ".mypy_cache", ".ruff_cache", ".venv", ".egg-info")
+_ROOT = Path(__file__).resolve().parent.parent
+_TREE = pytest.StashKey[set[str] | None]()
+
+
+def _work_tree() -> set[str] | None:
+    """Paths git sees as changed, new or ignored, caches left out; None outside a checkout."""
+    import subprocess
+
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(_ROOT), "status", "--porcelain", "--ignored",
+             "--untracked-files=all"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    paths = {line[3:] for line in found.stdout.splitlines()}
+    return {p for p in paths if not any(part in p for part in _CACHES)}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_TREE] = _work_tree()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput") or session.config.option.collectonly:
+        return
+    before, after = session.config.stash.get(_TREE, None), _work_tree()
+    if before is None or after is None or after <= before:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"tests wrote into the work tree: {sorted(after - before)}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
