@@ -54,9 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         help="also run every job once (queries, polls) and print what each would export",
     )
     demo = commands.add_parser(
-        "demo", parents=[logging_flags, serving_flags], help="run on generated demo data"
-    )
+        "demo", parents=[logging_flags, serving_flags], help="run on generated demo data",
+        description="Run on generated demo data: three tenants, SQLite and the platform"
+        " simulator. Serves on 127.0.0.1:9610 unless --web.listen-address says otherwise.",
+    )  # fmt: skip
     demo.add_argument("--dir", type=Path, help="where to keep demo databases (default: temp)")
+    demo.add_argument(
+        "--simulator-port", dest="simulator_port", type=int, default=0,
+        help="loopback port of the platform simulator (default: a free one)",
+    )  # fmt: skip
     _simulate_parser(commands, [logging_flags])
     _render_parser(commands)
     _grafana_parser(commands)
@@ -350,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command == "demo":
         from exporter.demo import run_demo  # noqa: PLC0415 - only the demo needs its data code
 
-        return asyncio.run(run_demo(settings, options.dir))
+        return asyncio.run(run_demo(settings, options.dir, options.simulator_port))
     return _run(settings)
 
 

@@ -151,7 +151,7 @@ def _add_items(
     )
 
 
-async def run_demo(settings: Settings, directory: Path | None) -> int:
+async def run_demo(settings: Settings, directory: Path | None, simulator_port: int = 0) -> int:
     """Seed demo data, keep changing it, and serve the exporter until interrupted."""
     with tempfile.TemporaryDirectory(prefix="cockpit-demo-") as scratch:
         where = (directory or Path(scratch)).resolve()
@@ -159,7 +159,10 @@ async def run_demo(settings: Settings, directory: Path | None) -> int:
         rng = random.Random(42)
         seed(where, rng)
         simulator = Simulator(list(TENANTS), seed=42)
-        sim_runner, sim_url = await start_simulator(simulator, "127.0.0.1", 0)
+        try:
+            sim_runner, sim_url = await start_simulator(simulator, "127.0.0.1", simulator_port)
+        except OSError as exc:
+            return fail(str(ListenError(f"127.0.0.1:{simulator_port}", exc)))
         blocks = platform_blocks(simulator, sim_url, where / "secrets")
         config = parse_config(demo_config_text(where, blocks), "demo")
         if "listen_address" not in settings.model_fields_set:

@@ -16,11 +16,13 @@ from tests.helpers import fetch, start, stop, wait_ready
 def test_demo_serves_three_tenants() -> None:
     """`cockpit-exporter demo` needs no MySQL and serves three tenants' SQL and platform
     metrics, and acme's agents a second time through the http_json source (same count)."""
-    port = free_port()
-    process = start("demo", "--web.listen-address", f"127.0.0.1:{port}")
+    port, simulator = free_port(), free_port()
+    process = start("demo", "--web.listen-address", f"127.0.0.1:{port}",
+                    "--simulator-port", str(simulator))  # fmt: skip
     try:
         wait_ready(port, process)
         samples = parse_samples(fetch(port))
+        assert '"finished"' in fetch(simulator, "/admin/tenants/acme/stats")  # where it was told
     finally:
         code, output = stop(process)
     for metric in ("cockpit_work_items", "cockpit_agent_up", "cockpit_runs_finished_total"):
