@@ -56,7 +56,9 @@ compose-secrets: $(STAMP)
 # docker-compose.yml's topology without docker: MariaDB is the local server, Prometheus and
 # Alertmanager Debian's; Grafana and prom-label-proxy are skipped. STACK_PORT_OFFSET moves ports.
 stack: $(STAMP) tools
-	$(PY) -m exporter.stack $(if $(STACK_PORT_OFFSET),--port-offset $(STACK_PORT_OFFSET))
+	$(PY) -m exporter.stack $(if $(STACK_PORT_OFFSET),--port-offset $(STACK_PORT_OFFSET)) \
+		$(if $(STACK_DATABASE),--database $(STACK_DATABASE)) \
+		$(if $(STACK_DB_USER),--db-user $(STACK_DB_USER)) $(if $(STACK_KEEP),--keep)
 
 # Alert and recording rules are generated; a test fails when the committed file is stale.
 rules: $(STAMP)
@@ -67,4 +69,6 @@ dashboards: $(STAMP)
 	$(VENV)/bin/cockpit-exporter render dashboards --out grafana/dashboards
 
 clean:
+	@# What a killed stack left on MariaDB (its record in .stack says what), then the files.
+	-@test ! -f .stack/created.json || $(PY) -m exporter.stack --clean
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .stack

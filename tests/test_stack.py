@@ -124,6 +124,10 @@ def test_the_stack_runs_the_compose_topology_and_stops_gracefully(
         ("simulator", "0"),
     ]
     assert '"event": "exporter stopped"' in (tmp_path / "exporter.log").read_text()
+    # What the stack made on the shared MariaDB is gone with it, and so is its record.
+    assert admin(f"SHOW DATABASES LIKE '{names.database}'") == []
+    assert admin(f"SELECT 1 FROM mysql.user WHERE User = '{names.user}'") == []
+    assert not (tmp_path / "created.json").exists()
 
 
 def test_services_do_not_outlive_a_killed_stack(tmp_path: Path, names: mariadb.Names) -> None:
@@ -148,6 +152,16 @@ def test_services_do_not_outlive_a_killed_stack(tmp_path: Path, names: mariadb.N
         return not any(Path(f"/proc/{pid}").exists() and "Z" not in state(pid) for pid in pids)
 
     assert until(gone, 20), [(pid, state(pid)) for pid in pids]
+    # Killed, it could not drop its database and user: `--clean` (what `make clean` runs)
+    # drops them from its record.
+    assert admin(f"SHOW DATABASES LIKE '{names.database}'") != []
+    cleaned = subprocess.run(
+        [sys.executable, "-m", "exporter.stack", "--clean", "--run-dir", str(tmp_path)],
+        capture_output=True, text=True, check=False, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert admin(f"SHOW DATABASES LIKE '{names.database}'") == []
+    assert admin(f"SELECT 1 FROM mysql.user WHERE User = '{names.user}'") == []
 
 
 def state(pid: int) -> str:
@@ -165,8 +179,8 @@ def test_mariadb_is_seeded_once_as_the_image_does(tmp_path: Path, names: mariadb
     topology = load(COMPOSE, 0, tmp_path / "secrets")
     materialise(topology, ["mariadb"], tmp_path)
     server = mariadb.Server.parse("mysql://root@127.0.0.1:3306")
-    assert mariadb.prepare(topology, "mariadb", server, names) is True
-    assert mariadb.prepare(topology, "mariadb", server, names) is False
+    assert mariadb.prepare(topology, "mariadb", server, names) == mariadb.Created(True, True)
+    assert mariadb.prepare(topology, "mariadb", server, names) == mariadb.Created(False, False)
     rows = admin(f"SELECT COUNT(*) FROM {names.database}.work_items")
     assert rows == [(3,)]
     password = (tmp_path / "secrets" / "db_password").read_text().strip()

@@ -75,8 +75,36 @@ def point_at(topology: Topology, name: str, server: Server, names: Names) -> Non
     topology.replacements[f"{name}:{port}"] = f"{server.host}:{server.port}"
 
 
-def prepare(topology: Topology, name: str, server: Server, names: Names) -> bool:
-    """Create the database (seeded) and user when missing; True when the database is new."""
+@dataclass(frozen=True)
+class Created:
+    """What a start made (and its stop drops): the database, the user, or neither."""
+
+    database: bool
+    user: bool
+
+
+def _connect(server: Server) -> Any:
+    return pymysql.connect(
+        host=server.host, port=server.port, user=server.user, password=server.password,
+        autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS, connect_timeout=10,
+    )  # fmt: skip
+
+
+def drop(server: Server, names: Names, created: Created) -> None:
+    """Drop what this stack created (names checked by `Names`: safe to quote as they are)."""
+    connection = _connect(server)
+    try:
+        with connection.cursor() as cursor:
+            if created.database:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{names.database}`")
+            if created.user:
+                cursor.execute("DROP USER IF EXISTS %s@'%%'", (names.user,))
+    finally:
+        connection.close()
+
+
+def prepare(topology: Topology, name: str, server: Server, names: Names) -> Created:
+    """Create the database (seeded) and user when missing; says which were new."""
     spec = topology.services[name]
     password_file = (spec.get("environment") or {}).get("MARIADB_PASSWORD_FILE", "")
     password = topology.files[password_file].read_text(encoding="utf-8").strip()
@@ -85,13 +113,13 @@ def prepare(topology: Topology, name: str, server: Server, names: Names) -> bool
         for container, host in sorted(bind_mounts(spec).items())
         if container.startswith(INIT_DIR) and container.endswith(".sql")
     ]
-    connection = pymysql.connect(
-        host=server.host, port=server.port, user=server.user, password=server.password,
-        autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS, connect_timeout=10,
-    )  # fmt: skip
+    connection = _connect(server)
     try:
         with connection.cursor() as cursor:
             new = not cursor.execute("SHOW DATABASES LIKE %s", (_like(names.database),))
+            cursor.execute("SELECT 1 FROM mysql.user WHERE User = %s AND Host = '%%'",
+                           (names.user,))  # fmt: skip
+            new_user = cursor.fetchone() is None
             cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{names.database}`")
             cursor.execute(
                 "CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (names.user, password)
@@ -103,7 +131,7 @@ def prepare(topology: Topology, name: str, server: Server, names: Names) -> bool
                     _run_script(cursor, script)
     finally:
         connection.close()
-    return new
+    return Created(new, new_user)
 
 
 def _like(name: str) -> str:

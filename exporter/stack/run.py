@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import signal
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from exporter.stack.topology import Topology, TopologyError, load, materialise, 
 
 log = structlog.get_logger(__name__)
 READY_WITHIN = 60.0
+PREFIX = "cockpit_stack_"  # of the default database and user: never another project's names
+RECORD = "created.json"  # what this stack made, in its run directory
 STOP_WITHIN = 15.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -37,14 +40,36 @@ def options(argv: Sequence[str] | None) -> argparse.Namespace:
         default="mysql://root@127.0.0.1:3306",
         help="an account on the local MariaDB that may create databases and users",
     )
-    parser.add_argument("--database", help="instead of the compose MARIADB_DATABASE")
-    parser.add_argument("--db-user", help="instead of the compose MARIADB_USER")
+    parser.add_argument(
+        "--database", help="the stack's database (default: cockpit_stack_ + the compose one's)"
+    )
+    parser.add_argument(
+        "--db-user", help="the stack's database user (default: cockpit_stack_ + the compose one)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database and user it made when it stops"
+    )
+    parser.add_argument(
+        "--clean", action="store_true",
+        help="drop what a stack left in --run-dir's record (after a kill) and exit",
+    )  # fmt: skip
     parser.add_argument(
         "--secrets-dir",
         type=Path,
         help="the compose secrets' files, made here when missing (default: deploy/secrets)",
     )
     return parser.parse_args(argv)
+
+
+def names_of(opts: argparse.Namespace, topology: Topology) -> mariadb.Names:
+    """The database and user: as given, else the compose ones with the stack's prefix.
+
+    So no other project's objects on a shared server are touched.
+    """
+    compose = mariadb.compose_names(topology.services["mariadb"])
+    return mariadb.Names(
+        opts.database or f"{PREFIX}{compose.database}", opts.db_user or f"{PREFIX}{compose.user}"
+    )
 
 
 def prepare(opts: argparse.Namespace) -> tuple[Topology, list[Process]]:
@@ -58,14 +83,16 @@ def prepare(opts: argparse.Namespace) -> tuple[Topology, list[Process]]:
         log.info("stack secrets made", directory=str(secrets_dir), files=len(made))
     local = [n for n in topology.services if n not in SKIPPED and n != "mariadb"]
     order = start_order(topology, local)
-    compose = mariadb.compose_names(topology.services["mariadb"])
-    names = mariadb.Names(opts.database or compose.database, opts.db_user or compose.user)
+    names = names_of(opts, topology)
     server = mariadb.Server.parse(opts.mysql)
     mariadb.point_at(topology, "mariadb", server, names)
     run_dir = opts.run_dir.resolve()
     materialise(topology, ["mariadb", *order], run_dir)
-    new = mariadb.prepare(topology, "mariadb", server, names)
-    log.info("stack database", database=names.database, user=names.user, seeded=new)
+    created = mariadb.prepare(topology, "mariadb", server, names)
+    # Recorded at once: a stack killed before it could drop them is cleaned up later.
+    _record(run_dir, names, created)
+    log.info("stack database", database=names.database, user=names.user,
+             seeded=created.database, new_user=created.user)  # fmt: skip
     for name, why in SKIPPED.items():
         log.info("stack service skipped", service=name, why=why)
     return topology, [process(topology, name, run_dir) for name in order]
@@ -146,13 +173,41 @@ async def run(plans: list[Process], run_dir: Path) -> int:
         await _stop(children)
 
 
+def _record(run_dir: Path, names: mariadb.Names, created: mariadb.Created) -> None:
+    record = {"database": names.database, "user": names.user,
+              "created": {"database": created.database, "user": created.user}}  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RECORD).write_text(json.dumps(record), encoding="utf-8")
+
+
+def clean(opts: argparse.Namespace) -> None:
+    """Drop what the record in the run directory says this stack made, then the record."""
+    path = opts.run_dir.resolve() / RECORD
+    if not path.exists():
+        return
+    record = json.loads(path.read_text(encoding="utf-8"))
+    names = mariadb.Names(record["database"], record["user"])
+    created = mariadb.Created(**record["created"])
+    mariadb.drop(mariadb.Server.parse(opts.mysql), names, created)
+    path.unlink()
+    log.info("stack dropped", database=names.database if created.database else None,
+             user=names.user if created.user else None)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`make stack`: the compose topology on this machine until Ctrl-C."""
+    """`make stack`: the compose topology on this machine until Ctrl-C, then cleaned up."""
     opts = options(argv)
     logs.configure("info", "logfmt")
     try:
+        if opts.clean:
+            clean(opts)
+            return 0
         _, plans = prepare(opts)
-        return asyncio.run(run(plans, opts.run_dir.resolve()))
+        try:
+            return asyncio.run(run(plans, opts.run_dir.resolve()))
+        finally:
+            if not opts.keep:
+                clean(opts)
     except TopologyError as exc:
         return fail(f"stack: {exc}", EXIT_FAILED)
     except (OSError, MySQLError) as exc:
