@@ -187,11 +187,18 @@ def make_engine(spec: DatabaseSpec) -> AsyncEngine:
     # Queries are read-only: autocommit avoids a BEGIN/ROLLBACK round trip per execution,
     # and with nothing to roll back the pool need not reset connections on return.
     options: dict[str, object] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
-    if spec.server_url.get_backend_name() == "mysql":
+    url = spec.server_url
+    if url.get_backend_name() == "mysql":
         # Server keeps connections itself; NullPool also gives KILL QUERY a connection of
         # its own when every kept one is busy with a hung statement.
         options["poolclass"] = NullPool
-    return read_only(create_async_engine(spec.server_url, **options))
+    elif url.database and url.database != ":memory:":
+        # Opened, never created: a mistyped path is an error, not an empty database (nor a
+        # file left behind by `check-config --connect`).
+        url = url.set(database=f"file:{url.database}").update_query_dict(
+            {"mode": "rw", "uri": "true"}
+        )
+    return read_only(create_async_engine(url, **options))
 
 
 def cause(exc: BaseException) -> str:
