@@ -141,7 +141,10 @@ def test_kustomize_builds_it(manifests: dict[str, dict]) -> None:
         [kubectl, "kustomize", str(KUBE)], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
+    assert "deprecated" not in result.stderr.lower(), result.stderr  # no commonLabels & co.
     built = {d["kind"]: d for d in yaml.safe_load_all(result.stdout)}
+    selector = built["StatefulSet"]["spec"]["selector"]["matchLabels"]
+    assert selector["app.kubernetes.io/name"] == "cockpit-exporter"  # the labels select too
     assert set(built) == {"ConfigMap", *manifests}
     assert {d["metadata"]["namespace"] for d in built.values()} == {"cockpit"}
     config_map = built["ConfigMap"]["metadata"]["name"]
