@@ -10,6 +10,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from exporter import systemd
 from exporter.access import AccessPolicy
 from exporter.collection import Collection
 from exporter.config import Config, ConfigError, load_config, parse_config, tenant_model
@@ -58,6 +59,13 @@ class ListenError(Exception):
             f"cannot listen on {address}: {reason.lower()};"
             " choose another with --web.listen-address"
         )
+
+
+class SocketError(ListenError):
+    """`--web.systemd-socket` without a socket from systemd; says what is missing."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
 
 
 class Exporter:
@@ -202,7 +210,12 @@ class Exporter:
         host, port = split_address(self.settings.listen_address)
         tls = self.web_config.tls_server_config
         context = self._ssl = server_context(tls) if tls is not None else None
-        site = GuardedSite(self._runner, host, port, self.guard, ssl_context=context)
+        try:
+            sock = systemd.listening_socket() if self.settings.systemd_socket else None
+        except ValueError as exc:
+            await self._runner.cleanup()
+            raise SocketError(str(exc)) from None
+        site = GuardedSite(self._runner, host, port, self.guard, ssl_context=context, sock=sock)
         try:
             await site.start()
         except OSError as exc:

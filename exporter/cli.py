@@ -112,6 +112,14 @@ def _serving_flags() -> argparse.ArgumentParser:
         " room (env COCKPIT_MAX_CONNECTIONS, default 512, at most half the open-files limit)",
     )
     flags.add_argument(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_const",
+        const=True,
+        help="serve on the socket systemd passed, not --web.listen-address (socket"
+        " activation: deploy/cockpit-exporter.socket; env COCKPIT_SYSTEMD_SOCKET)",
+    )
+    flags.add_argument(
         "--web.disable-exporter-metrics",
         dest="disable_exporter_metrics",
         action="store_const",

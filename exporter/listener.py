@@ -13,6 +13,7 @@ is counted and wrapped:
 """
 
 import asyncio
+import socket
 import ssl
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
@@ -175,7 +176,7 @@ async def track_requests(request: web.Request, handler: Handler) -> web.StreamRe
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a Guard, with the TLS handshake timed too."""
 
-    __slots__ = ("_guard", "_host", "_port")
+    __slots__ = ("_guard", "_host", "_port", "_sock")
 
     def __init__(
         self,
@@ -184,9 +185,12 @@ class GuardedSite(web.BaseSite):
         port: int,
         guard: Guard,
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        sock: socket.socket | None = None,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=128)
         self._host, self._port, self._guard = host, port, guard
+        self._sock = sock  # a socket already listening (systemd's), instead of host and port
 
     @property
     def name(self) -> str:
@@ -206,14 +210,17 @@ class GuardedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None  # the runner is set up before sites start
         handshake = self._guard.header_timeout if self._ssl_context is not None else None
-        self._server = await asyncio.get_running_loop().create_server(
-            self._guard.factory(server),
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
+        loop, factory = asyncio.get_running_loop(), self._guard.factory(server)
+        if self._sock is not None:  # systemd's, already bound and listening
+            self._server = await loop.create_server(
+                factory, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog,
+                ssl_handshake_timeout=handshake,
+            )  # fmt: skip
+            return
+        self._server = await loop.create_server(
+            factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
             ssl_handshake_timeout=handshake,
-        )
+        )  # fmt: skip
 
 
 class GuardCollector(Collector):

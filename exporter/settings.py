@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     enable_reload: bool = False
     # Without process_*, python_* and the exporter's own HTTP metrics (collection health stays).
     disable_exporter_metrics: bool = False
+    systemd_socket: bool = False  # serve on the socket systemd passed (socket activation)
     # Slow and idle clients: headers must arrive in time, and open connections are capped.
     read_header_timeout: Duration = 10.0
     max_connections: int = Field(512, ge=1)

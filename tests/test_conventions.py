@@ -89,3 +89,47 @@ def test_render_rules_uses_the_configured_runbook_base_url(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     urls = set(re.findall(r"runbook_url: (\S+)#", result.stdout))
     assert urls == {"https://wiki.example.com/cockpit/runbooks"}
+
+
+def test_systemd_socket_activation_serves_on_the_passed_socket(tmp_path: Path) -> None:
+    """With LISTEN_PID/LISTEN_FDS as systemd sets them and the socket at descriptor 3, the
+    exporter serves there; without them it says what is missing and exits."""
+    import socket
+    import time
+    import urllib.request
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    # A launcher moves the socket to descriptor 3, names itself in LISTEN_PID, then becomes
+    # the exporter (exec keeps the pid), as systemd arranges it.
+    launcher = (
+        "import os, sys; os.dup2(int(sys.argv[1]), 3);"
+        " os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1');"
+        " os.execv(sys.executable, [sys.executable, '-m', 'exporter', '--config.file',"
+        " sys.argv[2], '--web.systemd-socket'])"
+    )
+    fd = listener.fileno()
+    process = subprocess.Popen(
+        [sys.executable, "-c", launcher, str(fd), str(SQLITE)], cwd=ROOT, pass_fds=(fd,),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    listener.close()  # the child has its own copy
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    assert b"cockpit_collection_interval_seconds" in r.read()
+                break
+            except OSError:
+                assert process.poll() is None, process.communicate()[1]
+                assert time.monotonic() < deadline, "never served on the passed socket"
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    alone = command("--config.file", str(SQLITE), "--web.systemd-socket")
+    assert alone.returncode != 0 and "LISTEN_PID and LISTEN_FDS unset" in alone.stderr
