@@ -450,3 +450,26 @@ def test_the_exporter_needs_credentials_and_prometheus_has_them(
         "Basic " + base64.b64encode(f"{basic['username']}:{password}".encode()).decode()
     )
     assert credential is not None and Authenticator(web).check_basic(credential)  # type: ignore[arg-type]
+
+
+def test_the_image_pins_its_base_by_digest_and_installs_what_the_build_resolved(
+    tmp_path: Path,
+) -> None:
+    """Both stages start from one base named by digest; the build writes the versions it
+    resolved into a constraints file, and the image installs from it (its generator, run
+    here on wheel names, writes `name==version` lines)."""
+    import sys
+
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE=python:[\w.-]+@sha256:[0-9a-f]{64}$", text, re.M)
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${BASE}", "${BASE}"]
+    assert "--constraint /wheels/constraints.txt" in text
+    generator = re.search(r'python -c "(.+?)" > /wheels/constraints\.txt', text)
+    assert generator
+    for name in ("aiohttp-3.14.5-cp311-cp311-linux_x86_64.whl",
+                 "cockpit_exporter-0.1.0-py3-none-any.whl"):  # fmt: skip
+        (tmp_path / name).touch()
+    code = generator[1].replace("\\\\n", "\\n").replace("/wheels", str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=30)  # fmt: skip
+    assert result.stdout == "aiohttp==3.14.5\ncockpit-exporter==0.1.0\n"
