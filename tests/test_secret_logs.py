@@ -4,6 +4,7 @@ no marker ever reaches the logs (the real command, at debug level)."""
 import base64
 import hashlib
 import socket
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def test_no_secret_reaches_any_log_format(tmp_path: Path, fmt: str) -> None:
         f"bearer_tokens:\n  - {{name: ops, sha256: {sha(token.encode()).hexdigest()}}}\n"
         f"  - {{name: demo, sha256: {sha(scoped.encode()).hexdigest()}, tenants: [demo]}}\n"
     )
+    sqlite3.connect(tmp_path / "d.db").close()  # SQLite files are opened, never created
     (tmp_path / "config.yaml").write_text(
         f"tenants:\n  - {{id: demo, mysql: {{dsn: 'sqlite:///{tmp_path}/d.db'}}}}\n"
         "queries:\n  - {name: one, sql: SELECT 1 AS n, interval: 5s, timeout: 2s,\n"
