@@ -180,3 +180,26 @@ def selectors(node: object) -> set[str]:
 
 def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def demo_scraped(make_exporter: Any, directory: Path) -> tuple[str, Any, dict]:
+    """The demo's config (its data seeded in `directory`), its exporter, and its samples after
+    one run of every job against a real simulator."""
+    import random
+
+    from exporter.demo import TENANTS, demo_config_text, seed
+    from exporter.simulator.main import platform_blocks, start_simulator
+    from exporter.simulator.server import Simulator
+    from tests.conftest import parse_samples
+
+    seed(directory, random.Random(42))
+    simulator = Simulator(list(TENANTS), seed=42)
+    runner, url = await start_simulator(simulator, "127.0.0.1", 0)
+    try:
+        text = demo_config_text(directory, platform_blocks(simulator, url, directory / "secrets"))
+        running = await make_exporter(text)
+        for job in running.exporter.runner.jobs():
+            await running.exporter.run_job(job)
+        return text, running, parse_samples(await running.scrape())
+    finally:
+        await runner.cleanup()

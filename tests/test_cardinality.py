@@ -1,15 +1,12 @@
 """The series budget per tenant, as docs/metrics.md states it, held by the demo's real output."""
 
-import random
 import re
 from collections import Counter
 from pathlib import Path
 
 from exporter.config import parse_config
-from exporter.demo import TENANTS, demo_config_text, seed
-from exporter.simulator.main import platform_blocks, start_simulator
-from exporter.simulator.server import Simulator
-from tests.conftest import parse_samples
+from exporter.demo import TENANTS
+from tests.helpers import demo_scraped
 
 ROOT = Path(__file__).resolve().parent.parent
 TERM = re.compile(r"(\d+)(?: \N{MULTIPLICATION SIGN} (\w+))?")
@@ -39,17 +36,7 @@ async def test_the_demo_stays_within_the_documented_series_per_tenant(
 ) -> None:
     """Every demo tenant's series, counted by source, are at most what the documented formula
     allows for its pools, agents, processes and schedules (configured series apart)."""
-    seed(tmp_path, random.Random(42))
-    simulator = Simulator(list(TENANTS), seed=42)
-    runner, url = await start_simulator(simulator, "127.0.0.1", 0)
-    try:
-        text = demo_config_text(tmp_path, platform_blocks(simulator, url, tmp_path / "secrets"))
-        exporter = await make_exporter(text)
-        for job in exporter.exporter.runner.jobs():
-            await exporter.exporter.run_job(job)
-        samples = parse_samples(await exporter.scrape())
-    finally:
-        await runner.cleanup()
+    text, exporter, samples = await demo_scraped(make_exporter, tmp_path)
     config = parse_config(text, "demo")
     configured = {m.name for q in config.queries for m in q.metrics} | {
         "cockpit_demo_agents_by_version"

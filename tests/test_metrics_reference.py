@@ -4,17 +4,13 @@ ones."""
 
 import importlib
 import pkgutil
-import random
 import re
 from pathlib import Path
 
 import exporter
-from exporter.demo import TENANTS, demo_config_text, seed
 from exporter.exposition import Family
 from exporter.listener import Guard, GuardCollector
-from exporter.simulator.main import platform_blocks, start_simulator
-from exporter.simulator.server import Simulator
-from tests.conftest import parse_samples
+from tests.helpers import demo_scraped
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\| `(cockpit_[a-z_]+)` \| (\w+) \|([^|]*)\|")
@@ -70,17 +66,7 @@ async def test_the_labels_a_scrape_shows_are_the_documented_ones(
 ) -> None:
     """The demo (SQL, platform, http_json, state store) scraped after one run of every job:
     each family's label names are exactly its documented labels."""
-    seed(tmp_path, random.Random(42))
-    simulator = Simulator(list(TENANTS), seed=42)
-    runner, url = await start_simulator(simulator, "127.0.0.1", 0)
-    try:
-        text = demo_config_text(tmp_path, platform_blocks(simulator, url, tmp_path / "secrets"))
-        running = await make_exporter(text)
-        for job in running.exporter.runner.jobs():
-            await running.exporter.run_job(job)
-        samples = parse_samples(await running.scrape())
-    finally:
-        await runner.cleanup()
+    _, _, samples = await demo_scraped(make_exporter, tmp_path)
     docs = documented()
     seen: dict[str, set[str]] = {}
     for name, labels in samples:
