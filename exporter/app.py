@@ -27,6 +27,7 @@ from exporter.selfmetrics import (
     CONFIG_FAMILIES,
     build_info_snapshot,
     config_snapshot,
+    expiry_snapshot,
     scopes_snapshot,
 )
 from exporter.server import Endpoints, make_app
@@ -45,6 +46,7 @@ from exporter.webconfig import WebConfig, load_web_config, unknown_scopes
 log = structlog.get_logger(__name__)
 CONFIG_KEY = ("", "exporter", "config")
 SCOPES_KEY = ("", "exporter", "scopes")
+EXPIRY_KEY = ("", "exporter", "token_expiry")
 DISCOVERY_KEY = ("", "exporter", "discovery")
 SHARD_KEY = ("", "exporter", "shard")
 
@@ -344,6 +346,12 @@ class Exporter:
     def _publish_scopes(self) -> dict[str, list[str]]:
         unknown = unknown_scopes(self.web_config, self.config.tenants)
         self.store.put(SCOPES_KEY, scopes_snapshot(unknown))
+        expiries = {
+            t.name: t.expires.timestamp()
+            for t in self.web_config.bearer_tokens or []
+            if t.expires is not None
+        }
+        self.store.put(EXPIRY_KEY, expiry_snapshot(expiries))
         return unknown
 
     def _load_web_config(self) -> WebConfig | None:

@@ -12,9 +12,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import bcrypt
+import structlog
 
 from exporter.hashing import HashQueue
+from exporter.logs import Sampled
 from exporter.webconfig import WebConfig
+
+log = structlog.get_logger(__name__)
+# An expired token still in use is logged at most once a minute per token name.
+_EXPIRED = Sampled(60.0)
 
 CACHE_SIZE = 1024
 CACHE_SECONDS = 300.0
@@ -85,6 +91,7 @@ class Authenticator:
             (
                 t.sha256.encode(),
                 Principal(t.name, frozenset(t.tenants) if t.tenants is not None else None),
+                t.expires.timestamp() if t.expires is not None else None,
             )
             for t in config.bearer_tokens or []
         ]
@@ -163,10 +170,15 @@ class Authenticator:
         except UnicodeEncodeError:  # a lone surrogate no byte sequence produces
             return None
         digest = hashlib.sha256(raw).hexdigest().encode()
-        found = None
-        for expected, principal in self._tokens:  # compare with every token: constant time
+        found, expires = None, None
+        for expected, principal, until in self._tokens:  # every one compared: constant time
             if hmac.compare_digest(digest, expected):
-                found = principal
+                found, expires = principal, until
+        if found is not None and expires is not None and time.time() >= expires:
+            left_out = _EXPIRED.allow(found.name)
+            if left_out is not None:
+                log.warning("bearer token expired", name=found.name, left_out=left_out)
+            return None
         return found
 
     def _cached(self, key: bytes) -> bool:

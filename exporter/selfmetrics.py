@@ -95,7 +95,13 @@ UNKNOWN_SCOPES = Family(
     "Tenant ids a scoped bearer token names that the exporter does not know (yet), by token"
     " name; the token sees each of them once it appears.",
 )
-CONFIG_FAMILIES = (RELOAD_SUCCESS, RELOAD_TIMESTAMP, CONFIG_HASH, UNKNOWN_SCOPES)
+TOKEN_EXPIRY = Family(
+    "cockpit_exporter_token_expiry_timestamp_seconds",
+    "gauge",
+    "Unix time a bearer token of the web config stops being accepted, by token name; absent"
+    " for tokens that do not expire.",
+)
+CONFIG_FAMILIES = (RELOAD_SUCCESS, RELOAD_TIMESTAMP, CONFIG_HASH, UNKNOWN_SCOPES, TOKEN_EXPIRY)
 JOB_FAMILIES = (
     SUCCESS, LAST_DURATION, SECONDS, LAST_SUCCESS, FAILING_SINCE, INTERVAL, ERRORS, RUNS, SERIES,
     DROPPED, NULLS, DUPLICATES, SAMPLES_DROPPED,
@@ -253,6 +259,16 @@ def config_snapshot(success: bool, loaded_at: float, digest: str) -> Snapshot:
     }
     encoded = {k: v.encode() for k, v in bodies.items()}
     return Snapshot(tenant=None, bodies=encoded, operators_only=True)
+
+
+def expiry_snapshot(expiries: Mapping[str, float]) -> Snapshot:
+    """When each expiring bearer token stops being accepted: operators only."""
+    lines = "".join(
+        f'{TOKEN_EXPIRY.name}{{token="{escape_label_value(name)}"}} {format_value(moment)}\n'
+        for name, moment in sorted(expiries.items())
+    )
+    bodies = {TOKEN_EXPIRY.name: lines.encode()} if lines else {}
+    return Snapshot(tenant=None, bodies=bodies, operators_only=True)
 
 
 def scopes_snapshot(unknown: Mapping[str, Sequence[str]]) -> Snapshot:

@@ -16,6 +16,7 @@ would widen access by being empty (a file, a user list, a token's tenants) is an
 import re
 from collections import Counter
 from collections.abc import Collection, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -198,6 +199,9 @@ class BearerToken(Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.@-]+$")
     sha256: Annotated[str, AfterValidator(_sha256)]
     tenants: list[TenantId] | None = Field(None, min_length=1)
+    # RFC 3339 with a zone; from then on the token gets 401. Rotate by listing the new
+    # token beside the old one until the old one expires.
+    expires: datetime | None = None
 
     @model_validator(mode="after")
     def _null_is_not_everything(self) -> "BearerToken":
@@ -205,6 +209,8 @@ class BearerToken(Model):
         # template) must not.
         if "tenants" in self.model_fields_set and self.tenants is None:
             raise ValueError("tenants is null: list tenants, or leave the key out")
+        if self.expires is not None and self.expires.tzinfo is None:
+            raise ValueError("expires needs a time zone (RFC 3339: 2027-01-31T00:00:00Z)")
         return self
 
 

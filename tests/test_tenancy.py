@@ -170,3 +170,45 @@ async def test_configured_headers_on_every_response_and_rate_limit(
                 seen.append((response.status, response.headers.get("X-Frame-Options")))
                 assert response.headers.get("Strict-Transport-Security") == "max-age=31536000"
     assert seen == [(200, "deny"), (401, "deny"), (404, "deny"), (200, "deny"), (429, "deny")]
+
+
+async def test_an_expired_token_is_refused_and_its_successor_takes_over_without_a_gap(
+    make_exporter, tmp_path: Path
+) -> None:
+    """Rotation: the old token (expiring) and the new one listed side by side; scrapes go on
+    without a failure while the scraper moves over; after expiry the old one gets 401. The
+    expiry gauge says when each token stops working (none for one that never does)."""
+    import asyncio
+    import datetime as dt
+    import time
+
+    from exporter.webconfig import load_web_config
+    from tests.helpers import sha
+
+    old, new, forever = "old-secret-token", "new-secret-token", "ops-secret-token"
+    ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    web = tmp_path / "web.yaml"
+    web.write_text(
+        "bearer_tokens:\n"
+        f"  - {{name: prometheus, sha256: {sha(old)}, expires: '{ends.isoformat()}'}}\n"
+        f"  - {{name: prometheus-next, sha256: {sha(new)}, expires: '2099-01-01T00:00:00Z'}}\n"
+        f"  - {{name: ops, sha256: {sha(forever)}}}\n"
+    )
+    running = await make_exporter("tenants: [{id: a}]\n", web_config=load_web_config(web))
+
+    async def status(token: str) -> int:
+        response = await running.get(headers={"Authorization": f"Bearer {token}"})
+        return response.status
+
+    assert await status(old) == 200 and await status(new) == 200
+    gauges = {
+        dict(labels)["token"]: value
+        for (name, labels), value in (await running.samples(
+            headers={"Authorization": f"Bearer {new}"})).items()
+        if name == "cockpit_exporter_token_expiry_timestamp_seconds"
+    }  # fmt: skip
+    assert gauges == {"prometheus": pytest.approx(ends.timestamp()),
+                      "prometheus-next": 4070908800}  # fmt: skip
+    await asyncio.sleep(max(0.0, ends.timestamp() - time.time() + 0.2))
+    assert await status(old) == 401
+    assert await status(new) == 200

@@ -313,6 +313,14 @@ def _operator_alerts(s: RuleSettings) -> list[Alert]:
             "platform-token-failing", owner="operator",
         ),
         Alert(
+            "CockpitScrapeTokenExpiring",
+            "cockpit_exporter_token_expiry_timestamp_seconds - time() < 14 * 86400",
+            "1h", "warning", "A bearer token of the exporter expires within 14 days.",
+            "{{ $labels.instance }}: token {{ $labels.token }} stops being accepted in "
+            "{{ $value | humanizeDuration }}; add its successor to the web config beside it.",
+            "scrape-token-expiring", owner="operator",
+        ),
+        Alert(
             "CockpitTenantDiscoveryFailing", "cockpit_exporter_discovery_success == 0",
             "10m", "warning",
             "Tenant discovery keeps failing; new or removed tenants are not picked up.",
