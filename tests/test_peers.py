@@ -74,31 +74,31 @@ def edge_databases(make_database, config: Path, template: str) -> Path:  # type:
     return config
 
 
-async def run_peer(command: list[str], url: str, marker: str) -> str:
-    """Start a peer, return its /metrics once it serves `marker`, stop it."""
+async def run_peer(command: list[str], url: str, markers: tuple[str, ...]) -> str:
+    """Start a peer, return its /metrics once it serves every one of `markers`, stop it."""
     peer = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
     try:
-        return await scrape_until(url, marker)
+        return await scrape_until(url, markers)
     finally:
         peer.terminate()
         await peer.wait()
 
 
-async def scrape_until(url: str, marker: str, seconds: float = 20) -> str:
-    """The peer's /metrics once it serves `marker` (its first runs are done)."""
+async def scrape_until(url: str, markers: tuple[str, ...], seconds: float = 20) -> str:
+    """The peer's /metrics once it serves every one of `markers` (each query has run)."""
     deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession() as session:
         while True:
             try:
                 async with session.get(url) as response:
                     text = await response.text()
-                    if marker in text:
+                    if all(marker in text for marker in markers):
                         return text
             except aiohttp.ClientError:
                 pass
-            assert time.monotonic() < deadline, f"{url} never served {marker}"
+            assert time.monotonic() < deadline, f"{url} never served all of {markers}"
             await asyncio.sleep(0.3)
 
 
@@ -174,7 +174,8 @@ async def test_query_exporter_series_are_served_here_from_its_imported_config(
     config, port = edge_databases(make_database, tmp_path / "qe.yaml", QE_CONFIG), free_port()
     command = [str(Path(sys.executable).with_name("query-exporter")), "--config", str(config),
                "-H", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    text = await run_peer(command, f"http://127.0.0.1:{port}/metrics", "edge_n_count")
+    markers = ("edge_n_count", "edge_wide{", "edge_rows_total{", "edge_big{")
+    text = await run_peer(command, f"http://127.0.0.1:{port}/metrics", markers)
     imported = query_exporter.convert(yaml.safe_load(config.read_text()))
     assert imported.notes == [], imported.notes
     here = await ours(make_exporter, imported.config)
@@ -216,7 +217,8 @@ async def test_sql_exporter_series_are_served_here_from_its_imported_config(
     assert binary, "`make test` installs Debian's prometheus-sql-exporter"
     config, port = edge_databases(make_database, tmp_path / "sqlx.yaml", SQLX_CONFIG), free_port()
     command = [binary, "-config.file", str(config), "-web.listen-address", f"127.0.0.1:{port}"]
-    text = await run_peer(command, f"http://127.0.0.1:{port}/metrics", "sql_edge_times{")
+    markers = ("sql_edge_times{", "sql_edge_values{")
+    text = await run_peer(command, f"http://127.0.0.1:{port}/metrics", markers)
     imported = sql_exporter.convert(yaml.safe_load(config.read_text()))
     assert imported.notes == [], imported.notes
     here = await ours(make_exporter, imported.config)

@@ -68,6 +68,12 @@ def database(dsn: str, where: str, result: Imported, secret_env: str) -> dict[st
     return section
 
 
+def secret_env(prefix: str, *parts: str) -> str:
+    """The placeholder variable a password goes in: `PREFIX_PARTS_PASSWORD`, [A-Z0-9_]."""
+    name = "_".join(parts).upper()
+    return f"{prefix}_" + "".join(c if c.isalnum() else "_" for c in name) + "_PASSWORD"
+
+
 def wrapped(sql: str, extra: dict[str, str]) -> str:
     """`sql` with columns added (`alias: expression`), as a subquery MySQL and SQLite read."""
     if not extra:

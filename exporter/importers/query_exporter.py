@@ -13,6 +13,7 @@ from exporter.importers.common import (
     database,
     label_name,
     query_name,
+    secret_env,
     tenant_id,
     wrapped,
 )
@@ -45,7 +46,9 @@ def _tenants(databases: dict[str, Any], result: Imported) -> dict[str, dict[str,
     for name, spec in databases.items():
         where = f"databases.{name}"
         dsn = spec.get("dsn")
-        section = database(dsn, where, result, _secret_env(name)) if isinstance(dsn, str) else None
+        section = (
+            database(dsn, where, result, secret_env("QE", name)) if isinstance(dsn, str) else None
+        )
         if section is None:
             if not isinstance(dsn, str):
                 result.note(where, "a DSN given as parts is not carried; write it as a URL")
@@ -64,10 +67,6 @@ def _tenants(databases: dict[str, Any], result: Imported) -> dict[str, dict[str,
                 result.note(f"{where}.{key}", "not carried: sessions here are shared and read-only")
         tenants[name] = {"id": ident, "mysql": section, "labels": own}
     return tenants
-
-
-def _secret_env(name: str) -> str:
-    return "QE_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_PASSWORD"
 
 
 def _query(

@@ -18,6 +18,7 @@ from exporter.importers.common import (
     label_name,
     query_name,
     quoted,
+    secret_env,
     tenant_id,
     wrapped,
 )
@@ -71,7 +72,9 @@ def _connection(
     host = found["host"] or "127.0.0.1:3306"
     user = found["user"] or ""
     url = f"mysql://{user}{':' + found['password'] if found['password'] else ''}@{host}/"
-    section = database(url + found["database"], where, result, _secret_env(job, found))
+    section = database(
+        url + found["database"], where, result, secret_env("SQLX", job, found["database"])
+    )
     if section is None:
         return None
     labels = {"database": found["database"], "driver": "mysql", "host": host, "user": user,
@@ -81,11 +84,6 @@ def _connection(
         ident = tenant_id(f"{found['database']}-{job}")
     tenants[ident] = {"id": ident, "mysql": section, "labels": labels}
     return ident
-
-
-def _secret_env(job: str, found: re.Match[str]) -> str:
-    name = f"{job}_{found['database']}".upper()
-    return "SQLX_" + "".join(c if c.isalnum() else "_" for c in name) + "_PASSWORD"
 
 
 def _justwatch_query(
@@ -160,8 +158,7 @@ def _target_tenant(
     tenants: list[dict[str, Any]],
     result: Imported,
 ) -> str | None:
-    env = "SQLX_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_PASSWORD"
-    section = database(dsn, where, result, env)
+    section = database(dsn, where, result, secret_env("SQLX", name))
     if section is None:
         return None
     ident = tenant_id(name)

@@ -7,8 +7,9 @@ self-metrics, their durable part and the log line all happen here, so no source 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import structlog
 
@@ -82,13 +83,7 @@ class Runner:
         for kind, source in self.sources.items():
             self._store.register(source.families([j for j in jobs if j.kind == kind]), kind)
         added = [self._track(job) for job in jobs]
-        slots = asyncio.Semaphore(RESTORING_AT_ONCE)
-
-        async def restore(active: _Active) -> None:
-            async with slots:
-                await self._restore(active)
-
-        await asyncio.gather(*(restore(active) for active in added))
+        await _each(added, self._restore)
         for active in added:
             job = active.job
             for name, part_stats in active.stats.items():
@@ -190,13 +185,7 @@ class Runner:
 
     async def flush(self) -> None:
         """Write every job's health as it is now (at shutdown: nothing is older after it)."""
-        slots = asyncio.Semaphore(RESTORING_AT_ONCE)
-
-        async def save(active: _Active) -> None:
-            async with slots:
-                await self._save_health(active, force=True)
-
-        await asyncio.gather(*(save(active) for active in list(self._active.values())))
+        await _each(list(self._active.values()), partial(self._save_health, force=True))
 
     async def _save_health(self, active: _Active, force: bool = False) -> None:
         """Write the job's outcomes when they changed: a failure at once, a success now and then."""
@@ -264,6 +253,17 @@ class Runner:
             for kind, histogram in sorted(self._durations.items())
         )
         return Snapshot(None, {DURATION.name: body.encode()}, operators_only=True)
+
+
+async def _each(items: Sequence[_Active], work: Callable[[_Active], Awaitable[None]]) -> None:
+    """`work` on every item, RESTORING_AT_ONCE at a time (state reads and writes are I/O)."""
+    slots = asyncio.Semaphore(RESTORING_AT_ONCE)
+
+    async def one(item: _Active) -> None:
+        async with slots:
+            await work(item)
+
+    await asyncio.gather(*(one(item) for item in items))
 
 
 def _state_key(job: Job) -> SnapshotKey:

@@ -4,8 +4,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from prometheus_client.utils import floatToGoString
-
 from exporter.exposition import escape_label_value, format_value
 from exporter.histogram import Histogram
 from exporter.sources.platform import families as f
@@ -35,6 +33,12 @@ class Lines:
         line = f"{name}{{{self._tenant}{pairs}}} {format_value(value)}\n"
         self._lines.setdefault(family or name, []).append(line)
         self.series += 1
+
+    def histogram(self, name: str, labels: Mapping[str, str], histogram: Histogram) -> None:
+        """Add a histogram's bucket, sum and count lines (family `name`)."""
+        pairs = "".join(f',{k}="{escape_label_value(v)}"' for k, v in labels.items())
+        self._lines.setdefault(name, []).append(histogram.lines(name, f"{self._tenant}{pairs}"))
+        self.series += len(histogram.buckets) + 2
 
     def bodies(self) -> Bodies:
         """The rendered bytes per family."""
@@ -120,14 +124,7 @@ def render_runs(tenant: str, tracker: RunTracker, now: float) -> Lines:
 
 def _histogram(lines: Lines, labels: dict[str, str], tracker: RunTracker, process_id: str) -> None:
     histogram = tracker.durations.get(process_id) or Histogram(DURATION_BUCKETS)
-    name = f.RUN_DURATION.name
-    cumulative = 0
-    for bound, count in zip((*map(floatToGoString, DURATION_BUCKETS), "+Inf"), histogram.buckets,
-                            strict=True):  # fmt: skip
-        cumulative += count
-        lines.add(f"{name}_bucket", labels | {"le": bound}, cumulative, family=name)
-    lines.add(f"{name}_sum", labels, histogram.total, family=name)
-    lines.add(f"{name}_count", labels, histogram.count, family=name)
+    lines.histogram(f.RUN_DURATION.name, labels, histogram)
 
 
 def _active(lines: Lines, labels: dict[str, str], runs: list[ActiveRun]) -> None:
