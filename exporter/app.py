@@ -10,7 +10,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from exporter import systemd
+from exporter import auditing, systemd
 from exporter.access import AccessPolicy
 from exporter.collection import Collection
 from exporter.config import Config, ConfigError, load_config, parse_config, tenant_model
@@ -20,7 +20,9 @@ from exporter.exitcodes import fail
 from exporter.fds import AcceptErrors, connection_cap, raise_limit, soft_limit
 from exporter.listener import KEEPALIVE_TIMEOUT, Guard, GuardedSite
 from exporter.memory import trim_periodically
+from exporter.observers import Observers
 from exporter.readiness import Readiness
+from exporter.reconcile import Diff
 from exporter.secretwatch import SecretWatch
 from exporter.selfmetrics import (
     BUILD_INFO,
@@ -108,6 +110,7 @@ class Exporter:
         self._shadowed: set[str] = set()
         self._started = False
         self.secrets: SecretWatch | None = None  # made at start, with the config's files
+        self.observers = Observers(settings)  # traces and the audit trail, when configured
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -124,6 +127,7 @@ class Exporter:
         self.store.register([BUILD_INFO, *CONFIG_FAMILIES, *SHARD_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, self.config.digest))
+        self.observers.start(self.store)
         # The first discovery round comes before any job, so discovered tenants start with
         # the static ones.
         await self._start_discovery(self.config)
@@ -132,13 +136,17 @@ class Exporter:
         await self._prune_state(jobs)
         self._warn_unknown_scopes()
         self._started = True
-        self.secrets = SecretWatch(self.store, lambda: self.config.secret_files, self.reload)
+        self.secrets = SecretWatch(
+            self.store, lambda: self.config.secret_files, lambda: self.reload("secret file change")
+        )
         if schedule:
             self.secrets.start()
             self.collection.scheduler.start()
             if self.discovery is not None:
                 self.discovery.start()
         self._log_start(context)
+        self.observers.record("start", "process", tenants=self.owned, jobs=len(jobs),
+                              shard=f"{self.shard.index}/{self.shard.total}")  # fmt: skip
 
     async def _start_discovery(self, config: Config) -> None:
         if config.discovery is None or config.discovery_url is None:
@@ -163,6 +171,7 @@ class Exporter:
                 return "the discovered tenants do not make a valid configuration: " + "; ".join(
                     exc.problems[:5]
                 )
+            before = self.config.discovered
             self._discovered = entries
             for tenant in set(config.shadowed) - self._shadowed:
                 log.info("discovered tenant shadowed by a static one", tenant=tenant)
@@ -171,6 +180,9 @@ class Exporter:
                 await self.apply(config)
             else:
                 self.config = config
+            if set(before) != set(config.discovered):
+                changed = auditing.delta(before, config.discovered)
+                self.observers.record("tenants discovered", "tenant_discovery", tenants=changed)
             return None
 
     async def _restart_discovery(self, before: Config) -> None:
@@ -196,6 +208,7 @@ class Exporter:
             jobs=self.runner.jobs,
             policy=lambda: self.policy,
             reload=self.reload if self.settings.enable_reload else None,
+            audit=self.observers.audit,
             telemetry_path=self.settings.telemetry_path,
             links=self.links,
             notes=self._notes,
@@ -260,15 +273,18 @@ class Exporter:
                 hint="pass --web.config.file with tls_server_config and credentials",
             )
 
-    async def reload(self) -> list[str]:
-        """Re-read the config (and web config) files; keep the old ones if either is bad."""
+    async def reload(self, who: str = "SIGHUP") -> list[str]:
+        """Re-read the config (and web config) files; keep the old ones if either is bad.
+
+        `who` asked for it (a principal's name, `SIGHUP`): the audit trail says so.
+        """
         before = self.config
-        problems = await self._reload()
+        problems = await self._reload(who)
         if not problems:
             await self._restart_discovery(before)
         return problems
 
-    async def _reload(self) -> list[str]:
+    async def _reload(self, who: str) -> list[str]:
         async with self._reload_lock:
             try:
                 config = self._load_config()
@@ -278,13 +294,27 @@ class Exporter:
                 failed = config_snapshot(False, self._loaded_at, self.config.digest)
                 self.store.put(CONFIG_KEY, failed)
                 log.error("reload failed", file=exc.source, problems=exc.problems)
+                self.observers.record("reload refused", who, file=exc.source,
+                                      problems=exc.problems[:20])  # fmt: skip
                 return [str(exc)]
+            before_tenants, before_web = self.config.tenants, self.web_config
             if web is not None:
                 self._apply_web_config(web)
-            if config is not None:
-                await self.apply(config)
+            changes = await self.apply(config) if config is not None else None
             self._warn_unknown_scopes()
+            self._record_reload(who, before_tenants, before_web, changes)
             return []
+
+    def _record_reload(
+        self, who: str, tenants: tuple[str, ...], web: WebConfig, changes: Diff[Job] | None
+    ) -> None:
+        details: dict[str, object] = {
+            "credentials": auditing.credentials_changed(web, self.web_config)
+        }
+        if changes is not None:
+            details["tenants"] = auditing.tenants_changed(tenants, self.config.tenants, changes)
+            details["jobs"] = auditing.jobs_changed(changes)
+        self.observers.record("reload", who, **details)
 
     def _load_config(self) -> Config | None:
         if self.settings.config is None:
@@ -358,7 +388,7 @@ class Exporter:
         path = self.settings.web_config_file
         return load_web_config(path) if path is not None else None
 
-    async def apply(self, config: Config) -> None:
+    async def apply(self, config: Config) -> Diff[Job]:
         """Switch to `config`: start new jobs, stop removed ones, keep unchanged snapshots."""
         jobs = self._jobs(config)
         self.runner.set_full(config.limits.self_metrics == "full")
@@ -369,6 +399,7 @@ class Exporter:
         self.store.put(CONFIG_KEY, config_snapshot(True, self._loaded_at, config.digest))
         self._publish_scopes()  # discovered tenants may be what a token was waiting for
         log.info("config reloaded", jobs=changes.summary)
+        return changes
 
     def _jobs(self, config: Config) -> list[Job]:
         """The jobs of `config` this shard owns; publishes the shard and its tenant count."""
@@ -396,6 +427,7 @@ class Exporter:
             await self._session.close()
         if self.state.store is not None:
             await self.state.store.close()
+        await self.observers.stop()
         log.info("exporter stopped")
 
 

@@ -199,6 +199,25 @@ def _run_parser(
         help="how many shards share the tenants (env COCKPIT_TOTAL_SHARDS, default 1)",
     )
     run.add_argument(
+        "--tracing.otlp-endpoint",
+        dest="tracing_otlp_endpoint",
+        help="send traces of collection to this OTLP/HTTP endpoint (http://host:4318); also"
+        " OTEL_EXPORTER_OTLP_ENDPOINT (env COCKPIT_TRACING_OTLP_ENDPOINT; default off)",
+    )
+    run.add_argument(
+        "--tracing.sample-ratio",
+        dest="tracing_sample_ratio",
+        type=float,
+        help="share of runs traced, 0 to 1; failed runs are always kept"
+        " (env COCKPIT_TRACING_SAMPLE_RATIO, default 1)",
+    )
+    run.add_argument(
+        "--audit.file",
+        dest="audit_file",
+        type=Path,
+        help="append admin actions here, hash-chained JSON lines (env COCKPIT_AUDIT_FILE)",
+    )
+    run.add_argument(
         "--state.retention",
         dest="state_retention",
         help="how long the state of removed tenants is kept"

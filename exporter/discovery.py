@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from opentelemetry.trace import StatusCode
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from exporter import schema
+from exporter import schema, spans
 from exporter.exposition import Family, format_value
 from exporter.sources.sql.sessions import read_only
 from exporter.store import Snapshot
@@ -179,12 +180,16 @@ class Discovery:
 
     async def poll(self) -> None:
         """One round: query, build entries, apply them if they changed; never raises."""
-        try:
-            await self._round()
-        except Exception as exc:
-            # A bug must cost one round, not the discovery loop.
-            log.exception("tenant discovery crashed")
-            self._fail(f"tenant_discovery: internal error: {type(exc).__name__}")
+        with spans.tracer().start_as_current_span("discover tenants") as span:
+            try:
+                await self._round()
+            except Exception as exc:
+                # A bug must cost one round, not the discovery loop.
+                log.exception("tenant discovery crashed")
+                self._fail(f"tenant_discovery: internal error: {type(exc).__name__}")
+            span.set_attribute("cockpit.tenants", len(self.tenants))
+            if not self.success:
+                span.set_status(StatusCode.ERROR, self.last_error)
         self.publish(self.snapshot())
 
     async def _round(self) -> None:

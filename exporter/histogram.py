@@ -1,6 +1,7 @@
 """Cumulative histograms rendered as Prometheus `_bucket`, `_sum` and `_count` lines."""
 
 import bisect
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client.utils import floatToGoString
@@ -16,27 +17,40 @@ class Histogram:
     buckets: list[int] = field(default_factory=list)
     total: float = 0.0
     count: int = 0
+    # Per bucket, the latest observation that came with a trace id: (trace id, value, time).
+    exemplars: dict[int, tuple[str, float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.buckets:
             self.buckets = [0] * (len(self.bounds) + 1)  # the last one is +Inf
 
-    def observe(self, value: float) -> None:
-        """Add one observation."""
-        self.buckets[bisect.bisect_left(self.bounds, value)] += 1
+    def observe(self, value: float, trace_id: str | None = None) -> None:
+        """Add one observation; with a trace id, it becomes its bucket's exemplar."""
+        bucket = bisect.bisect_left(self.bounds, value)
+        self.buckets[bucket] += 1
         self.total += value
         self.count += 1
+        if trace_id is not None:
+            self.exemplars[bucket] = (trace_id, value, time.time())
 
-    def lines(self, name: str, labels: str) -> str:
-        """Sample lines; `labels` are already rendered pairs (`a="x",b="y"`) or empty."""
+    def lines(self, name: str, labels: str, exemplars: bool = False) -> str:
+        """Sample lines; `labels` are already rendered pairs (`a="x",b="y"`) or empty.
+
+        With `exemplars`, OpenMetrics exemplars follow the buckets that have one.
+        """
         prefix = f"{labels}," if labels else ""
         out, cumulative = [], 0
         # `le` as client_python and OpenMetrics spell it (1.0, not 1): the same series as the
         # peers' histograms.
-        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.buckets,
-                                strict=True):  # fmt: skip
+        for index, (bound, count) in enumerate(zip((*map(floatToGoString, self.bounds), "+Inf"),
+                                                   self.buckets, strict=True)):  # fmt: skip
             cumulative += count
-            out.append(f'{name}_bucket{{{prefix}le="{bound}"}} {cumulative}\n')
+            line = f'{name}_bucket{{{prefix}le="{bound}"}} {cumulative}'
+            exemplar = self.exemplars.get(index) if exemplars else None
+            if exemplar is not None:
+                trace_id, value, at = exemplar
+                line += f' # {{trace_id="{trace_id}"}} {format_value(value)} {at:.3f}'
+            out.append(line + "\n")
         braces = f"{{{labels}}}" if labels else ""
         out.append(f"{name}_sum{braces} {format_value(self.total)}\n")
         out.append(f"{name}_count{braces} {self.count}\n")

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
+from exporter import spans
 from exporter.limits import TokenBucket
 
 _LEVELS = {
@@ -57,6 +58,15 @@ class Sampled:
             return None
         self._last[key] = now
         return self._left_out.pop(key, 0)
+
+
+def trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`trace_id` and `span_id` of the span the line is written in (a run, a discovery round)."""
+    ids = spans.current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -114,6 +124,7 @@ def configure(level: str, fmt: str) -> None:
     """Render every event (ours and APScheduler's/aiohttp's) as console, logfmt or JSON."""
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,

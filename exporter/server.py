@@ -10,7 +10,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from exporter import access
-from exporter.access import AccessPolicy, principal_of, route_of
+from exporter.access import AccessPolicy, principal_of, route_of, scheme_of
+from exporter.audit import AuditLog
+from exporter.auth import ANONYMOUS, decode_basic
 from exporter.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     OPENMETRICS_EOF,
@@ -25,6 +27,7 @@ from exporter.runtime import RuntimeMetrics
 from exporter.selfmetrics import JobStats
 from exporter.sources.base import Job
 from exporter.store import SnapshotStore
+from exporter.webconfig import WebConfig
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -42,7 +45,8 @@ class Endpoints:
     stats: Callable[[], Collection[JobStats]]
     jobs: Callable[[], Collection[Job]]
     policy: Callable[[], AccessPolicy]
-    reload: Callable[[], Awaitable[list[str]]] | None = None
+    reload: Callable[[str], Awaitable[list[str]]] | None = None
+    audit: AuditLog | None = None  # refused requests and scoped tokens' first use go there
     telemetry_path: str = "/metrics"
     links: Mapping[str, str] = field(default_factory=dict)
     notes: Callable[[], Mapping[str, str]] = dict  # operator-only status lines (discovery)
@@ -132,7 +136,8 @@ class MetricsHandler:
 
 def make_app(endpoints: Endpoints) -> web.Application:
     """The aiohttp application; small request limit since we accept no bodies."""
-    app = web.Application(client_max_size=64 * 1024, middlewares=[track_requests, _request_log()])
+    middlewares = [track_requests, _request_log(endpoints)]
+    app = web.Application(client_max_size=64 * 1024, middlewares=middlewares)
     access.install(app, endpoints.policy)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -163,11 +168,12 @@ def make_app(endpoints: Endpoints) -> web.Application:
     return app
 
 
-def _reload_handler(reload: Callable[[], Awaitable[list[str]]]) -> Handler:
+def _reload_handler(reload: Callable[[str], Awaitable[list[str]]]) -> Handler:
     async def handle(request: web.Request) -> web.Response:
-        if principal_of(request).tenants is not None:
+        principal = principal_of(request)
+        if principal.tenants is not None:
             raise web.HTTPForbidden(text="reload needs a credential for every tenant\n")
-        problems = await reload()
+        problems = await reload(principal.name)
         if problems:
             return web.Response(status=400, text="\n".join(problems) + "\n")
         return web.Response(text="reloaded\n")
@@ -175,8 +181,12 @@ def _reload_handler(reload: Callable[[], Awaitable[list[str]]]) -> Handler:
     return handle
 
 
-def _request_log() -> Middleware:
-    """One line per request: successes at debug, errors at info, sampled per status."""
+def _request_log(endpoints: Endpoints) -> Middleware:
+    """One line per request: successes at debug, errors at info, sampled per status.
+
+    With an audit trail, refusals are counted there per principal, and a scoped token's
+    first use is recorded.
+    """
     sampled = Sampled()
 
     @web.middleware
@@ -192,8 +202,31 @@ def _request_log() -> Middleware:
             raise
         finally:
             _log_request(request, status, time.perf_counter() - started, sampled)
+            if endpoints.audit is not None:
+                _audit(endpoints.audit, request, status, endpoints.policy().config)
 
     return logged
+
+
+def _audit(audit: AuditLog, request: web.Request, status: int, web_config: WebConfig) -> None:
+    principal = principal_of(request)
+    if status in (401, 403):
+        audit.refused(principal.name if principal is not ANONYMOUS else _claimed(
+            request.headers.get("Authorization"), web_config), status)  # fmt: skip
+    elif principal.tenants is not None and status < 400:
+        audit.first_use(principal.name)
+
+
+def _claimed(header: str | None, web_config: WebConfig) -> str:
+    """Who a refused caller claimed to be: a configured user's name, else only the scheme.
+
+    Names nobody configured are the caller's free text: never written, and never a key.
+    """
+    if scheme_of(header) == "basic":
+        basic = decode_basic((header or "").partition(" ")[2].strip())
+        if basic is not None and basic.user in (web_config.basic_auth_users or {}):
+            return basic.user
+    return f"unauthenticated ({scheme_of(header)})"
 
 
 def _log_request(request: web.Request, status: int, seconds: float, sampled: Sampled) -> None:

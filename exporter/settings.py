@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     # `total_shards`; `auto` reads the index from a StatefulSet-style hostname (NAME-3).
     shard: str = "0"
     total_shards: int = 1
+    # Traces of collection over OTLP/HTTP; off unless this or OTEL_EXPORTER_OTLP_*ENDPOINT.
+    tracing_otlp_endpoint: str | None = None
+    tracing_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    # The audit trail of admin actions (JSON lines, hash-chained); off unless set.
+    audit_file: Path | None = None
+    audit_max_bytes: int = Field(16 * 2**20, ge=4096)
+    audit_keep: int = Field(5, ge=1)
 
     @field_validator("telemetry_path")
     @classmethod
@@ -47,7 +54,7 @@ class Settings(BaseSettings):
             raise ValueError(f"invalid telemetry path {path!r}: a path like /metrics")
         return path
 
-    @field_validator("state_dir")
+    @field_validator("state_dir", "audit_file")
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         if path is not None and not path.is_absolute():

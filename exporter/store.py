@@ -24,6 +24,9 @@ class Snapshot:
     tenant: str | None
     bodies: Mapping[str, bytes]
     operators_only: bool = False
+    # The same families as OpenMetrics scrapes read them where that differs (exemplars,
+    # which the Prometheus text format cannot carry); only for series of the exporter itself.
+    openmetrics: Mapping[str, bytes] | None = None
 
     @property
     def group(self) -> str:
@@ -56,6 +59,7 @@ class SnapshotStore:
         # went stale): key -> (until, then), and a heap of (until, key) to find the next.
         self._expiring: dict[SnapshotKey, tuple[float, Snapshot]] = {}
         self._deadlines: list[tuple[float, SnapshotKey]] = []
+        self._openmetrics: dict[str, tuple[str, bytes]] = {}  # family -> (group, body)
 
     def register(self, families: Iterable[Family], owner: str = "exporter") -> None:
         """Declare families whose headers scrapes write; bodies may refer only to these.
@@ -93,6 +97,10 @@ class SnapshotStore:
         old = self._snapshots.get(key)
         self._snapshots[key] = snapshot
         group = snapshot.group
+        if snapshot.openmetrics is not None:
+            if snapshot.tenant is not None:
+                raise ValueError("OpenMetrics bodies are for the exporter's own series only")
+            self._openmetrics.update({n: (group, b) for n, b in snapshot.openmetrics.items()})
         names = [name for name, body in snapshot.bodies.items() if body]
         if old is not None:
             # Bodies replaced in place: removing first would empty and re-create the
@@ -194,7 +202,10 @@ class SnapshotStore:
                 continue
             pieces = self._current(name)
             parts.append(self._families[name].header(openmetrics))
-            if wanted is None:
+            special = self._openmetrics.get(name) if openmetrics else None
+            if special is not None and (wanted is None or special[0] in wanted):
+                parts.append(special[1])
+            elif wanted is None:
                 parts.extend(pieces.joined)  # one copy of everything, in the final join
             else:
                 parts.extend(pieces.of(g) for g in wanted if g in groups)

@@ -4,12 +4,15 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -19,6 +22,9 @@ from exporter.simulator.world import WARM_UP, Agent, Run, Schedule, World, build
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = structlog.get_logger(__name__)
+TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+TRACEPARENTS_KEPT = 256
 
 
 @dataclass
@@ -63,6 +69,8 @@ class Simulator:
             rng = random.Random(f"{seed}/{tenant_id}/faults")
             self.tenants[tenant_id] = SimTenant(tenant_id, tenant_id, secret, world, rng=rng)
         self._by_client = {t.client_id: t for t in self.tenants.values()}
+        # W3C trace context of the latest requests, as a platform joining traces would see it.
+        self.traceparents: deque[dict[str, str]] = deque(maxlen=TRACEPARENTS_KEPT)
 
     def now(self) -> float:
         """Platform time (held still while frozen)."""
@@ -93,7 +101,7 @@ class Simulator:
 
     def app(self) -> web.Application:
         """The aiohttp application serving every tenant."""
-        app = web.Application()
+        app = web.Application(middlewares=[self._trace_context])
         app.router.add_post("/oauth/token", self.token)
         for endpoint in ("agents", "processes", "schedules", "runs"):
             app.router.add_get(f"/t/{{tenant}}/api/v1/{endpoint}", self._api(endpoint))
@@ -102,7 +110,21 @@ class Simulator:
         app.router.add_delete("/admin/tenants/{tenant}/faults", self.clear_faults)
         app.router.add_get("/admin/tenants/{tenant}/stats", self.stats)
         app.router.add_post("/admin/clock", self.set_clock)
+        app.router.add_get("/admin/traceparents", self.get_traceparents)
         return app
+
+    @web.middleware
+    async def _trace_context(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Accept a W3C `traceparent` (a malformed one is ignored, as the spec asks) and log it."""
+        header = request.headers.get("traceparent")
+        if header is not None and TRACEPARENT.fullmatch(header):
+            self.traceparents.append({"path": request.path, "traceparent": header})
+            log.debug("platform request", path=request.path, traceparent=header)
+        return await handler(request)
+
+    async def get_traceparents(self, _: web.Request) -> web.Response:
+        """The trace context of the latest requests that carried one, oldest first."""
+        return web.json_response(list(self.traceparents))
 
     async def token(self, request: web.Request) -> web.Response:
         """OAuth2 client credentials grant."""

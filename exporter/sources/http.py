@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -26,6 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from exporter import spans
 from exporter.errors import CollectionError
 from exporter.sources.base import safe_url
 from exporter.sources.bounded import DEFAULT_MAX_BYTES, decode_json, read_body
@@ -116,16 +118,21 @@ class Caller:
         start = origin(url)
         for _ in range(MAX_REDIRECTS + 1):
             began, code = time.monotonic(), "error"
-            try:
-                async with self.session.request(
-                    method, url, allow_redirects=False, timeout=self.timeout(deadline), **options
-                ) as response:
-                    code = str(response.status)
-                    target = self._redirect(endpoint, method, start, response)
-                    if target is None:
-                        return await self._body(endpoint, response)
-            finally:
-                self.counts.request(endpoint, code, time.monotonic() - began)
+            with _client_span(method, url) as span:
+                headers = options["headers"] = dict(options.get("headers") or {})
+                spans.inject(headers)  # W3C traceparent: the platform's traces join ours
+                try:
+                    async with self.session.request(
+                        method, url, allow_redirects=False, timeout=self.timeout(deadline),
+                        **options,
+                    ) as response:  # fmt: skip
+                        code = str(response.status)
+                        _answered(span, response.status)
+                        target = self._redirect(endpoint, method, start, response)
+                        if target is None:
+                            return await self._body(endpoint, response)
+                finally:
+                    self.counts.request(endpoint, code, time.monotonic() - began)
             url = target
             options.pop("params", None)  # the Location carries its own query
         raise CollectionError("http", f"{endpoint}: more than {MAX_REDIRECTS} redirects")
@@ -179,6 +186,9 @@ class Caller:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, StatusError):
                 statuses.append(exc)
+            wait = state.next_action.sleep if state.next_action else 0.0
+            span.add_event("retry", {"attempt": state.attempt_number, "wait_seconds": wait,
+                                     "error.type": _error_type(exc)})  # fmt: skip
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(_transient),
@@ -187,6 +197,21 @@ class Caller:
             before_sleep=before_sleep,
             reraise=True,
         )
+        with spans.tracer().start_as_current_span(
+            f"call {endpoint}", attributes={"cockpit.endpoint": endpoint}, record_exception=False
+        ) as span:
+            return await self._attempts(endpoint, deadline, call, retrying, statuses)
+        raise AssertionError("unreachable: the span re-raises")
+
+    async def _attempts(
+        self,
+        endpoint: str,
+        deadline: float,
+        call: Callable[[], Awaitable[T]],
+        retrying: AsyncRetrying,
+        statuses: list[StatusError],
+    ) -> T:
+        """The attempts of one call, with every failure turned into a CollectionError."""
         try:
             await self._paced(endpoint, deadline)
             async for attempt in retrying:
@@ -214,7 +239,9 @@ class Caller:
             return
         if time.monotonic() + wait >= deadline:
             raise CollectionError("http", f"{endpoint}: rate limited for {wait:.1f}s more")
-        await asyncio.sleep(wait)
+        with spans.tracer().start_as_current_span("retry-after wait",
+                                                  attributes={"wait_seconds": wait}):  # fmt: skip
+            await asyncio.sleep(wait)
 
 
 @dataclass
@@ -266,6 +293,34 @@ class ClientCredentials:
         if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
             raise CollectionError("decode", "token: expires_in is not a positive number")
         return body["access_token"], float(ttl)
+
+
+def _client_span(method: str, url: str) -> Any:
+    """A CLIENT span of one HTTP request, with the semantic conventions' attributes."""
+    parts = urlsplit(url)
+    attributes: dict[str, str | int] = {
+        "http.request.method": method,
+        "url.full": safe_url(url),
+        "server.address": parts.hostname or "",
+    }
+    if parts.port is not None:
+        attributes["server.port"] = parts.port
+    return spans.tracer().start_as_current_span(
+        method, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
+    )
+
+
+def _answered(span: Span, status: int) -> None:
+    span.set_attribute("http.response.status_code", status)
+    if status >= 400:  # the conventions: a client span with a 4xx or 5xx answer failed
+        span.set_attribute("error.type", str(status))
+        span.set_status(StatusCode.ERROR)
+
+
+def _error_type(exc: BaseException | None) -> str:
+    if isinstance(exc, StatusError):
+        return str(exc.status)
+    return type(exc).__name__ if exc is not None else ""
 
 
 def _refusal(follow: bool, method: str, status: int, same_origin: bool) -> str | None:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import structlog
+from opentelemetry.trace import Span, StatusCode
 
+from exporter import spans
 from exporter.errors import CollectionError
 from exporter.histogram import Histogram
 from exporter.outcomes import Served, publish_failure, publish_success
@@ -165,23 +167,39 @@ class Runner:
         active = self._active.get(job_id)
         if active is None:  # removed by a reload while this run was queued
             return
+        job = active.job
+        attributes = {"cockpit.tenant": job.tenant, "cockpit.source": job.kind,
+                      "cockpit.job": job.name}  # fmt: skip
+        with spans.tracer().start_as_current_span(f"collect {job.kind}", attributes=attributes,
+                                                  record_exception=False) as span:  # fmt: skip
+            errors = await self._collect(active)
+            _outcome(span, errors)
+        if self._active.get(job_id) is active:
+            await self._save_health(active)
+            self._put_state_errors(job)
+
+    async def _collect(self, active: _Active) -> list[CollectionError]:
+        """Run the job's source and publish each part; the errors of the parts that failed."""
         job, source = active.job, self.sources[active.job.kind]
         started = time.perf_counter()
         done: set[str] = set()
+        errors: list[CollectionError] = []
         try:
             async for part in source.collect(job, time.monotonic() + job.timeout):
                 self._publish(active, part, started)
                 done.add(part.name)
+                if part.error is not None:
+                    errors.append(part.error)
         except CollectionError as exc:
+            errors.append(exc)
             self._fail_rest(active, done, exc, started)
         except Exception as exc:
             # A bug must cost one run of one job, not the scheduler's worker.
             log.exception("collection crashed", tenant=job.tenant, source=job.kind, job=job.name)
             error = CollectionError(source.crash_reason, f"internal error: {type(exc).__name__}")
+            errors.append(error)
             self._fail_rest(active, done, error, started)
-        if self._active.get(job_id) is active:
-            await self._save_health(active)
-            self._put_state_errors(job)
+        return errors
 
     async def flush(self) -> None:
         """Write every job's health as it is now (at shutdown: nothing is older after it)."""
@@ -244,15 +262,20 @@ class Runner:
             active.served[part.name] = fresh
             publish_success(self._store, key, stats, duration=duration, series=part.series,
                             served=fresh, stale_after=job.stale_after)  # fmt: skip
-        self._durations[job.kind].observe(duration)
+        self._durations[job.kind].observe(duration, spans.kept_trace_id())
         self._store.put(DURATIONS_KEY, self._durations_snapshot())
 
     def _durations_snapshot(self) -> Snapshot:
-        body = "".join(
-            histogram.lines(DURATION.name, f'source="{kind}"')
-            for kind, histogram in sorted(self._durations.items())
-        )
-        return Snapshot(None, {DURATION.name: body.encode()}, operators_only=True)
+        def body(exemplars: bool) -> bytes:
+            return "".join(
+                histogram.lines(DURATION.name, f'source="{kind}"', exemplars)
+                for kind, histogram in sorted(self._durations.items())
+            ).encode()
+
+        # Exemplars (a recent run's trace id per bucket) only where OpenMetrics is read.
+        openmetrics = {DURATION.name: body(True)} if spans.on() else None
+        return Snapshot(None, {DURATION.name: body(False)}, operators_only=True,
+                        openmetrics=openmetrics)  # fmt: skip
 
 
 async def _each(items: Sequence[_Active], work: Callable[[_Active], Awaitable[None]]) -> None:
@@ -264,6 +287,16 @@ async def _each(items: Sequence[_Active], work: Callable[[_Active], Awaitable[No
             await work(item)
 
     await asyncio.gather(*(one(item) for item in items))
+
+
+def _outcome(span: Span, errors: list[CollectionError]) -> None:
+    """The run's outcome on its root span: ok, or the first error's reason and message."""
+    if not errors:
+        span.set_attribute("cockpit.outcome", "success")
+        return
+    span.set_attribute("cockpit.outcome", "failure")
+    span.set_attribute("error.type", errors[0].reason)
+    span.set_status(StatusCode.ERROR, str(errors[0]))
 
 
 def _state_key(job: Job) -> SnapshotKey:

@@ -10,9 +10,9 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from exporter.errors import CollectionError
-from exporter.sources.sql import protocol
+from exporter.sources.sql import protocol, traced
 from exporter.sources.sql.engines import Server, cause
-from exporter.sources.sql.pipeline import Pipeline
+from exporter.sources.sql.pipeline import Pipeline, Request
 from exporter.sources.sql.protocol import mysql_code
 
 log = structlog.get_logger(__name__)
@@ -90,6 +90,20 @@ async def fetch_pipelined(
     """
     values = statement.driver_params(params)
     request = pipeline.submit(database, statement.driver_sql, values, seconds, alone)
+    error: BaseException | None = None
+    try:
+        return await _reply(pipeline, request, database, seconds), request.elapsed
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        stamps = (request.queued_ns, request.turn_ns, request.reply_ns)
+        traced.record(pipeline.server, database, statement.driver_sql, stamps, error)
+
+
+async def _reply(
+    pipeline: Pipeline, request: Request, database: str | None, seconds: float
+) -> Rows:
     try:
         async with asyncio.timeout(seconds):
             columns, rows = await request.future
@@ -104,7 +118,7 @@ async def fetch_pipelined(
         raise CollectionError("connect", message) from exc
     except pymysql.MySQLError as exc:
         raise CollectionError("query", f"query failed: {cause(exc)}") from exc
-    return Rows(columns, rows), request.elapsed
+    return Rows(columns, rows)
 
 
 class _StaleConnectionError(Exception):
@@ -114,10 +128,13 @@ class _StaleConnectionError(Exception):
 async def _attempt(
     server: Server, statement: Statement, params: Mapping[str, object], *, reuse: bool
 ) -> Rows:
-    lease = await server.acquire(reuse)
+    with traced.live("sql queue", server, None, None):
+        lease = await server.acquire(reuse)
     try:
-        result = await lease.conn.execute(statement.clause, dict(params))
-        rows = Rows(list(result.keys()), result.fetchall())
+        with traced.live(traced.operation(statement.driver_sql), server, None,
+                         statement.driver_sql):  # fmt: skip
+            result = await lease.conn.execute(statement.clause, dict(params))
+            rows = Rows(list(result.keys()), result.fetchall())
     except BaseException as exc:
         if _connection_still_good(exc):
             server.release(lease)

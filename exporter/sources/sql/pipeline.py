@@ -45,6 +45,10 @@ class Request:
     future: asyncio.Future[Reply]
     alone: bool = True
     elapsed: float | None = None  # from its turn on the connection to its reply
+    # Wall-clock times (ns) for its spans: queued, its turn on a connection, its reply.
+    queued_ns: int = field(default_factory=time.time_ns)
+    turn_ns: int | None = None
+    reply_ns: int | None = None
     retried: bool = False
     thread_id: int | None = None  # set while the server runs this request's statement
 
@@ -168,13 +172,14 @@ class Pipeline:
         thread = int(driver.thread_id())
         if lease.reader is None:
             lease.reader = wire.Reader(driver._reader)
-        turn = time.monotonic()
+        turn, turn_ns = time.monotonic(), time.time_ns()
         for index, request in enumerate(batch):
-            request.thread_id = thread
+            request.thread_id, request.turn_ns = thread, turn_ns
             try:
                 async with asyncio.timeout(request.timeout + STALL_GRACE):
                     outcome = await _read_reply(lease.reader, driver, request)
                     request.elapsed, turn = time.monotonic() - turn, time.monotonic()
+                    request.reply_ns = turn_ns = time.time_ns()
                     _settle(request, outcome)
             except Exception as exc:
                 # The first reply on a kept connection failing means the server had closed

@@ -1,0 +1,67 @@
+"""What collection code needs of tracing, through OpenTelemetry's API only (cheap to import).
+
+Sources open spans with `tracer()`; when tracing is off (the default) it is a no-op tracer
+and every span costs a function call. exporter/tracing.py installs the SDK's pipeline.
+"""
+
+from collections.abc import MutableMapping
+from typing import Protocol
+
+from opentelemetry import propagate, trace
+
+
+class Pipeline(Protocol):
+    """The running SDK pipeline, as collection code sees it."""
+
+    tracer: trace.Tracer
+
+    def kept(self, trace_id: int) -> bool:
+        """Whether the trace is (or will be) exported."""
+        ...
+
+
+_NO_OP = trace.NoOpTracer()
+_running: list[Pipeline] = []
+
+
+def install(pipeline: Pipeline) -> None:
+    """Make `pipeline` the one spans go to (tracing.start does this)."""
+    _running.append(pipeline)
+
+
+def uninstall(pipeline: Pipeline) -> None:
+    """Stop sending spans to `pipeline`."""
+    if pipeline in _running:
+        _running.remove(pipeline)
+
+
+def tracer() -> trace.Tracer:
+    """The running pipeline's tracer, else a no-op one."""
+    return _running[-1].tracer if _running else _NO_OP
+
+
+def on() -> bool:
+    """Whether tracing is on."""
+    return bool(_running)
+
+
+def current_ids() -> tuple[str, str] | None:
+    """The current span's trace and span ids as lowercase hex, or None outside a span."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+
+
+def kept_trace_id() -> str | None:
+    """The current run's trace id, if that trace is exported (an exemplar may point at it)."""
+    context = trace.get_current_span().get_span_context()
+    if not _running or not context.is_valid or not _running[-1].kept(context.trace_id):
+        return None
+    return trace.format_trace_id(context.trace_id)
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Add W3C `traceparent` (and `tracestate`) of the current span to outgoing headers."""
+    if _running:
+        propagate.inject(headers)
