@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from exporter import tracing
+from exporter import spans, tracing
 from exporter.audit import FAILURES, RECORDS, AuditLog
 from exporter.settings import Settings
 from exporter.store import Snapshot, SnapshotKey, SnapshotStore
@@ -39,7 +39,7 @@ class Observers:
 
     def start(self, store: SnapshotStore) -> None:
         """Register the counters and publish them from now on."""
-        families = [tracing.DROPPED] if self.tracing is not None else []
+        families = [spans.DROPPED] if self.tracing is not None else []
         families += [FAILURES, RECORDS] if self.audit is not None else []
         if not families:
             return
@@ -55,7 +55,7 @@ class Observers:
     def _publish(self, put: Callable[[SnapshotKey, Snapshot], None]) -> None:
         bodies = dict(self.audit.render()) if self.audit is not None else {}
         if self.tracing is not None:
-            bodies[tracing.DROPPED.name] = self.tracing.render()
+            bodies[spans.DROPPED.name] = self.tracing.render()
         put(KEY, Snapshot(None, bodies, operators_only=True))
 
     async def stop(self) -> None:

@@ -126,4 +126,6 @@ class Grafana(Model):
     operators_group: GroupName = "cockpit-operators"
     dashboards_path: str = "/var/lib/grafana/dashboards/cockpit"
     landing_org_id: int = Field(ge=2)
+    # The operators' Tempo or Jaeger datasource: exemplars on duration panels open its traces.
+    traces_datasource_uid: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$")
     oauth: GrafanaOAuth | None = None

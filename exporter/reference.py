@@ -1,8 +1,9 @@
 """Every metric family the exporter itself defines: what rules and dashboards may refer to."""
 
+from exporter import audit, spans
 from exporter.discovery import FAMILIES as DISCOVERY_FAMILIES
 from exporter.exposition import Family
-from exporter.selfmetrics import BUILD_INFO, CONFIG_FAMILIES, JOB_FAMILIES
+from exporter.selfmetrics import BUILD_INFO, CONFIG_FAMILIES, DURATION, JOB_FAMILIES
 from exporter.sharding import FAMILIES as SHARD_FAMILIES
 from exporter.sources.platform import families as platform
 
@@ -15,6 +16,10 @@ _OWNERS: dict[str, tuple[Family, ...]] = {
         *CONFIG_FAMILIES,
         *DISCOVERY_FAMILIES,
         *SHARD_FAMILIES,
+        DURATION,
+        spans.DROPPED,
+        audit.FAILURES,
+        audit.RECORDS,
     ),
     "the platform source": (*platform.DATA_FAMILIES, *platform.CLIENT_FAMILIES),
 }

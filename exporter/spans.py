@@ -9,6 +9,14 @@ from typing import Protocol
 
 from opentelemetry import propagate, trace
 
+from exporter.exposition import Family
+
+DROPPED = Family(
+    "cockpit_exporter_spans_dropped_total",
+    "counter",
+    "Spans of kept traces that never reached the OTLP collector (queue full, export failed).",
+)
+
 
 class Pipeline(Protocol):
     """The running SDK pipeline, as collection code sees it."""

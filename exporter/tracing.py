@@ -27,16 +27,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 from opentelemetry.trace import StatusCode
 
 from exporter import spans
-from exporter.exposition import Family
 from exporter.logs import Sampled
 
 log = structlog.get_logger(__name__)
 TRACER = "cockpit-exporter"
-DROPPED = Family(
-    "cockpit_exporter_spans_dropped_total",
-    "counter",
-    "Spans of kept traces that never reached the OTLP collector (queue full, export failed).",
-)
 # Pending spans (handed to the batch processor, not yet exported) and spans of one trace
 # waiting for its decision: beyond these, spans are dropped and counted.
 MAX_PENDING, MAX_SPANS_PER_TRACE, MAX_OPEN_TRACES = 4096, 2048, 4096
@@ -79,7 +73,7 @@ class Tracing:
 
     def render(self) -> bytes:
         """The dropped-spans counter as a sample line."""
-        return f"{DROPPED.name} {self.dropped}\n".encode()
+        return f"{spans.DROPPED.name} {self.dropped}\n".encode()
 
     def shutdown(self) -> None:
         """Export what waits (bounded by the export timeout), then stop the thread."""

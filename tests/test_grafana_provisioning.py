@@ -18,6 +18,7 @@ grafana:
   prometheus_url: http://prometheus:9090
   tenant_proxy_url: http://prom-label-proxy:8080
   landing_org_id: 5
+  traces_datasource_uid: tempo
   oauth:
     client_id: cockpit
     client_secret_file: /run/secrets/grafana-oauth
@@ -107,6 +108,26 @@ def test_tenant_dashboards_are_fixed_to_their_tenant(out: Path) -> None:
     operators = json.loads((out / "dashboards/org-1/cockpit-agents.json").read_text())
     tenant = next(v for v in operators["templating"]["list"] if v["name"] == "tenant")
     assert tenant["type"] == "query"
+
+
+def test_exemplars_link_to_the_traces_datasource_in_the_operators_org_only(out: Path) -> None:
+    """The operators' datasource sends an exemplar's `trace_id` to the configured Tempo or
+    Jaeger datasource (Grafana's `exemplarTraceIdDestinations`); the health dashboard's
+    duration panel asks for exemplars; tenant copies leave out that exporter-wide panel."""
+    sources = load(out / "provisioning/datasources/cockpit.yaml")["datasources"]
+    operators = next(s for s in sources if s["orgId"] == 1)
+    assert operators["jsonData"]["exemplarTraceIdDestinations"] == [
+        {"name": "trace_id", "datasourceUid": "tempo"}
+    ]
+    assert all("exemplarTraceIdDestinations" not in s.get("jsonData", {}) for s in sources[1:])
+
+    def exemplar_targets(org: int) -> list[dict]:
+        board = json.loads((out / f"dashboards/org-{org}/cockpit-exporter-health.json").read_text())
+        return [t for p in board["panels"] for t in p["targets"] if t.get("exemplar")]
+
+    (target,) = exemplar_targets(1)
+    assert "cockpit_collection_duration_seconds_bucket" in target["expr"]
+    assert exemplar_targets(2) == []
 
 
 def test_org_ids_must_be_unique_and_complete() -> None:

@@ -59,6 +59,8 @@ def _panel(panel: Panel, place: GridPos) -> Any:
         target = prometheus.Dataquery().expr(query.expr).ref_id(ref).datasource(DATASOURCE)
         if query.legend:
             target = target.legend_format(query.legend)
+        if query.exemplars:
+            target = target.exemplar(True)
         if panel.kind != "timeseries":
             target = target.instant()
         if panel.kind == "table":  # one row per series, its labels as columns

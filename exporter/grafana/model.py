@@ -13,6 +13,7 @@ class Query:
     expr: str
     legend: str = ""
     may_be_empty: str = ""
+    exemplars: bool = False  # show the series' exemplars (trace ids of runs) on the graph
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Panel:
     columns: tuple[str, ...] = ()
     links: tuple[tuple[str, str], ...] = ()
     no_value: str = ""  # what Grafana shows instead of "No data"
+    # Reads series of the exporter itself (no tenant label): left out of tenant orgs' copies.
+    operators_only: bool = False
 
 
 @dataclass(frozen=True)

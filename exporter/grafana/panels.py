@@ -296,6 +296,12 @@ HEALTH = Board(
             Query(f"rate(cockpit_platform_token_refreshes_total{T}{RATE})"),)),
         Panel("Runs per job", "Collection runs per second of each job, failed or not.", "ops", (
             Query(f"rate(cockpit_collection_runs_total{T}{RATE})", "{{source}} {{query}}"),)),
+        Panel("Run duration p95 by source kind", "95th percentile of run durations, all "
+              "tenants; each dot is a recent run's trace (exemplar), opened in the traces "
+              "datasource.", "s", (Query(
+                  "histogram_quantile(0.95, sum by (source, le) "
+                  f"(rate(cockpit_collection_duration_seconds_bucket{RATE})))", "{{source}}",
+                  exemplars=True),), operators_only=True),
     ),
 )  # fmt: skip
 

@@ -7,12 +7,14 @@ settings (grafana.ini and GF_* variables, see grafana_ini.py) and the label prox
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from exporter.alertrules import RuleSettings
 from exporter.config import Config, ConfigError
 from exporter.grafana.build import build
+from exporter.grafana.model import Board
 from exporter.grafana.panels import boards
 from exporter.receivers import Grafana
 from exporter.render.grafana_ini import OPERATORS_ORG, env, ini, label_proxy_args, settings
@@ -34,18 +36,22 @@ def grafana_settings(config: Config) -> Grafana:
 def datasources(config: Config) -> dict[str, Any]:
     """The datasources file: one default Prometheus datasource per org."""
     grafana = grafana_settings(config)
-    entries = [
-        {
-            "name": "Cockpit (all tenants)",
-            "uid": "cockpit-all",
-            "orgId": OPERATORS_ORG,
-            "type": "prometheus",
-            "access": "proxy",
-            "url": grafana.prometheus_url,
-            "isDefault": True,
-            "editable": False,
-        }
-    ]
+    operators: dict[str, Any] = {
+        "name": "Cockpit (all tenants)",
+        "uid": "cockpit-all",
+        "orgId": OPERATORS_ORG,
+        "type": "prometheus",
+        "access": "proxy",
+        "url": grafana.prometheus_url,
+        "isDefault": True,
+        "editable": False,
+    }
+    if grafana.traces_datasource_uid is not None:
+        # Exemplars carry `trace_id`: Grafana links each one to that trace (Tempo, Jaeger).
+        operators["jsonData"] = {"exemplarTraceIdDestinations": [
+            {"name": "trace_id", "datasourceUid": grafana.traces_datasource_uid}
+        ]}  # fmt: skip
+    entries = [operators]
     for tenant, org in config.grafana_orgs.items():
         entries.append(
             {
@@ -88,6 +94,11 @@ def providers(config: Config) -> dict[str, Any]:
     }
 
 
+def for_tenants(board: Board) -> Board:
+    """`board` without the panels that read the exporter's own, tenant-less series."""
+    return replace(board, panels=tuple(p for p in board.panels if not p.operators_only))
+
+
 def fixed_to_tenant(dashboard: dict[str, Any], tenant: str) -> dict[str, Any]:
     """A copy of `dashboard` whose tenant variable is a hidden constant."""
     fixed: dict[str, Any] = json.loads(json.dumps(dashboard))
@@ -116,7 +127,7 @@ def write_provisioning(config: Config, out: Path) -> list[Path]:
         files[out / "dashboards" / f"org-{OPERATORS_ORG}" / f"{board['uid']}.json"] = (
             json.dumps(board, indent=2, sort_keys=True) + "\n"
         )
-    tenant_boards = [build(board) for board in every if not board.operators_only]
+    tenant_boards = [build(for_tenants(board)) for board in every if not board.operators_only]
     for tenant, org in config.grafana_orgs.items():
         for board in tenant_boards:
             path = out / "dashboards" / f"org-{org.org_id}" / f"{board['uid']}.json"
