@@ -40,7 +40,7 @@ from exporter.sources.base import Job, Resources
 from exporter.sources.http import new_session
 from exporter.sources.registry import all_jobs, make_sources
 from exporter.sources.runner import Runner
-from exporter.state import State, open_store
+from exporter.state import FileStore, State, StateError, open_store
 from exporter.store import SnapshotStore
 from exporter.tls import configure, server_context
 from exporter.webconfig import WebConfig, load_web_config, unknown_scopes
@@ -123,6 +123,8 @@ class Exporter:
 
     async def start(self, schedule: bool = True) -> None:
         """Listen first (a taken port fails before any job starts), then publish and schedule."""
+        if isinstance(self.state.store, FileStore):
+            self.state.store.hold()  # StateError while a restore writes the directory
         context = await self._serve()
         self.store.register([BUILD_INFO, *CONFIG_FAMILIES, *SHARD_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
@@ -463,7 +465,7 @@ async def serve(config: Config, settings: Settings, web_config: WebConfig | None
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await exporter.start()
-    except ListenError as exc:
+    except (ListenError, StateError) as exc:
         return fail(str(exc))
     trimmer = loop.create_task(trim_periodically())
     await stop.wait()

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
-from exporter import buildinfo, logs
+from exporter import admin_cli, buildinfo, logs
 from exporter.app import ListenError, serve, warn_config
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.durations import parse_duration
@@ -24,10 +24,12 @@ from exporter.webconfig import load_web_config
 
 log = structlog.get_logger(__name__)
 _EPILOG = (
-    "other commands: check-config, import, version, demo, simulate, render, grafana"
+    "other commands: check-config, import, version, demo, simulate, render, grafana, audit,"
+    " state"
     " (cockpit-exporter COMMAND --help)"
 )
-_COMMANDS = ("run", "check-config", "demo", "simulate", "render", "grafana", "import", "version")
+_COMMANDS = ("run", "check-config", "demo", "simulate", "render", "grafana", "import", "version",
+             "audit", "state")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     _simulate_parser(commands, [logging_flags])
     _render_parser(commands)
     _grafana_parser(commands)
+    admin_cli.add_parsers(commands)
     return parser
 
 
@@ -371,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or (args[0] not in _COMMANDS and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "run")
     options = _parser().parse_args(args)
-    if options.command in ("check-config", "render", "grafana", "import"):
+    if options.command in ("check-config", "render", "grafana", "import", "audit", "state"):
         return _tool(options)
     try:
         settings = _settings(options)
@@ -436,6 +439,8 @@ def _tool(options: argparse.Namespace) -> int:
         if file is None or (options.file and options.config_file):
             return fail("check-config: give the config file once, as FILE or --config.file FILE")
         return _check_config(file, options.connect)
+    if options.command in ("audit", "state"):
+        return admin_cli.run(options)
     if options.command == "import":
         from exporter.importers.command import run as convert  # noqa: PLC0415 - as for render
 

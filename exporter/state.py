@@ -11,6 +11,7 @@ only. Records of jobs no longer configured are deleted after a retention period.
 
 import asyncio
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -119,12 +120,43 @@ class FileStore:
     job (counted, like any unreadable record), never a way to write somewhere else.
     """
 
+    LOCK = ".lock"  # held shared by running exporters, exclusively by `state restore`
+
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._ready = False
         # Saves run in threads: the first one prepares the directory while the others wait,
         # or its clean-up would remove their fresh temporary files.
         self._preparing = threading.Lock()
+        self._lock: int | None = None
+
+    @property
+    def directory(self) -> Path:
+        """Where the records are."""
+        return self._directory
+
+    def hold(self, exclusive: bool = False) -> None:
+        """Take the directory's lock (shared: running; exclusive: restoring); StateError if taken.
+
+        A restore must not write under a running exporter, nor an exporter start on a
+        half-restored directory; the lock goes with the process, even when it is killed.
+        """
+        self._prepare()
+        path = self._directory / self.LOCK
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            doing = "an exporter is running on it" if exclusive else "a restore is under way"
+            raise StateError(f"{self._directory}: {doing}") from None
+        self._lock = descriptor
+
+    def release(self) -> None:
+        """Let go of the directory's lock."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def _path(self, key: str) -> Path:
         return self._directory / (quote(key, safe="") + ".json")
@@ -203,7 +235,8 @@ class FileStore:
         self._path(key).unlink(missing_ok=True)
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Let go of the directory's lock."""
+        self.release()
 
 
 def _reason(operation: str, exc: OSError) -> str:
