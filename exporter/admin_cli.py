@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from exporter import backup
-from exporter.audit import AuditLog, verify
+from exporter.audit import record_once, verify
 from exporter.exitcodes import EXIT_FAILED, fail
 from exporter.sharding import resolve
 from exporter.state import StateError, Store, open_store
@@ -90,10 +90,10 @@ async def _state(options: argparse.Namespace, store: Store, shard: str) -> int:
         return fail(f"state {options.state_command}: {exc.strerror or exc}")
     finally:
         await store.close()
-    if options.audit_file is not None:
-        trail = AuditLog(options.audit_file)
-        trail.record("state restore", "cli", archive=str(options.archive),
-                     created=archive.created, records=count, shard=shard)  # fmt: skip
-        trail.close()
+    if options.audit_file is not None and not record_once(
+        options.audit_file, "state restore", "cli", archive=str(options.archive),
+        created=archive.created, records=count, shard=shard,
+    ):  # fmt: skip
+        fail("state restore: done, but not recorded in the audit trail", EXIT_FAILED)
     sys.stdout.write(f"restored {count} records of {archive.created} (shard {shard})\n")
     return 0

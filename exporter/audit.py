@@ -191,6 +191,14 @@ class AuditLog:
             log.error("audit record not written", error=reason, left_out=left_out)
 
 
+def record_once(path: Path, action: str, who: str, **details: Any) -> bool:
+    """One record from a command that runs once; whether it was written."""
+    trail = AuditLog(path)
+    trail.record(action, who, **details)
+    trail.close()
+    return trail.written == 1
+
+
 def verify(paths: list[Path]) -> tuple[int, str | None]:
     """Records checked, and the first altered record (file and line) or None if intact.
 

@@ -341,6 +341,8 @@ def _grafana_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParse
     sync.add_argument("--token-file", type=Path, help="file holding a token (orgs must exist)")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.add_argument("--record", type=Path, help="write each tenant's org id here (JSON)")
+    sync.add_argument("--audit.file", dest="audit_file", type=Path,
+                      help="record the changes made in this audit trail")  # fmt: skip
     sync.add_argument(
         "--wait",
         type=duration,

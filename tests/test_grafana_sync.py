@@ -185,7 +185,9 @@ def test_command_dry_run_and_record(tmp_path: Path) -> None:
     config.write_text(CONFIG)
     dry = run_sync(grafana, config, "--dry-run")
     methods = {m for m, _, _, _ in grafana.requests}
-    real = run_sync(grafana, config, "--record", str(tmp_path / "orgs.json"))
+    trail = tmp_path / "audit.jsonl"
+    real = run_sync(grafana, config, "--record", str(tmp_path / "orgs.json"), "--audit.file",
+                    str(trail))  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     assert "plan: create org 3 acme" in dry.stdout and "dry run: nothing changed" in dry.stdout
     assert methods == {"GET"}
@@ -194,6 +196,10 @@ def test_command_dry_run_and_record(tmp_path: Path) -> None:
         "acme": 3, "cockpit-landing": 2, "globex": 4,
     }  # fmt: skip
     assert "s3cret-admin-password" not in dry.stdout + dry.stderr + real.stdout + real.stderr
+    # The audit trail has one record of what the sync changed, and no credential.
+    (entry,) = [json.loads(line) for line in trail.read_text().splitlines()]
+    assert entry["action"] == "grafana sync" and "created org 3 acme" in entry["actions"]
+    assert "s3cret-admin-password" not in trail.read_text()
 
 
 @pytest.mark.parametrize(

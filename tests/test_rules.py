@@ -24,7 +24,7 @@ RULES = ROOT / "alerts" / "cockpit.rules.yml"
 # Alerts about the exporter as a whole: no tenant to name.
 EXPORTER_WIDE = (
     "CockpitExporterDown", "CockpitExporterAbsent", "CockpitConfigReloadFailed",
-    "CockpitTenantDiscoveryFailing", "CockpitScrapeTokenExpiring",
+    "CockpitTenantDiscoveryFailing", "CockpitScrapeTokenExpiring", "CockpitAuditWriteFailing",
 )  # fmt: skip
 
 

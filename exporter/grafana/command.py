@@ -5,9 +5,11 @@ import asyncio
 import json
 import sys
 
+from exporter.audit import record_once
 from exporter.config import ConfigError, load_config
 from exporter.exitcodes import EXIT_FAILED, fail
 from exporter.grafana.sync import SyncError, authorization, record, sync, wanted_orgs
+from exporter.sources.base import safe_url
 
 
 def run(options: argparse.Namespace) -> int:
@@ -32,6 +34,10 @@ def run(options: argparse.Namespace) -> int:
         out.write("dry run: nothing changed\n")
         return 0
     out.writelines(f"{line}\n" for line in done or ["nothing to change"])
+    if options.audit_file is not None and not record_once(
+        options.audit_file, "grafana sync", "cli", grafana=safe_url(options.url), actions=done
+    ):
+        fail("grafana sync: done, but not recorded in the audit trail", EXIT_FAILED)
     if options.record is not None:
         ids = record(wanted_orgs(config))
         options.record.write_text(json.dumps(ids, indent=2, sort_keys=True) + "\n")

@@ -321,6 +321,14 @@ def _operator_alerts(s: RuleSettings) -> list[Alert]:
             "scrape-token-expiring", owner="operator",
         ),
         Alert(
+            "CockpitAuditWriteFailing",
+            "increase(cockpit_exporter_audit_write_failures_total[10m]) > 0",
+            "0m", "warning", "Admin actions are not all reaching the audit trail.",
+            "{{ $labels.instance }}: {{ $value | humanize }} audit records could not be written "
+            "in 10 minutes (disk full, read-only, the path a symlink); collection goes on.",
+            "audit-write-failing", owner="operator",
+        ),
+        Alert(
             "CockpitTenantDiscoveryFailing", "cockpit_exporter_discovery_success == 0",
             "10m", "warning",
             "Tenant discovery keeps failing; new or removed tenants are not picked up.",
