@@ -42,6 +42,7 @@ bench: $(STAMP) bench-tools
 	$(PY) -m tests.bench.databases
 	$(PY) -m tests.bench.platform
 	$(PY) -m tests.bench.shards
+	$(PY) -m tests.bench.tracing
 
 # 30 minutes, 1,000 tenants with faults, a real Prometheus; not part of `make test`.
 # SOAK_MINUTES and SOAK_TENANTS shorten it.

@@ -139,11 +139,20 @@ class FileStore:
         """Take the directory's lock (shared: running; exclusive: restoring); StateError if taken.
 
         A restore must not write under a running exporter, nor an exporter start on a
-        half-restored directory; the lock goes with the process, even when it is killed.
+        half-restored directory; the lock goes with the process, even when it is killed. A
+        directory that cannot be used stops a restore; an exporter runs on (each record it
+        cannot write is counted, as ever), with a warning.
         """
-        self._prepare()
-        path = self._directory / self.LOCK
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            self._prepare()
+            path = self._directory / self.LOCK
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if exclusive:
+                raise StateError(f"{self._directory}: {_reason('lock', exc)}") from None
+            log.warning("state directory not usable", directory=str(self._directory),
+                        error=_reason("lock", exc))  # fmt: skip
+            return
         try:
             fcntl.flock(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -165,7 +165,8 @@ class TailProcessor(SpanProcessor):
         if root:
             self._decide(trace_id)
         elif len(self._open) > MAX_OPEN_TRACES:  # roots that never end: oldest go
-            _, lost = self._open.popitem(last=False)
+            oldest, lost = self._open.popitem(last=False)
+            self._failed.discard(oldest)
             self._drop(len(lost))
 
     def _drop(self, count: int) -> None:

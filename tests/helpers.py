@@ -122,9 +122,10 @@ async def wait_http(url: str, seconds: float = 30) -> None:
 
 
 async def start_prometheus(
-    directory: Path, target: str, port: int, **config: Any
+    directory: Path, target: str, port: int, *, flags: tuple[str, ...] = (), **config: Any
 ) -> asyncio.subprocess.Process:
-    """A real Prometheus on `port` scraping `target` every second; `config` joins its file."""
+    """A real Prometheus on `port` scraping `target` every second; `config` joins its file,
+    `flags` its command line."""
     path = directory / "prometheus.yml"
     path.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -133,7 +134,7 @@ async def start_prometheus(
     }))  # fmt: skip
     process = await spawn(
         "prometheus", f"--config.file={path}", f"--storage.tsdb.path={directory / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address=127.0.0.1:{port}", *flags,
     )  # fmt: skip
     try:
         await wait_http(f"http://127.0.0.1:{port}/-/ready")

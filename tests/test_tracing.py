@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from exporter import observers, spans
 from exporter.tracing import TailProcessor, endpoint_from
 from tests import platform_helpers
 from tests.conftest import ScratchDatabase, free_port, write
-from tests.helpers import WORK_ITEMS, two_tenants
+from tests.helpers import WORK_ITEMS, start_prometheus, two_tenants
 from tests.otlp_receiver import ERROR, Receiver
 
 CLIENT, INTERNAL = 3, 1  # opentelemetry.proto.trace.v1.Span.SpanKind
@@ -130,6 +131,33 @@ async def test_with_the_collector_down_runs_go_on_and_dropped_spans_are_counted(
     assert await scraped() >= 6
 
 
+async def prometheus_exemplars(directory: Path, port: int) -> set[str]:
+    """Trace ids of the duration exemplars a real Prometheus (exemplar storage on) scraped."""
+    prometheus_port = free_port()
+    prometheus = await start_prometheus(
+        directory,
+        f"127.0.0.1:{port}",
+        prometheus_port,
+        flags=("--enable-feature=exemplar-storage",),
+    )
+    url = f"http://127.0.0.1:{prometheus_port}/api/v1/query_exemplars"
+    query = {"query": "cockpit_collection_duration_seconds_bucket", "start": "0",
+             "end": str(time.time() + 60)}  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(60):  # the first scrape waits for target discovery (about 5 s)
+                async with session.get(url, params=query) as response:
+                    data = (await response.json())["data"]
+                found = {e["labels"]["trace_id"] for s in data for e in s["exemplars"]}
+                if found:
+                    return found
+                await asyncio.sleep(0.5)
+    finally:
+        prometheus.terminate()
+        await prometheus.wait()
+    return set()
+
+
 def _span(tracer: Any, name: str, failed: bool = False) -> None:
     with tracer.start_as_current_span(name) as root:
         with tracer.start_as_current_span("child"):
@@ -220,16 +248,19 @@ async def test_a_failed_run_at_ratio_zero_is_traced_logged_and_its_exemplar_poin
             async with session.get(url) as response:  # the Prometheus text format has none
                 assert " # {" not in await response.text()
         trace_id = found.group(1)
-        for _ in range(40):  # the batch goes out within its schedule delay (5 s)
+        for _ in range(40):  # the batch goes out within its schedule delay (0.2 s here)
             if receiver.trace(trace_id):
                 break
             await asyncio.sleep(0.25)
+        stored = await prometheus_exemplars(tmp_path, port)
         root = [s for s in receiver.trace(trace_id) if not s.parent]
         assert root and root[0].status == ERROR and root[0].attributes["error.type"] == "query"
         assert not receiver.roots("discover tenants")  # none configured
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = await process.communicate()
+    # Prometheus 2.42 parsed them: every stored exemplar names an exported trace.
+    assert stored and all(receiver.trace(t) for t in stored)
     lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
     failed = [line for line in lines if line.get("trace_id") == trace_id]
     assert failed, "no log line carries the run's trace id"

@@ -167,16 +167,22 @@ class Runner:
         active = self._active.get(job_id)
         if active is None:  # removed by a reload while this run was queued
             return
+        if spans.on():
+            await self._traced(active)
+        else:  # the common case pays for no span at all
+            await self._collect(active)
+        if self._active.get(job_id) is active:
+            await self._save_health(active)
+            self._put_state_errors(active.job)
+
+    async def _traced(self, active: _Active) -> None:
+        """`_collect` as the root span of a trace, with the run's outcome."""
         job = active.job
         attributes = {"cockpit.tenant": job.tenant, "cockpit.source": job.kind,
                       "cockpit.job": job.name}  # fmt: skip
         with spans.tracer().start_as_current_span(f"collect {job.kind}", attributes=attributes,
                                                   record_exception=False) as span:  # fmt: skip
-            errors = await self._collect(active)
-            _outcome(span, errors)
-        if self._active.get(job_id) is active:
-            await self._save_health(active)
-            self._put_state_errors(job)
+            _outcome(span, await self._collect(active))
 
     async def _collect(self, active: _Active) -> list[CollectionError]:
         """Run the job's source and publish each part; the errors of the parts that failed."""
