@@ -13,6 +13,7 @@ or the event loop's time (the export runs in the processor's thread).
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ MAX_PENDING, MAX_SPANS_PER_TRACE, MAX_OPEN_TRACES = 4096, 2048, 4096
 _DECISIONS_KEPT = 1024  # decided traces remembered, for spans that end after their root
 _FAILED_EXPORTS = Sampled(60.0)  # a dead collector: one line a minute, not one a batch
 EXPORT_TIMEOUT = 5.0  # seconds per export request, unless OTEL_EXPORTER_OTLP_TIMEOUT says
+QUIET = 10.0  # after a failed export, the next batches are dropped unsent this long
 
 
 def endpoint_from(flag: str | None) -> str | None:
@@ -100,17 +102,27 @@ def start(endpoint: str, ratio: float, exporter: SpanExporter | None = None) -> 
 
 @dataclass
 class _Counted(SpanExporter):
-    """The OTLP exporter, telling the processor how each batch ended."""
+    """The OTLP exporter, telling the processor how each batch ended.
+
+    After a failed export, batches are dropped unsent for `QUIET` seconds: a collector that
+    is down costs neither the encoding nor the connection attempts of every batch.
+    """
 
     inner: SpanExporter
     done: "TailProcessor"
+    quiet_until: float = 0.0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export a batch; whatever did not arrive is counted as dropped."""
-        try:
-            result = self.inner.export(spans)
-        except Exception:  # the SDK's thread must go on; the spans are lost, and counted
+        if time.monotonic() < self.quiet_until:
             result = SpanExportResult.FAILURE
+        else:
+            try:
+                result = self.inner.export(spans)
+            except Exception:  # the SDK's thread must go on; the spans are lost, and counted
+                result = SpanExportResult.FAILURE
+            if result is not SpanExportResult.SUCCESS:
+                self.quiet_until = time.monotonic() + QUIET
         self.done.exported(len(spans), ok=result is SpanExportResult.SUCCESS)
         return result
 

@@ -113,6 +113,7 @@ def _sample(processes: dict[str, tuple[subprocess.Popen[bytes], int]]) -> dict:
             "latency_first_ms": statistics.median(first) * 1000,
             "latency_last_ms": statistics.median(last) * 1000,
             "dropped": samples.get((DROPPED, frozenset()), 0.0),
+            "rss_by_minute": [rss for t, rss, _ in series if int(t) % 60 < SAMPLE_EVERY],
         }
     return results
 
@@ -128,6 +129,8 @@ def main() -> None:
             f" {figures['latency_last_ms']:.1f} ms last minute, spans dropped"
             f" {figures['dropped']:.0f}"
         )
+        minutes = " ".join(f"{r:.0f}" for r in figures["rss_by_minute"])
+        print(f"  {'':15} RSS by minute (MB): {minutes}")
     print(
         f"  ratio traced/off: RSS {traced['rss_mb'] / base['rss_mb']:.2f},"
         f" /metrics latency {traced['latency_last_ms'] / base['latency_last_ms']:.2f}"
