@@ -31,7 +31,7 @@ lint: $(STAMP)
 
 # Test files run in parallel (one worker per core, at most 4); a file's tests share a worker.
 test: lint tools
-	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile --durations=15
 
 # The fleet benchmark's peer, sql_exporter 0.4.5 (Debian's prometheus-sql-exporter), comes with tools.
 bench-tools: tools

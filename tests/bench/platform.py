@@ -13,13 +13,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.bench import sized
 from tests.bench.databases import cpu_seconds, peak_rss_mb
 from tests.bench.soak import wait_http
 from tests.conftest import free_port, parse_samples
 
-TENANTS = int(os.environ.get("BENCH_PLATFORM_TENANTS", "1000"))
-WARMUP = float(os.environ.get("BENCH_PLATFORM_WARMUP", "60"))
-MEASURE = float(os.environ.get("BENCH_PLATFORM_MEASURE", "60"))
+TENANTS = int(os.environ.get("BENCH_PLATFORM_TENANTS", sized("1000", "3")))
+WARMUP = float(os.environ.get("BENCH_PLATFORM_WARMUP", sized("60", "2")))
+MEASURE = float(os.environ.get("BENCH_PLATFORM_MEASURE", sized("60", "2")))
 
 
 def start_exporter(config: Path, port: int) -> subprocess.Popen[bytes]:
@@ -33,7 +34,7 @@ def start_exporter(config: Path, port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def scrape_latency(port: int, rounds: int = 20) -> float:
+def scrape_latency(port: int, rounds: int = sized(20, 2)) -> float:
     """Median seconds of a gzip scrape to its last byte, as Prometheus scrapes."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/metrics", headers={"Accept-Encoding": "gzip"}

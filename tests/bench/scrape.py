@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from exporter import logs
 from exporter.exposition import Family
 from exporter.store import Snapshot, SnapshotStore
+from tests.bench import sized
 
-TENANTS, SERIES_PER_TENANT, ROUNDS = 100, 1_000, 20
+TENANTS, SERIES_PER_TENANT, ROUNDS = sized((100, 1_000, 20), (2, 50, 2))
 FAMILY = Family("cockpit_work_items", "gauge", "Work items by queue and status.")
 
 

@@ -19,15 +19,17 @@ from pathlib import Path
 import pymysql
 import yaml
 
-from tests.bench.databases import cpu_seconds, scrape
+from tests.bench import RUN_ID, sized
+from tests.bench.databases import cpu_seconds, scrape, wait_up
 from tests.conftest import free_port, parse_samples
 
-TENANTS = int(os.environ.get("SHARD_TENANTS", "5000"))
-SHARDS, INTERVAL, WARMUP, MEASURE = 4, 60, 150.0, 180.0
+TENANTS = int(os.environ.get("SHARD_TENANTS", sized("5000", "8")))
+SHARDS, INTERVAL, WARMUP, MEASURE = sized((4, 60, 150.0, 180.0), (2, 2, 2.0, 2.0))
+TIMEOUT = sized("20s", "1500ms")
 # The simulator ticks every tenant's world each second; on a 2-core machine it must leave
 # room for four exporters, so its platform clock runs at half speed by default.
 SPEED = float(os.environ.get("SHARD_SPEED", "0.5"))
-DATABASE = "cockpit_shards_bench"
+DATABASE = f"cockpit_shards_bench{RUN_ID}"
 ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "autocommit": True}
 
 
@@ -54,7 +56,7 @@ def drop_database() -> None:
 
 def write_config(simulated: Path, out: Path) -> None:
     document = yaml.safe_load(simulated.read_text())
-    document["defaults"] = {"interval": f"{INTERVAL}s", "timeout": "20s"}
+    document["defaults"] = {"interval": f"{INTERVAL}s", "timeout": TIMEOUT}
     for number, tenant in enumerate(document["tenants"], start=1):
         tenant["mysql"] = {"dsn": f"mysql://root@127.0.0.1:3306/{DATABASE}"}
         tenant["params"] = {"tenant_id": number}
@@ -160,6 +162,8 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
 def measure(
     shards: list[subprocess.Popen[bytes]], ports: list[int], sim: subprocess.Popen[bytes]
 ) -> None:
+    for port in ports:
+        wait_up(port)
     time.sleep(WARMUP)
     started = time.monotonic()
     cpu0 = [cpu_seconds(p.pid) for p in shards]

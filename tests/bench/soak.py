@@ -24,10 +24,13 @@ from typing import Any
 
 import yaml
 
+from tests.bench import sized
 from tests.conftest import free_port, parse_samples
 
-TENANTS = int(os.environ.get("SOAK_TENANTS", "1000"))
-MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
+TENANTS = int(os.environ.get("SOAK_TENANTS", sized("1000", "3")))
+MINUTES = float(os.environ.get("SOAK_MINUTES", sized("30", "0.1")))
+SETTLE = sized((40, 60), (2, 2))  # seconds for the exporter to catch up, before and after
+SCRAPE_EVERY = sized("5s", "1s")
 WARMUP_MINUTES = min(5.0, MINUTES / 3)
 # The simulated queues take about 90 platform minutes from an empty world to their steady
 # size (docs/reliability.md); a world that is still filling would be measured as growth.
@@ -147,7 +150,7 @@ def main() -> None:
                          "--web.listen-address", f"127.0.0.1:{exporter_port}")  # fmt: skip
         processes.append(exporter)
         (work / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "5s", "scrape_timeout": "5s"},
+            "global": {"scrape_interval": SCRAPE_EVERY, "scrape_timeout": SCRAPE_EVERY},
             "scrape_configs": [{"job_name": "cockpit", "static_configs": [
                 {"targets": [f"127.0.0.1:{exporter_port}"]}]}],
         }))  # fmt: skip
@@ -156,7 +159,7 @@ def main() -> None:
                                f"--web.listen-address=127.0.0.1:{prom_port}"))  # fmt: skip
         wait_http(f"http://127.0.0.1:{exporter_port}/readyz", seconds=300)
         wait_http(f"{prom_url}/-/ready")
-        settle(sim_url, 40)
+        settle(sim_url, SETTLE[0])
         start_sim, start_exp = sim_counts(sim_url, tenants), exporter_counts(exporter_port)
         call(f"{sim_url}/admin/clock", {"frozen": False})
         began, rng, samples = time.monotonic(), random.Random(5), []
@@ -168,9 +171,9 @@ def main() -> None:
             rss, fds = process_stats(exporter.pid)
             samples.append((elapsed, rss, fds))
             print(f"minute {elapsed / 60:5.1f}: rss {rss:7.1f} MB, open fds {fds}", flush=True)
-            time.sleep(60)
+            time.sleep(min(60.0, MINUTES * 20))
         clear_faults(sim_url, tenants)
-        settle(sim_url, 60)
+        settle(sim_url, SETTLE[1])
         end_sim, end_prom = sim_counts(sim_url, tenants), prometheus_counts(prom_url)
         report(samples, start_sim, start_exp, end_sim, end_prom, prom_url)
     finally:
@@ -208,7 +211,8 @@ def report(samples, start_sim, start_exp, end_sim, end_prom, prom_url) -> None: 
     rss_slope = slope_per_10_minutes([(t, r) for t, r, _ in after])
     fd_slope = slope_per_10_minutes([(t, f) for t, _, f in after])
     query = urllib.parse.quote(
-        f'quantile_over_time(0.99, scrape_duration_seconds{{job="cockpit"}}[{int(MINUTES)}m])'
+        "quantile_over_time(0.99, scrape_duration_seconds"
+        f'{{job="cockpit"}}[{max(60, int(MINUTES * 60))}s])'
     )
     p99 = float(call(f"{prom_url}/api/v1/query?query={query}")["data"]["result"][0]["value"][1])
     print(workload_report(prom_url))

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import yaml
 
+from tests.bench import sized
 from tests.bench.soak import process_stats, slope_per_10_minutes, wait_http
 from tests.conftest import free_port, parse_samples
 
-SECONDS = float(os.environ.get("BENCH_TRACING_SECONDS", "300"))
-TENANTS = int(os.environ.get("BENCH_TRACING_TENANTS", "200"))
+SECONDS = float(os.environ.get("BENCH_TRACING_SECONDS", sized("300", "3")))
+TENANTS = int(os.environ.get("BENCH_TRACING_TENANTS", sized("200", "3")))
 SAMPLE_EVERY = min(10.0, SECONDS / 6)
 WARM_UP = min(60.0, SECONDS / 5)
 DROPPED = "cockpit_exporter_spans_dropped_total"
