@@ -51,6 +51,7 @@ SCOPES_KEY = ("", "exporter", "scopes")
 EXPIRY_KEY = ("", "exporter", "token_expiry")
 DISCOVERY_KEY = ("", "exporter", "discovery")
 SHARD_KEY = ("", "exporter", "shard")
+STARTING = "#starting"  # a readiness key no job has
 
 
 class ListenError(Exception):
@@ -125,6 +126,8 @@ class Exporter:
         """Listen first (a taken port fails before any job starts), then publish and schedule."""
         if isinstance(self.state.store, FileStore):
             self.state.store.hold()  # StateError while a restore writes the directory
+        # Not ready while starting: the first discovery round decides which tenants exist.
+        self.readiness.expect([STARTING])
         context = await self._serve()
         self.store.register([BUILD_INFO, *CONFIG_FAMILIES, *SHARD_FAMILIES])
         self.store.put(("", "exporter", "build_info"), build_info_snapshot())
@@ -146,6 +149,7 @@ class Exporter:
             self.collection.scheduler.start()
             if self.discovery is not None:
                 self.discovery.start()
+        self.readiness.done(STARTING)
         self._log_start(context)
         self.observers.record("start", "process", tenants=self.owned, jobs=len(jobs),
                               shard=f"{self.shard.index}/{self.shard.total}")  # fmt: skip
