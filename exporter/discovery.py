@@ -180,7 +180,7 @@ class Discovery:
 
     async def poll(self) -> None:
         """One round: query, build entries, apply them if they changed; never raises."""
-        with spans.tracer().start_as_current_span("discover tenants") as span:
+        with spans.span("discover tenants") as span:
             try:
                 await self._round()
             except Exception as exc:

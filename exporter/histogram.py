@@ -19,10 +19,14 @@ class Histogram:
     count: int = 0
     # Per bucket, the latest observation that came with a trace id: (trace id, value, time).
     exemplars: dict[int, tuple[str, float, float]] = field(default_factory=dict)
+    _le: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.buckets:
             self.buckets = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        # `le` as client_python and OpenMetrics spell it (1.0, not 1): the same series as the
+        # peers' histograms. Spelled once: rendering is frequent.
+        self._le = (*map(floatToGoString, self.bounds), "+Inf")
 
     def observe(self, value: float, trace_id: str | None = None) -> None:
         """Add one observation; with a trace id, it becomes its bucket's exemplar."""
@@ -40,10 +44,7 @@ class Histogram:
         """
         prefix = f"{labels}," if labels else ""
         out, cumulative = [], 0
-        # `le` as client_python and OpenMetrics spell it (1.0, not 1): the same series as the
-        # peers' histograms.
-        for index, (bound, count) in enumerate(zip((*map(floatToGoString, self.bounds), "+Inf"),
-                                                   self.buckets, strict=True)):  # fmt: skip
+        for index, (bound, count) in enumerate(zip(self._le, self.buckets, strict=True)):
             cumulative += count
             line = f'{name}_bucket{{{prefix}le="{bound}"}} {cumulative}'
             exemplar = self.exemplars.get(index) if exemplars else None

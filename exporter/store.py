@@ -60,6 +60,7 @@ class SnapshotStore:
         self._expiring: dict[SnapshotKey, tuple[float, Snapshot]] = {}
         self._deadlines: list[tuple[float, SnapshotKey]] = []
         self._openmetrics: dict[str, tuple[str, bytes]] = {}  # family -> (group, body)
+        self._before: list[Callable[[], None]] = []
 
     def register(self, families: Iterable[Family], owner: str = "exporter") -> None:
         """Declare families whose headers scrapes write; bodies may refer only to these.
@@ -76,6 +77,10 @@ class SnapshotStore:
             self._families[family.name] = family
             self._bodies.setdefault(family.name, {})
         self._cache.clear()
+
+    def before_render(self, hook: Callable[[], None]) -> None:
+        """Call `hook` before each render: snapshots put lazily are brought up to date."""
+        self._before.append(hook)
 
     def kind(self, name: str) -> str:
         """The registered type of family `name` (`gauge` if unknown: served only while fresh)."""
@@ -191,6 +196,8 @@ class SnapshotStore:
 
         Without OpenMetrics' final `# EOF`: the HTTP layer ends the output.
         """
+        for hook in self._before:
+            hook()
         self.expire(time.time())
         if tenants is None and openmetrics in self._cache:
             return self._cache[openmetrics]

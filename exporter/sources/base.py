@@ -1,6 +1,6 @@
 """What every source kind is: the Job it schedules, the Parts a run yields, the Source protocol."""
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -131,6 +131,26 @@ class Source(Protocol):
     async def aclose(self) -> None:
         """At shutdown: close connections."""
         ...
+
+
+class OnePart:
+    """An async iterator of the one part a coroutine makes (for sources with one part).
+
+    Not an async generator: asyncio registers every async generator it starts in a WeakSet
+    (for shutdown), which cost a SQL run more than its bookkeeping (docs/performance.md).
+    """
+
+    def __init__(self, making: Coroutine[Any, Any, "Part"]) -> None:
+        self._making: Coroutine[Any, Any, Part] | None = making
+
+    def __aiter__(self) -> "OnePart":
+        return self
+
+    async def __anext__(self) -> "Part":
+        making, self._making = self._making, None
+        if making is None:
+            raise StopAsyncIteration
+        return await making
 
 
 def safe_url(url: str) -> str:

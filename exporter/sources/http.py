@@ -12,6 +12,7 @@ or `too_large`.
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
@@ -197,7 +198,7 @@ class Caller:
             before_sleep=before_sleep,
             reraise=True,
         )
-        with spans.tracer().start_as_current_span(
+        with spans.span(
             f"call {endpoint}", attributes={"cockpit.endpoint": endpoint}, record_exception=False
         ) as span:
             return await self._attempts(endpoint, deadline, call, retrying, statuses)
@@ -239,7 +240,7 @@ class Caller:
             return
         if time.monotonic() + wait >= deadline:
             raise CollectionError("http", f"{endpoint}: rate limited for {wait:.1f}s more")
-        with spans.tracer().start_as_current_span("retry-after wait",
+        with spans.span("retry-after wait",
                                                   attributes={"wait_seconds": wait}):  # fmt: skip
             await asyncio.sleep(wait)
 
@@ -295,8 +296,10 @@ class ClientCredentials:
         return body["access_token"], float(ttl)
 
 
-def _client_span(method: str, url: str) -> Any:
+def _client_span(method: str, url: str) -> AbstractContextManager[Span]:
     """A CLIENT span of one HTTP request, with the semantic conventions' attributes."""
+    if not spans.on():
+        return spans.span(method)
     parts = urlsplit(url)
     attributes: dict[str, str | int] = {
         "http.request.method": method,
@@ -305,9 +308,7 @@ def _client_span(method: str, url: str) -> Any:
     }
     if parts.port is not None:
         attributes["server.port"] = parts.port
-    return spans.tracer().start_as_current_span(
-        method, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
-    )
+    return spans.span(method, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False)
 
 
 def _answered(span: Span, status: int) -> None:

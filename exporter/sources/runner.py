@@ -30,6 +30,7 @@ DURATIONS_KEY: SnapshotKey = ("", "exporter", "collection_duration")
 # crash it may read up to this much older than it was, never newer.
 HEALTH_EVERY = 60.0
 RESTORING_AT_ONCE = 32  # health records read or written at once (start, shutdown)
+DURATIONS_EVERY = 1.0  # seconds the duration histograms may lag the runs they count
 
 
 def health_key(job: Job) -> str:
@@ -68,8 +69,10 @@ class Runner:
         self._kinds: Counter[SnapshotKey] = Counter()
         self._state_errors: dict[SnapshotKey, dict[str, bytes]] = {}
         self._durations = {kind: Histogram(DURATION_BUCKETS) for kind in sources}
+        self._durations_pending: asyncio.TimerHandle | None = None
         store.register([*JOB_FAMILIES, DURATION, STATE_ERRORS])  # what any run may publish
         store.put(DURATIONS_KEY, self._durations_snapshot())
+        store.before_render(self._put_durations)
 
     @property
     def stats(self) -> list[JobStats]:
@@ -269,6 +272,23 @@ class Runner:
             publish_success(self._store, key, stats, duration=duration, series=part.series,
                             served=fresh, stale_after=job.stale_after)  # fmt: skip
         self._durations[job.kind].observe(duration, spans.kept_trace_id())
+        self._durations_due()
+
+    def _durations_due(self) -> None:
+        """Publish the duration histograms within DURATIONS_EVERY, or at the next scrape.
+
+        Rendering them after each of thousands of runs cost more than the runs' own series;
+        a scrape never sees them behind (the store calls `_put_durations` before rendering).
+        """
+        if self._durations_pending is None:
+            loop = asyncio.get_running_loop()
+            self._durations_pending = loop.call_later(DURATIONS_EVERY, self._put_durations)
+
+    def _put_durations(self) -> None:
+        if self._durations_pending is None:
+            return
+        self._durations_pending.cancel()
+        self._durations_pending = None
         self._store.put(DURATIONS_KEY, self._durations_snapshot())
 
     def _durations_snapshot(self) -> Snapshot:

@@ -29,7 +29,10 @@ from tests.conftest import free_port, parse_samples
 
 SIZES = [int(n) for n in os.environ.get("FLEET_SIZES", sized("1000,5000", "3")).split(",")]
 INTERVAL, WARMUP, MEASURE = sized((30, 45.0, 90.0), (2, 2.0, 2.0))
-TIMEOUT = sized("10s", "1500ms")
+INTERVAL = int(os.environ.get("FLEET_INTERVAL", INTERVAL))  # 5 for the 200-tenant workload
+TIMEOUT = f"{min(10.0, INTERVAL * 0.75):g}s"  # a run's timeout must fit its interval
+# Our config both ways: tenants from tenant_discovery, and one static DSN per tenant.
+CONFIGS = os.environ.get("FLEET_CONFIGS", "discovery,static").split(",")
 PREFIX = f"cockpit_fleet_{RUN_ID}"
 REGISTRY = f"{PREFIX}registry"
 USER, PASSWORD = f"cockpit_fleet{RUN_ID}", "fleet-bench"
@@ -228,9 +231,20 @@ def series_count(text: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 
-def measure_ours(tenants: int, scratch: Path) -> Result:
+def static_config(tenants: int) -> str:
+    """OURS with one DSN per tenant in `tenants:` instead of tenant_discovery."""
+    entries = "".join(
+        f"  - {{id: t{t:05d}, mysql: {{dsn: 'mysql://{USER}@127.0.0.1:3306/{PREFIX}{t}',"
+        " password_env: FLEET_PASSWORD}}\n"
+        for t in range(tenants)
+    )
+    queries = OURS[OURS.index("queries:") :]
+    return f"defaults: {{interval: {INTERVAL}s, timeout: {TIMEOUT}}}\ntenants:\n{entries}{queries}"
+
+
+def measure_ours(tenants: int, scratch: Path, config_kind: str = "discovery") -> Result:
     config = scratch / "cockpit.yaml"
-    config.write_text(OURS)
+    config.write_text(OURS if config_kind == "discovery" else static_config(tenants))
     port = free_port()
     env = {**os.environ, "FLEET_PASSWORD": PASSWORD}
     process = subprocess.Popen(
@@ -326,8 +340,8 @@ def measure_peer_at(
         cursor.execute(f"SET GLOBAL max_connections = {max_connections}")
 
 
-def report(tenants: int, ours: Result, peer: Result) -> None:
-    print(f"\n{tenants} tenant databases, 2 queries each every {INTERVAL}s,", end=" ")
+def report(tenants: int, ours: Result, peer: Result, kind: str) -> None:
+    print(f"\n{tenants} tenant databases ({kind}), 2 queries each every {INTERVAL}s,", end=" ")
     print(f"{MEASURE:.0f}s measured")
     print(f"{'':28}{'cockpit-exporter':>18}{'sql_exporter 0.4.5':>20}{'ratio':>8}")
     rows = (
@@ -356,10 +370,11 @@ def main() -> None:
             print(f"created {tenants} databases in {time.monotonic() - started:.0f}s", flush=True)
             try:
                 with tempfile.TemporaryDirectory() as scratch:
-                    ours = measure_ours(tenants, Path(scratch))
+                    ours = {kind: measure_ours(tenants, Path(scratch), kind) for kind in CONFIGS}
                     print(f"cockpit-exporter at {tenants}: {ours}", flush=True)
                     peer = measure_peer_at(cursor, tenants, Path(scratch), max_connections)
-                report(tenants, ours, peer)
+                for kind, result in ours.items():
+                    report(tenants, result, peer, kind)
             finally:
                 drop_fleet(cursor)
     root.close()

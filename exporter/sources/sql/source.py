@@ -10,7 +10,7 @@ import structlog
 from exporter.config import Config, MetricSpec, QueryJob
 from exporter.errors import REASONS, CollectionError
 from exporter.exposition import SCHEDULED_NOTE, Family
-from exporter.sources.base import Job, Part, Resources
+from exporter.sources.base import Job, OnePart, Part, Resources
 from exporter.sources.sql.engines import Server
 from exporter.sources.sql.fetch import Rows, Statement, Statements, fetch, fetch_pipelined
 from exporter.sources.sql.pipeline import BATCHABLE_UNDER, Pipeline
@@ -78,8 +78,11 @@ class SqlSource:
         self._quick.discard(job.id)
         self._totals.pop(job.id, None)
 
-    async def collect(self, job: Job, deadline: float) -> AsyncIterator[Part]:
+    def collect(self, job: Job, deadline: float) -> AsyncIterator[Part]:
         """Run the query and render its rows (the runner enforces nothing else)."""
+        return OnePart(self._run(job, deadline))
+
+    async def _run(self, job: Job, deadline: float) -> Part:
         spec = _spec(job)
         server, pipeline = self.engines.get(spec.database)
         # Wait for the server's own slot first, so a slow server queues its own
@@ -108,7 +111,7 @@ class SqlSource:
                 duplicates=result.duplicates, over_limit=result.dropped,
                 max_series=query.max_series,
             )  # fmt: skip
-        yield result.part(job.name)
+        return result.part(job.name)
 
     async def _fetch_all(
         self, job: Job, server: Server, pipeline: Pipeline | None, deadline: float

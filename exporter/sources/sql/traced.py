@@ -69,6 +69,5 @@ def live(name: str, server: Server, database: str | None, sql: str | None) -> It
         return
     kind = SpanKind.CLIENT if sql is not None else SpanKind.INTERNAL
     found = attributes(server, database, sql) if sql is not None else {}
-    with spans.tracer().start_as_current_span(name, kind=kind, attributes=found,
-                                              record_exception=False):  # fmt: skip
+    with spans.span(name, kind=kind, attributes=found, record_exception=False):
         yield
