@@ -11,13 +11,12 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter.state import FileStore, StateError, Store, decode
+from exporter.state import FileStore, StateError, Store, decode, written_temporary
 
 FORMAT = "cockpit-exporter-state-backup"
 VERSION = 1
@@ -62,15 +61,11 @@ async def backup(store: Store, out: Path, shard: str) -> int:
 
 def _write_new(path: Path, data: bytes) -> None:
     """A new file at `path` (never through a symlink, never over an existing file)."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    temporary = written_temporary(path.parent, data)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.link(temporary, path)  # fails if `path` exists, a link included
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
 
 
 def read(path: Path, shard: str) -> Archive:

@@ -195,17 +195,11 @@ class FileStore:
         self._prepare()
         if path.is_symlink():
             raise OSError(errno.ELOOP, "is a symlink")
-        # mkstemp: a new name, O_EXCL and O_NOFOLLOW, mode 0600; a planted file or link is
-        # never opened.
-        descriptor, temporary = tempfile.mkstemp(dir=self._directory, prefix=".", suffix=".tmp")
+        temporary = written_temporary(self._directory, data)
         try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            Path(temporary).replace(path)
+            temporary.replace(path)
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
         directory = os.open(self._directory, os.O_RDONLY)
         try:
@@ -246,6 +240,24 @@ class FileStore:
     async def close(self) -> None:
         """Let go of the directory's lock."""
         self.release()
+
+
+def written_temporary(directory: Path, data: bytes) -> Path:
+    """A new hidden file in `directory` holding `data`, on disk (fsync) before it is used.
+
+    mkstemp: a new name, O_EXCL and O_NOFOLLOW, mode 0600; a planted file or link is never
+    opened.
+    """
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return Path(temporary)
 
 
 def _reason(operation: str, exc: OSError) -> str:

@@ -1,6 +1,7 @@
 """Shared fixtures: real MariaDB databases, config files and in-process exporters."""
 
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from exporter.config import Config, parse_config
 from exporter.selfmetrics import JobStats
 from exporter.settings import Settings
 from exporter.sources.base import Job
+from tests import platform_helpers
 
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
@@ -172,6 +174,16 @@ async def make_exporter(
     yield make
     for exporter in started:
         await exporter.stop()
+
+
+@pytest.fixture
+async def manual_sim() -> AsyncIterator[platform_helpers.RunningSimulator]:
+    """One simulated tenant whose platform clock moves only when the test moves it."""
+    clock = platform_helpers.ManualClock(time.time())
+    running = await platform_helpers.start(1, clock=clock)
+    running.clock = clock  # type: ignore[attr-defined]
+    yield running
+    await running.runner.cleanup()
 
 
 def write(path: Path, text: str) -> Path:

@@ -4,7 +4,6 @@ import asyncio
 import gzip
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,7 @@ from sqlalchemy import URL, make_url
 
 from exporter.backup import ArchiveError, backup, read, restore
 from exporter.state import FileStore, MysqlStore, StateError, encode
-from tests import platform_helpers
-from tests.platform_helpers import ManualClock
 from tests.test_reliability import counted, happened, poll
-
-
-@pytest.fixture
-async def sim():
-    clock = ManualClock(time.time())
-    running = await platform_helpers.start(1, clock=clock)
-    running.clock = clock  # type: ignore[attr-defined]
-    yield running
-    await running.runner.cleanup()
 
 
 async def cli(*args: str) -> tuple[int, str]:
@@ -37,24 +25,24 @@ async def cli(*args: str) -> tuple[int, str]:
 
 
 async def test_yesterdays_backup_restored_into_a_fresh_exporter_counts_exactly(
-    sim, make_exporter, tmp_path: Path
+    manual_sim, make_exporter, tmp_path: Path
 ) -> None:
     """A backup taken while polling; the platform runs on and the exporter with it; a fresh
     state directory restored from the backup: counters continue from the backup, and every
     run finished since (before and after the backup's moment) is counted exactly once."""
     state = tmp_path / "state"
-    config = sim.config(tmp_path, page_size=3, overlap="5m")
+    config = manual_sim.config(tmp_path, page_size=3, overlap="5m")
     first = await make_exporter(config, state_dir=state)
-    before = sim.finished("t0001")
+    before = manual_sim.finished("t0001")
     for _ in range(3):
         await poll(first)
-        sim.clock.now += 60
+        manual_sim.clock.now += 60
     archive = tmp_path / "state.backup"
     code, output = await cli("state", "backup", str(archive), "--state.dir", str(state))
     assert code == 0, output
     at_backup = counted(await first.samples())
     for _ in range(3):  # "yesterday": the platform and the first exporter went on
-        sim.clock.now += 600
+        manual_sim.clock.now += 600
         await poll(first)
     await first.exporter.stop()
 
@@ -65,14 +53,14 @@ async def test_yesterdays_backup_restored_into_a_fresh_exporter_counts_exactly(
     await poll(second)
     restored = counted(await second.samples())
     assert all(restored.get(k, 0) >= n for k, n in at_backup.items())
-    assert restored == happened(sim, before)
+    assert restored == happened(manual_sim, before)
 
 
 async def test_restore_refuses_a_running_exporter_and_a_corrupt_or_foreign_archive(
-    sim, make_exporter, tmp_path: Path
+    manual_sim, make_exporter, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    running = await make_exporter(sim.config(tmp_path), state_dir=state)
+    running = await make_exporter(manual_sim.config(tmp_path), state_dir=state)
     await poll(running)
     archive = tmp_path / "a.backup"
     assert await backup(FileStore(state), archive, "0/1") > 0

@@ -17,7 +17,6 @@ import pytest
 from exporter.state import FileStore, MysqlStore, State, StateError, decode, encode
 from tests import platform_helpers
 from tests.conftest import admin, free_port, parse_samples
-from tests.platform_helpers import ManualClock
 
 FINISHED = "cockpit_runs_finished_total"
 RUNS_POLLED = (
@@ -40,9 +39,9 @@ def counted(samples: dict, tenant: str = "t0001") -> dict[tuple[str, str], float
     }
 
 
-def happened(sim: platform_helpers.RunningSimulator, before: dict) -> dict:
+def happened(manual_sim: platform_helpers.RunningSimulator, before: dict) -> dict:
     """Runs the simulator finished since `before`."""
-    after = sim.finished("t0001")
+    after = manual_sim.finished("t0001")
     return {k: n - before.get(k, 0) for k, n in after.items() if n - before.get(k, 0)}
 
 
@@ -50,40 +49,31 @@ async def poll(exporter) -> None:
     await exporter.exporter.run_job(exporter.job("t0001", "poll", "platform"))
 
 
-@pytest.fixture
-async def sim():
-    clock = ManualClock(time.time())
-    running = await platform_helpers.start(1, clock=clock)
-    running.clock = clock  # type: ignore[attr-defined]
-    yield running
-    await running.runner.cleanup()
-
-
-async def test_counts_continue_across_a_restart(sim, make_exporter, tmp_path: Path) -> None:
+async def test_counts_continue_across_a_restart(manual_sim, make_exporter, tmp_path: Path) -> None:
     """3 polls, stop, runs finish while down, start again with the same state: counters go
     on from their values and every run is counted exactly once."""
     state = tmp_path / "state"
-    config = sim.config(tmp_path, page_size=3, overlap="5m")
+    config = manual_sim.config(tmp_path, page_size=3, overlap="5m")
     first = await make_exporter(config, state_dir=state)
-    before = sim.finished("t0001")
+    before = manual_sim.finished("t0001")
     await poll(first)
     for _ in range(3):
-        sim.clock.now += 60
+        manual_sim.clock.now += 60
         await poll(first)
     seen_before_stop = counted(await first.samples())
     await first.exporter.stop()
-    sim.clock.now += 600  # runs finish while the exporter is down
+    manual_sim.clock.now += 600  # runs finish while the exporter is down
     second = await make_exporter(config, state_dir=state)
     samples = await second.samples()
     assert counted(samples) == {}  # nothing published before the first poll: no reset seen
     await poll(second)
     restarted = counted(await second.samples())
     assert all(restarted.get(k, 0) >= n for k, n in seen_before_stop.items())
-    assert restarted == happened(sim, before)
+    assert restarted == happened(manual_sim, before)
 
 
 async def test_corrupt_state_starts_that_tenant_from_scratch(
-    sim, make_exporter, tmp_path: Path
+    manual_sim, make_exporter, tmp_path: Path
 ) -> None:
     """A damaged state file is counted as a read error and the tenant starts from its
     baseline; the file is replaced by a good one after the next poll."""
@@ -91,7 +81,7 @@ async def test_corrupt_state_starts_that_tenant_from_scratch(
     state.mkdir()
     record = state / "t0001%2Fplatform%2Fpoll.json"
     record.write_text('{"version": 1, "sha256": "00", "payload": {"runs": {}}}')
-    exporter = await make_exporter(sim.config(tmp_path), state_dir=state)
+    exporter = await make_exporter(manual_sim.config(tmp_path), state_dir=state)
     await poll(exporter)
     samples = await exporter.samples()
     errors = state_errors("read")
@@ -100,14 +90,14 @@ async def test_corrupt_state_starts_that_tenant_from_scratch(
     assert decode(record.read_bytes())["runs"]["baselined"] is True
 
 
-async def test_unwritable_state_keeps_collecting(sim, make_exporter, tmp_path: Path) -> None:
+async def test_unwritable_state_keeps_collecting(manual_sim, make_exporter, tmp_path: Path) -> None:
     """A state location that cannot be written (here a file where the directory should be,
     as a full or read-only disk would) is counted; collection goes on."""
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("x")
-    exporter = await make_exporter(sim.config(tmp_path), state_dir=blocked)
+    exporter = await make_exporter(manual_sim.config(tmp_path), state_dir=blocked)
     await poll(exporter)
-    sim.clock.now += 60
+    manual_sim.clock.now += 60
     await poll(exporter)
     samples = await exporter.samples()
     errors = state_errors("write")
@@ -115,15 +105,17 @@ async def test_unwritable_state_keeps_collecting(sim, make_exporter, tmp_path: P
     assert exporter.stats("t0001", "platform", "runs").success
 
 
-async def test_rate_limited_tenant_makes_progress(sim, make_exporter, tmp_path: Path) -> None:
+async def test_rate_limited_tenant_makes_progress(
+    manual_sim, make_exporter, tmp_path: Path
+) -> None:
     """Half the requests answered 429 with Retry-After 1 and a deadline that cannot fit every
     page: each poll keeps the pages it got, the cursor moves on, and within a few polls the
     counts equal the platform's. The lag gauge shows the backlog while it lasts."""
-    exporter = await make_exporter(sim.config(tmp_path, page_size=10, timeout="4s"))
-    before = sim.finished("t0001")
+    exporter = await make_exporter(manual_sim.config(tmp_path, page_size=10, timeout="4s"))
+    before = manual_sim.finished("t0001")
     await poll(exporter)
-    sim.clock.now += 1200  # 20 minutes of runs to catch up on, in pages of ten
-    tenant = sim.tenant("t0001")
+    manual_sim.clock.now += 1200  # 20 minutes of runs to catch up on, in pages of ten
+    tenant = manual_sim.tenant("t0001")
     tenant.faults = tenant.faults.model_copy(update={"rate_limit_rate": 0.5, "retry_after": 1})
     progress, lags = [], []
     for _ in range(20):
@@ -132,9 +124,9 @@ async def test_rate_limited_tenant_makes_progress(sim, make_exporter, tmp_path: 
         progress.append(sum(counted(samples).values()))
         lag = samples.get(("cockpit_platform_runs_lag_seconds", frozenset({("tenant", "t0001")})))
         lags.append(lag)
-        if counted(samples) == happened(sim, before):
+        if counted(samples) == happened(manual_sim, before):
             break
-    assert counted(samples) == happened(sim, before), progress
+    assert counted(samples) == happened(manual_sim, before), progress
     # Polls that did not get every page still counted what they got.
     assert any(0 < done < progress[-1] for done in progress), progress
     assert lags[-1] is not None and lags[-1] < 60
@@ -206,14 +198,14 @@ def _wait_polled(port: int, process: subprocess.Popen[str], runs_before: float) 
     raise AssertionError("no poll landed")
 
 
-async def test_sigkill_at_random_moments_never_double_counts(sim, tmp_path: Path) -> None:
+async def test_sigkill_at_random_moments_never_double_counts(manual_sim, tmp_path: Path) -> None:
     """The real process, polling every second, killed with SIGKILL at random moments six
     times while platform time moves on; after the last restart the counters equal the runs
     the platform finished, neither fewer nor more."""
     config = tmp_path / "config.yaml"
-    config.write_text(sim.config(tmp_path, page_size=2, interval="1s", timeout="1s"))
+    config.write_text(manual_sim.config(tmp_path, page_size=2, interval="1s", timeout="1s"))
     state, rng = tmp_path / "state", random.Random(11)
-    before = sim.finished("t0001")
+    before = manual_sim.finished("t0001")
 
     def start() -> tuple[subprocess.Popen[str], int]:
         port = free_port()
@@ -228,7 +220,7 @@ async def test_sigkill_at_random_moments_never_double_counts(sim, tmp_path: Path
         process, port = start()
         try:
             await asyncio.to_thread(_wait_polled, port, process, 0)
-            sim.clock.now += 120  # runs finish; the next polls pick them up
+            manual_sim.clock.now += 120  # runs finish; the next polls pick them up
             await asyncio.sleep(rng.uniform(0.0, 2.5))
         finally:
             process.send_signal(signal.SIGKILL)
@@ -241,4 +233,4 @@ async def test_sigkill_at_random_moments_never_double_counts(sim, tmp_path: Path
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
-    assert counted(samples) == happened(sim, before)
+    assert counted(samples) == happened(manual_sim, before)
