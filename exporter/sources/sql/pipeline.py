@@ -21,7 +21,7 @@ import pymysql
 import structlog
 
 from exporter.errors import CollectionError
-from exporter.sources.sql import protocol, wire
+from exporter.sources.sql import internals, protocol, wire
 from exporter.sources.sql.engines import MAX_AGE, Lease, Server, cause
 
 log = structlog.get_logger(__name__)
@@ -159,25 +159,24 @@ class Pipeline:
         return batch
 
     async def _run_batch(self, lease: Lease, batch: list[Request]) -> None:
-        driver: Any = lease.conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-        batch, packets = _bound(driver, batch)
+        connection = internals.of(lease.conn)
+        batch, packets = _bound(connection, batch)
         if not batch:
             return
         try:
-            driver._ensure_alive()
-            driver._write_bytes(b"".join(packets))
+            internals.write(connection, b"".join(packets))
         except Exception as exc:
             self._requeue_or_fail(batch, exc, stale=lease.reused)
             raise _BrokenError(cause(exc)) from exc
-        thread = int(driver.thread_id())
+        thread = int(connection.thread_id())
         if lease.reader is None:
-            lease.reader = wire.Reader(driver._reader)
+            lease.reader = wire.Reader(internals.stream(connection))
         turn, turn_ns = time.monotonic(), time.time_ns()
         for index, request in enumerate(batch):
             request.thread_id, request.turn_ns = thread, turn_ns
             try:
                 async with asyncio.timeout(request.timeout + STALL_GRACE):
-                    outcome = await _read_reply(lease.reader, driver, request)
+                    outcome = await _read_reply(lease.reader, connection, request)
                     request.elapsed, turn = time.monotonic() - turn, time.monotonic()
                     request.reply_ns = turn_ns = time.time_ns()
                     _settle(request, outcome)

@@ -1,7 +1,8 @@
 """The pieces of MySQL's wire protocol the pipeline writes and reads itself.
 
 aiomysql offers one command per round trip; the pipeline (pipeline.py) writes many commands at
-once (through aiomysql's `_write_bytes`) and reads their replies itself (wire.py), so
+once (through aiomysql's `_write_bytes`, see internals.py) and reads their replies itself
+(wire.py), so
 pyproject pins the aiomysql versions this was checked against, and
 tests/test_shared_connections.py exercises it on a real server.
 """
@@ -12,6 +13,8 @@ from typing import Any
 
 import pymysql
 from sqlalchemy.exc import DBAPIError
+
+from exporter.sources.sql import internals
 
 COM_INIT_DB, COM_QUERY, COM_SET_OPTION = 0x02, 0x03, 0x1B
 MULTI_STATEMENTS_OFF = 1
@@ -43,8 +46,7 @@ async def single_statements(conn: Any) -> None:
     aiomysql has no public call for it, so its command writer and packet reader are used.
     The server answers EOF, or an error the reader raises.
     """
-    await conn._execute_command(COM_SET_OPTION, struct.pack("<H", MULTI_STATEMENTS_OFF))
-    await conn._read_packet()
+    await internals.command(conn, COM_SET_OPTION, struct.pack("<H", MULTI_STATEMENTS_OFF))
 
 
 def bind(driver: Any, sql: str, values: Sequence[object]) -> str:
