@@ -176,6 +176,11 @@ def _route_stdlib(
             },
             "root": {"handlers": ["stderr"], "level": _LEVELS[level]},
             # APScheduler announces every job execution at INFO; our own line covers that.
-            "loggers": {"apscheduler": {"level": "WARNING"}},
+            # The OpenTelemetry SDK logs every failed span export: the dropped-spans counter
+            # and our own sampled line (tracing.py) say it instead.
+            "loggers": {
+                "apscheduler": {"level": "WARNING"},
+                "opentelemetry": {"level": "CRITICAL"},
+            },
         }
     )

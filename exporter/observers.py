@@ -7,11 +7,15 @@ few seconds, as both change in threads of their own.
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from exporter import spans, tracing
+from exporter import spans
 from exporter.audit import FAILURES, RECORDS, AuditLog
 from exporter.settings import Settings
 from exporter.store import Snapshot, SnapshotKey, SnapshotStore
+
+if TYPE_CHECKING:
+    from exporter.tracing import Tracing
 
 KEY: SnapshotKey = ("", "exporter", "trails")
 PUBLISH_EVERY = 5.0
@@ -26,10 +30,13 @@ class Observers:
             self.audit = AuditLog(
                 settings.audit_file, settings.audit_max_bytes, settings.audit_keep
             )
-        endpoint = tracing.endpoint_from(settings.tracing_otlp_endpoint)
-        self.tracing = (
-            tracing.start(endpoint, settings.tracing_sample_ratio) if endpoint is not None else None
-        )
+        self.tracing: Tracing | None = None
+        endpoint = spans.endpoint_from(settings.tracing_otlp_endpoint)
+        if endpoint is not None:
+            # The SDK and its exporter are imported only when used: start-up stays as fast.
+            from exporter import tracing  # noqa: PLC0415
+
+            self.tracing = tracing.start(endpoint, settings.tracing_sample_ratio)
         self._task: asyncio.Task[None] | None = None
 
     def record(self, action: str, who: str, **details: object) -> None:

@@ -4,9 +4,11 @@ Sources open spans with `tracer()`; when tracing is off (the default) it is a no
 and every span costs a function call. exporter/tracing.py installs the SDK's pipeline.
 """
 
+import os
 from collections.abc import MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 
@@ -31,6 +33,19 @@ class Pipeline(Protocol):
 
 _NO_OP = trace.NoOpTracer()
 _running: list[Pipeline] = []
+
+
+def endpoint_from(flag: str | None) -> str | None:
+    """The OTLP/HTTP traces URL: the flag, else the standard variables; None when off."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if flag:
+        return flag if urlsplit(flag).path not in ("", "/") else flag.rstrip("/") + "/v1/traces"
+    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/traces" if base else None
 
 
 def install(pipeline: Pipeline) -> None:

@@ -102,6 +102,7 @@ class SnapshotStore:
         old = self._snapshots.get(key)
         self._snapshots[key] = snapshot
         group = snapshot.group
+        self._forget_openmetrics(old)
         if snapshot.openmetrics is not None:
             if snapshot.tenant is not None:
                 raise ValueError("OpenMetrics bodies are for the exporter's own series only")
@@ -157,10 +158,16 @@ class SnapshotStore:
         """Forget the job `key`; its series disappear from the next scrape."""
         self._expiring.pop(key, None)
         old = self._snapshots.pop(key, None)
+        self._forget_openmetrics(old)
         if old is not None:
             for name in old.bodies:
                 self._drop(name, old.group, key)
         self._cache.clear()
+
+    def _forget_openmetrics(self, old: Snapshot | None) -> None:
+        """A replaced or removed snapshot's OpenMetrics bodies are served no more."""
+        for name in (old.openmetrics or {}) if old is not None else ():
+            self._openmetrics.pop(name, None)
 
     def __contains__(self, key: object) -> bool:
         return key in self._snapshots

@@ -10,7 +10,6 @@ pending spans: a collector that is down or slow costs dropped spans (counted), n
 or the event loop's time (the export runs in the processor's thread).
 """
 
-import logging
 import os
 import threading
 import time
@@ -39,19 +38,6 @@ _DECISIONS_KEPT = 1024  # decided traces remembered, for spans that end after th
 _FAILED_EXPORTS = Sampled(60.0)  # a dead collector: one line a minute, not one a batch
 EXPORT_TIMEOUT = 5.0  # seconds per export request, unless OTEL_EXPORTER_OTLP_TIMEOUT says
 QUIET = 10.0  # after a failed export, the next batches are dropped unsent this long
-
-
-def endpoint_from(flag: str | None) -> str | None:
-    """The OTLP/HTTP traces URL: the flag, else the standard variables; None when off."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    if flag:
-        return flag if urlsplit(flag).path not in ("", "/") else flag.rstrip("/") + "/v1/traces"
-    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    if traces:
-        return traces
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    return base.rstrip("/") + "/v1/traces" if base else None
 
 
 @dataclass
@@ -94,8 +80,6 @@ def start(endpoint: str, ratio: float, exporter: SpanExporter | None = None) -> 
     # Not the global provider: that can be set once per process, and tests start many.
     tracing = Tracing(provider, processor)
     spans.install(tracing)
-    # The SDK logs every failed export; the counter and our own sampled line say it instead.
-    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
     log.info("tracing on", endpoint=_host(endpoint), sample_ratio=ratio)
     return tracing
 

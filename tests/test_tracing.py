@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from exporter import observers, spans
-from exporter.tracing import TailProcessor, endpoint_from
+from exporter.spans import endpoint_from
+from exporter.tracing import TailProcessor
 from tests import platform_helpers
 from tests.conftest import ScratchDatabase, free_port, write
 from tests.helpers import WORK_ITEMS, start_prometheus, two_tenants
