@@ -108,7 +108,7 @@ class DatabaseSpec:
         """Whether this is a MySQL/MariaDB server (SQLite files are their own server)."""
         return self.url.get_backend_name() == "mysql"
 
-    @property
+    @cached_property
     def database(self) -> str | None:
         """The database a run selects on a shared MySQL connection; None for SQLite."""
         return self.url.database if self.is_mysql else None

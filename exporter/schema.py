@@ -120,7 +120,7 @@ FollowRedirects = Literal["none", "same_origin"]
 class Limits(Model):
     """Process-wide limits."""
 
-    max_concurrent_queries: int = Field(64, ge=1, le=1024)
+    max_concurrent_queries: int = Field(128, ge=1, le=1024)
     max_response_bytes: int = Field(MAX_RESPONSE_BYTES, ge=1024, le=1024**3)
     # Every counter is served from zero either way; full adds the series gauge per job.
     self_metrics: Literal["basic", "full"] = "basic"

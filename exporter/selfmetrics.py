@@ -142,6 +142,8 @@ class JobStats:
     interval: float = 0.0  # the job's configured interval, seconds
     problems: bool = True  # whether the source counts skipped rows (nulls, duplicates, dropped)
     _prefixes: dict[str, str] = field(init=False, repr=False)
+    _slow: dict[str, bytes] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _slow_key: tuple[object, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         self.errors = dict.fromkeys(self.reasons, 0)
@@ -203,20 +205,36 @@ class JobStats:
     def render(self) -> dict[str, bytes]:
         """Sample lines of this job's self-metrics; what is not known yet is absent."""
         p = self._prefixes
+        # What changes only with a failure, a reload or skipped rows is rendered again only
+        # then: after each of thousands of runs, it was most of the rendering.
+        slow = (self.success, self.interval, self.failing_since, tuple(self.errors.values()),
+                self.dropped, self.nulls, self.duplicates, self.invalid, self.problems,
+                self.series if self.full else None)  # fmt: skip
+        if slow != self._slow_key:
+            self._slow, self._slow_key = self._render_slow(), slow
+        bodies = dict(self._slow)
+        bodies[SECONDS.name] = f"{p[SECONDS.name]}{format_value(self.seconds)}\n".encode()
+        bodies[RUNS.name] = f"{p[RUNS.name]}{self.runs}\n".encode()
+        if self.runs:
+            duration = format_value(self.duration)
+            bodies[LAST_DURATION.name] = f"{p[LAST_DURATION.name]}{duration}\n".encode()
+        if self.last_success is not None:
+            moment = format_value(self.last_success)
+            bodies[LAST_SUCCESS.name] = f"{p[LAST_SUCCESS.name]}{moment}\n".encode()
+        return bodies
+
+    def _render_slow(self) -> dict[str, bytes]:
+        p = self._prefixes
         bodies = {
-            SECONDS.name: f"{p[SECONDS.name]}{format_value(self.seconds)}\n",
             INTERVAL.name: f"{p[INTERVAL.name]}{format_value(self.interval)}\n",
-            RUNS.name: f"{p[RUNS.name]}{self.runs}\n",
             ERRORS.name: "".join(f"{p[r]}{n}\n" for r, n in sorted(self.errors.items())),
         }
         if self.success is not None:
             bodies[SUCCESS.name] = f"{p[SUCCESS.name]}{int(self.success)}\n"
-        if self.runs:
-            bodies[LAST_DURATION.name] = f"{p[LAST_DURATION.name]}{format_value(self.duration)}\n"
-        for family, moment in ((LAST_SUCCESS, self.last_success),
-                               (FAILING_SINCE, self.failing_since)):  # fmt: skip
-            if moment is not None:
-                bodies[family.name] = f"{p[family.name]}{format_value(moment)}\n"
+        if self.failing_since is not None:
+            bodies[FAILING_SINCE.name] = (
+                f"{p[FAILING_SINCE.name]}{format_value(self.failing_since)}\n"
+            )
         if self.problems:
             for family, count in zip(PROBLEMS, (self.dropped, self.nulls, self.duplicates),
                                      strict=True):  # fmt: skip

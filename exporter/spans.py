@@ -90,8 +90,10 @@ def current_ids() -> tuple[str, str] | None:
 
 def kept_trace_id() -> str | None:
     """The current run's trace id, if that trace is exported (an exemplar may point at it)."""
+    if not _running:  # tracing off: no context lookup per run
+        return None
     context = trace.get_current_span().get_span_context()
-    if not _running or not context.is_valid or not _running[-1].kept(context.trace_id):
+    if not context.is_valid or not _running[-1].kept(context.trace_id):
         return None
     return trace.format_trace_id(context.trace_id)
 

@@ -334,6 +334,7 @@ class State:
     def __init__(self, store: Store | None) -> None:
         self.store = store
         self.errors: Counter[tuple[str, str]] = Counter()
+        self.revision = 0  # goes up with every error counted: `render` may have changed
 
     async def load(self, key: str) -> dict[str, Any] | None:
         """A job's payload, or None to start from scratch (no store, no record, or corrupt)."""
@@ -343,13 +344,13 @@ class State:
             data = await self.store.load(key)
             return decode(data) if data is not None else None
         except StateError as exc:
-            self.errors[(key, "read")] += 1
+            self._count(key, "read")
             log.warning("state unreadable, starting from scratch", job=key, error=str(exc))
             return None
 
     def corrupt(self, key: str) -> None:
         """A record decoded but did not fit the source's state: counted as a read error."""
-        self.errors[(key, "read")] += 1
+        self._count(key, "read")
         log.warning("state unusable, starting from scratch", job=key)
 
     async def save(self, key: str, payload: dict[str, Any]) -> None:
@@ -361,7 +362,11 @@ class State:
         except StateError as exc:
             if not self.errors[(key, "write")]:
                 log.warning("state not saved", job=key, error=str(exc))
-            self.errors[(key, "write")] += 1
+            self._count(key, "write")
+
+    def _count(self, key: str, operation: str) -> None:
+        self.errors[(key, operation)] += 1
+        self.revision += 1
 
     async def prune(self, keep: Iterable[str], retention: float) -> list[str]:
         """Delete records of jobs not in `keep` (job ids) last written before `retention`."""

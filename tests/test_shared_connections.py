@@ -279,7 +279,8 @@ async def test_the_wire_reader_keeps_the_servers_text(make_database) -> None:
     try:
         _, pipeline = servers.get(spec)
         request = pipeline.submit(db.name, "SELECT * FROM k ORDER BY i", (), 10.0, alone=True)
-        columns, rows = await request.future
+        result = await request.future
+        columns, rows = result.columns, result.rows()
     finally:
         await servers.close()
     conn = await aiomysql.connect(**MARIADB, db=db.name, conv={})  # no decoding: the text
@@ -338,6 +339,77 @@ async def test_a_request_that_cannot_be_bound_fails_alone(make_database) -> None
         good = pipeline.submit(db.name, sql, (1,), 5.0, alone=False)
         with pytest.raises(CollectionError, match="cannot bind the query parameters"):
             await bad.future
-        assert list((await good.future)[1]) == [("8",)]  # the server's text, typed
+        assert (await good.future).rows() == [("8",)]  # the server's text, typed
     finally:
         await servers.close()
+
+
+DUPLICATE_QUERY = """queries:
+  - name: v
+    sql: SELECT 'same' AS k, v FROM t UNION ALL SELECT 'same', v FROM t
+    metrics: [{name: cockpit_v, type: gauge, help: V., labels: [k], value: v}]
+"""
+
+
+async def test_an_unchanged_reply_reuses_its_series_and_any_change_renders_anew(
+    make_database, make_exporter, user: str
+) -> None:
+    """A reply the same byte for byte as the job's last one reuses the series rendered then
+    (rows skipped are still counted each run); a changed value, or a column type changed under
+    the same text, renders anew; another tenant's identical data is never taken for its own."""
+    databases = tenant_databases(make_database, user, 2)
+    databases[1].execute("UPDATE t SET v = 1")  # the same rows as t0, in another database
+    tenants = "".join(
+        f"  - {{id: t{i}, mysql: {{dsn: 'mysql://{user}:pw@127.0.0.1:3306/{db.name}'}}}}\n"
+        for i, db in enumerate(databases)
+    )
+    exporter = await make_exporter(
+        f"defaults: {{timeout: 5s}}\ntenants:\n{tenants}{DUPLICATE_QUERY}"
+    )
+    source = exporter.exporter.sources["sql"]
+
+    def sample(tenant: str) -> float | None:
+        return samples.get(("cockpit_v", frozenset({("tenant", tenant), ("k", "same")})))
+
+    await exporter.run("t0", "v")
+    first = source._last["t0/sql/v"][2]
+    await exporter.run("t0", "v")
+    await exporter.run("t1", "v")
+    samples = await exporter.samples()
+    assert source._last["t0/sql/v"][2] is first, "an unchanged reply should reuse its part"
+    assert source._last["t1/sql/v"][2] is not first
+    assert (sample("t0"), sample("t1")) == (1, 1)
+    assert exporter.stats("t0", "sql", "v").duplicates == 2  # one per run, reused or not
+
+    databases[0].execute("UPDATE t SET v = 7")  # the same length: only the bytes differ
+    await exporter.run("t0", "v")
+    samples = await exporter.samples()
+    assert sample("t0") == 7
+    changed = source._last["t0/sql/v"][2]
+    assert changed is not first
+
+    databases[0].execute("ALTER TABLE t MODIFY v BIGINT")  # same text, another column type
+    await exporter.run("t0", "v")
+    samples = await exporter.samples()
+    assert sample("t0") == 7
+    assert source._last["t0/sql/v"][2] is not changed
+
+
+def test_a_malformed_reply_is_the_drivers_error_not_a_crash() -> None:
+    """Column definitions or rows that do not parse raise pymysql's OperationalError (a
+    failed run with reason `query`), whenever they are first decoded."""
+    from types import SimpleNamespace
+
+    from exporter.sources.sql import wire
+
+    driver = SimpleNamespace(encoding="utf8", decoders={})
+    bad_header = wire.Result([b"\x01", b"\x03def"], [], driver)
+    with pytest.raises(pymysql.err.OperationalError, match="Malformed packet"):
+        _ = bad_header.columns
+    # A valid definition of one VARCHAR column (as MariaDB sends it), then a row whose
+    # length prefix runs past its end.
+    field = b"\x03def\x01d\x01t\x01t\x01v\x01v\x0c\x21\x00\x00\x01\x00\x00\xfd\x00\x00\x00\x00\x00"
+    truncated = wire.Result([b"\x01", field], [b"\xfc\xff\xffabc"], driver)
+    assert truncated.columns == ["v"]
+    with pytest.raises(pymysql.err.OperationalError, match="Malformed packet"):
+        truncated.rows()

@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,7 +37,7 @@ class Job:
         """How long a success's gauges stay served: as configured, else two intervals."""
         return self.stale if self.stale is not None else 2 * self.interval
 
-    @property
+    @cached_property
     def id(self) -> str:
         """`tenant/kind/name`: unique across all sources."""
         return f"{self.tenant}/{self.kind}/{self.name}"

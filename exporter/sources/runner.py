@@ -67,7 +67,7 @@ class Runner:
         self._active: dict[str, _Active] = {}
         # Jobs per (tenant, kind), and the state errors last published for each.
         self._kinds: Counter[SnapshotKey] = Counter()
-        self._state_errors: dict[SnapshotKey, dict[str, bytes]] = {}
+        self._state_errors: dict[SnapshotKey, tuple[int, dict[str, bytes]]] = {}
         self._durations = {kind: Histogram(DURATION_BUCKETS) for kind in sources}
         self._durations_pending: asyncio.TimerHandle | None = None
         store.register([*JOB_FAMILIES, DURATION, STATE_ERRORS])  # what any run may publish
@@ -216,13 +216,13 @@ class Runner:
 
     async def _save_health(self, active: _Active, force: bool = False) -> None:
         """Write the job's outcomes when they changed: a failure at once, a success now and then."""
+        if self.state.store is None:
+            return  # nowhere to write: not worth building the record after every run
+        due = force or time.monotonic() - active.saved_at >= HEALTH_EVERY
+        if not due and active.saved and not _failing_changed(active):
+            return
         health = self._health(active)
         if health == active.saved:
-            return
-        failing = {n: h["failing_since"] for n, h in health.items()}
-        saved = {n: h.get("failing_since") for n, h in active.saved.items()}
-        due = time.monotonic() - active.saved_at >= HEALTH_EVERY
-        if not (force or due or failing != saved):
             return
         await self.state.save(health_key(active.job), {"parts": health})
         active.saved, active.saved_at = health, time.monotonic()
@@ -232,10 +232,14 @@ class Runner:
         return {name: stats.health() for name, stats in active.stats.items()}
 
     def _put_state_errors(self, job: Job) -> None:
-        key, bodies = _state_key(job), self.state.render(job.tenant, job.kind)
-        if bodies and bodies != self._state_errors.get(key):
-            self._state_errors[key] = bodies
+        key, revision = _state_key(job), self.state.revision
+        published = self._state_errors.get(key)
+        if published is not None and published[0] == revision:
+            return  # no error counted since: rendering after every run would cost more
+        bodies = self.state.render(job.tenant, job.kind)
+        if bodies and (published is None or bodies != published[1]):
             self._store.put(key, Snapshot(job.tenant, bodies))
+        self._state_errors[key] = (revision, bodies)
 
     def _fail_rest(
         self, active: _Active, done: Iterable[str], error: CollectionError, started: float
@@ -323,6 +327,15 @@ def _outcome(span: Span, errors: list[CollectionError]) -> None:
     span.set_attribute("cockpit.outcome", "failure")
     span.set_attribute("error.type", errors[0].reason)
     span.set_status(StatusCode.ERROR, str(errors[0]))
+
+
+def _failing_changed(active: _Active) -> bool:
+    """Whether a part started or stopped failing since its health was last written."""
+    saved = active.saved
+    return any(
+        stats.failing_since != saved.get(name, {}).get("failing_since")
+        for name, stats in active.stats.items()
+    )
 
 
 def _state_key(job: Job) -> SnapshotKey:

@@ -1,7 +1,7 @@
 """Run one query for one tenant, under its timeout, and classify what went wrong."""
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pymysql
@@ -10,7 +10,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from exporter.errors import CollectionError
-from exporter.sources.sql import protocol, traced
+from exporter.sources.sql import protocol, traced, wire
 from exporter.sources.sql.engines import Server, cause
 from exporter.sources.sql.pipeline import Pipeline, Request
 from exporter.sources.sql.protocol import mysql_code
@@ -23,10 +23,26 @@ _CLIENT_ERRORS = 2000
 
 @dataclass(frozen=True)
 class Rows:
-    """A query result: column names and rows."""
+    """A query result: column names and rows, both decoded when asked for.
 
-    columns: list[str]
-    rows: Sequence[Sequence[object]]
+    `digest` (MySQL replies read by the pipeline) is the same for two results only when
+    their column definitions and rows are byte for byte the same.
+    """
+
+    columns: Callable[[], list[str]]
+    count: int
+    decode: Callable[[], Sequence[Sequence[object]]]
+    digest: bytes | None = None
+
+    @classmethod
+    def of(cls, columns: list[str], rows: Sequence[Sequence[object]]) -> "Rows":
+        """Rows already decoded (SQLAlchemy's results); no digest."""
+        return cls(lambda: columns, len(rows), lambda: rows)
+
+    @classmethod
+    def reply(cls, result: wire.Result) -> "Rows":
+        """A pipelined reply, parsed and decoded on first use."""
+        return cls(lambda: result.columns, len(result), result.rows, result.digest)
 
 
 @dataclass(frozen=True)
@@ -104,9 +120,11 @@ async def fetch_pipelined(
 async def _reply(
     pipeline: Pipeline, request: Request, database: str | None, seconds: float
 ) -> Rows:
+    # A timer on the request's future, not asyncio.timeout: no task cancellation to undo
+    # for every run, and the pipeline skips a request whose future is already done.
+    timer = asyncio.get_running_loop().call_later(seconds, _expire, request.future)
     try:
-        async with asyncio.timeout(seconds):
-            columns, rows = await request.future
+        result = await request.future
     except TimeoutError:
         if request.thread_id is not None:
             await _kill_query(pipeline.server, request.thread_id)
@@ -118,7 +136,14 @@ async def _reply(
         raise CollectionError("connect", message) from exc
     except pymysql.MySQLError as exc:
         raise CollectionError("query", f"query failed: {cause(exc)}") from exc
-    return Rows(columns, rows)
+    finally:
+        timer.cancel()
+    return Rows.reply(result)
+
+
+def _expire(future: asyncio.Future[wire.Result]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class _StaleConnectionError(Exception):
@@ -134,7 +159,7 @@ async def _attempt(
         with traced.live(traced.operation(statement.driver_sql), server, None,
                          statement.driver_sql):  # fmt: skip
             result = await lease.conn.execute(statement.clause, dict(params))
-            rows = Rows(list(result.keys()), result.fetchall())
+            rows = Rows.of(list(result.keys()), result.fetchall())
     except BaseException as exc:
         if _connection_still_good(exc):
             server.release(lease)

@@ -13,7 +13,6 @@ The replies are read by wire.py, many packets per wake-up.
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +24,13 @@ from exporter.sources.sql import internals, protocol, wire
 from exporter.sources.sql.engines import MAX_AGE, Lease, Server, cause
 
 log = structlog.get_logger(__name__)
-MAX_BATCH = 16
+MAX_BATCH = 32
 # A statement known to finish within this shares batches; an unknown or slower one is sent
 # alone, so a slow tenant holds one connection, never the runs queued behind it.
 BATCHABLE_UNDER = 0.1
 # A connection silent this long past a run's timeout (its KILL QUERY included) is dropped.
 STALL_GRACE = 10.0
-Reply = tuple[list[str], Sequence[Any]]
+Reply = wire.Result
 
 
 @dataclass(eq=False)
@@ -172,22 +171,27 @@ class Pipeline:
         if lease.reader is None:
             lease.reader = wire.Reader(internals.stream(connection))
         turn, turn_ns = time.monotonic(), time.time_ns()
-        for index, request in enumerate(batch):
-            request.thread_id, request.turn_ns = thread, turn_ns
-            try:
-                async with asyncio.timeout(request.timeout + STALL_GRACE):
+        # One timer for the batch, not one per request: a batch shares only statements known
+        # to be quick, so a connection silent past the longest timeout (plus grace) is dead.
+        limit = max(request.timeout for request in batch) + STALL_GRACE
+        index = 0
+        try:
+            async with asyncio.timeout(limit):
+                for index, request in enumerate(batch):  # noqa: B007 (read after the loop)
+                    request.thread_id, request.turn_ns = thread, turn_ns
                     outcome = await _read_reply(lease.reader, connection, request)
+                    request.thread_id = None
                     request.elapsed, turn = time.monotonic() - turn, time.monotonic()
                     request.reply_ns = turn_ns = time.time_ns()
                     _settle(request, outcome)
-            except Exception as exc:
-                # The first reply on a kept connection failing means the server had closed
-                # it (restart, wait_timeout): those runs get one fresh connection. Anything
-                # else (a malformed packet, a silent server) fails the rest of the batch.
-                self._requeue_or_fail(batch[index:], exc, stale=lease.reused and index == 0)
-                raise _BrokenError(cause(exc)) from exc
-            finally:
-                request.thread_id = None
+        except Exception as exc:
+            # The first reply on a kept connection failing means the server had closed
+            # it (restart, wait_timeout): those runs get one fresh connection. Anything
+            # else (a malformed packet, a silent server) fails the rest of the batch.
+            self._requeue_or_fail(batch[index:], exc, stale=lease.reused and index == 0)
+            raise _BrokenError(cause(exc)) from exc
+        finally:
+            batch[index].thread_id = None
         lease.reused = True
 
     def _requeue_or_fail(self, requests: list[Request], exc: BaseException, stale: bool) -> None:
