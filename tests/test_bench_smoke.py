@@ -25,7 +25,7 @@ MODULES = {
 
 async def run(*args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, cwd=ROOT, env={**os.environ, "BENCH_TINY": "1"},
+        sys.executable, *args, cwd=ROOT, env={**os.environ, "BENCH_TINY": "1", "FLEET_CHURN": "1"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:

@@ -5,7 +5,8 @@ For 1,000 and 5,000 tenants (FLEET_SIZES overrides): CPU per query execution, pe
 /metrics p50, series, open connections, and whether every job succeeded in every interval.
 cockpit-exporter runs at the server's default max_connections (151) with tenants found by
 tenant_discovery; sql_exporter needs one connection per database, so max_connections is
-raised for its turn only and restored after.
+raised for its turn only and restored after. FLEET_CONFIGS picks our configs (`discovery`,
+`static`: one DSN per tenant), FLEET_INTERVAL the interval, FLEET_CHURN=1 data that changes.
 
 Run: `make bench` (needs the local MariaDB at 127.0.0.1:3306, root, empty password).
 """
@@ -33,6 +34,9 @@ INTERVAL = int(os.environ.get("FLEET_INTERVAL", INTERVAL))  # 5 for the 200-tena
 TIMEOUT = f"{min(10.0, INTERVAL * 0.75):g}s"  # a run's timeout must fit its interval
 # Our config both ways: tenants from tenant_discovery, and one static DSN per tenant.
 CONFIGS = os.environ.get("FLEET_CONFIGS", "discovery,static").split(",")
+# FLEET_CHURN=1: every tenant's queue_stats change every second, so every run of the
+# `processed` query gets a new reply (no run can reuse its last series), for both exporters.
+CHURN = os.environ.get("FLEET_CHURN") == "1"
 PREFIX = f"cockpit_fleet_{RUN_ID}"
 REGISTRY = f"{PREFIX}registry"
 USER, PASSWORD = f"cockpit_fleet{RUN_ID}", "fleet-bench"
@@ -206,6 +210,28 @@ class ConnectionWatch:
         return self.peak
 
 
+class Churn:
+    """With FLEET_CHURN=1, adds 1 to every tenant's processed counts once a second."""
+
+    def __init__(self, tenants: int) -> None:
+        self._tenants = tenants
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        if CHURN:
+            self._thread.start()
+
+    def _run(self) -> None:
+        with pymysql.connect(**ROOT) as conn, conn.cursor() as cursor:
+            while not self._stop.wait(1.0):
+                for t in range(self._tenants):
+                    cursor.execute(f"UPDATE {PREFIX}{t}.queue_stats SET processed = processed + 1")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+
 def runs_per_job(text: str) -> dict[tuple[str, str], float]:
     samples = parse_samples(text)
     runs: dict[tuple[str, str], float] = {}
@@ -253,7 +279,7 @@ def measure_ours(tenants: int, scratch: Path, config_kind: str = "discovery") ->
          "--state.dir", str(scratch / "state")],
         stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
-    watch = ConnectionWatch()
+    watch, churn = ConnectionWatch(), Churn(tenants)
     try:
         wait_up(port)
         time.sleep(WARMUP)
@@ -265,6 +291,7 @@ def measure_ours(tenants: int, scratch: Path, config_kind: str = "discovery") ->
         rss = peak_rss_mb(process.pid)
     finally:
         connections = watch.stop()
+        churn.stop()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     executions = sum(runs1.values()) - sum(runs0.values())
@@ -298,7 +325,7 @@ def measure_peer(tenants: int, scratch: Path) -> Result:
          "-web.listen-address", f"127.0.0.1:{port}"],
         stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
-    watch = ConnectionWatch()
+    watch, churn = ConnectionWatch(), Churn(tenants)
     try:
         time.sleep(WARMUP)
         cpu0 = cpu_seconds(process.pid)
@@ -312,6 +339,7 @@ def measure_peer(tenants: int, scratch: Path) -> Result:
             text, p50 = "", float("inf")
     finally:
         connections = watch.stop()
+        churn.stop()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     # sql_exporter counts no executions: the schedule implies one per query, connection
@@ -342,7 +370,7 @@ def measure_peer_at(
 
 def report(tenants: int, ours: Result, peer: Result, kind: str) -> None:
     print(f"\n{tenants} tenant databases ({kind}), 2 queries each every {INTERVAL}s,", end=" ")
-    print(f"{MEASURE:.0f}s measured")
+    print(f"{MEASURE:.0f}s measured" + (", processed changing every second" if CHURN else ""))
     print(f"{'':28}{'cockpit-exporter':>18}{'sql_exporter 0.4.5':>20}{'ratio':>8}")
     rows = (
         ("CPU per execution (ms)", ours.cpu_per_execution_ms, peer.cpu_per_execution_ms, 3),
