@@ -215,9 +215,11 @@ async def test_a_thousand_trickling_connections_under_ulimit_1024(tmp_path: Path
     }
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            for _ in range(100):
+            # Ready, not just alive: the first run must have published what the scrape checks
+            # (on a loaded machine it finished after the scrape).
+            for _ in range(300):
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
                         if response.status == 200:
                             break
                 await asyncio.sleep(0.1)
