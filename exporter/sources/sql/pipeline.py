@@ -28,7 +28,8 @@ MAX_BATCH = 32
 # A statement known to finish within this shares batches; an unknown or slower one is sent
 # alone, so a slow tenant holds one connection, never the runs queued behind it.
 BATCHABLE_UNDER = 0.1
-# A connection silent this long past a run's timeout (its KILL QUERY included) is dropped.
+# A connection silent this long past the longest timeout of its batch (its KILL QUERY
+# included) is dropped.
 STALL_GRACE = 10.0
 Reply = wire.Result
 
