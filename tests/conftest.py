@@ -3,6 +3,7 @@
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +85,25 @@ def database(make_database: Callable[[], ScratchDatabase]) -> ScratchDatabase:
     return db
 
 
+# Sockets holding the ports free_port() handed out. A port merely checked and closed could be
+# taken before its server binds it (a subprocess binds seconds later): by another test's
+# free_port(), whose server then answered in its place, or as the source port of one of the
+# thousands of connections the hostile tests open. A bound socket with SO_REUSEADDR that
+# never listens keeps the kernel from handing the port out again, while a server that sets
+# SO_REUSEADDR (asyncio, aiohttp, http.server and Go all do) can still bind and listen there.
+_RESERVED: deque[socket.socket] = deque()
+_KEPT = 64  # a server binds within seconds; the oldest reservations are let go
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nobody listens on, held for a server that sets SO_REUSEADDR."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    _RESERVED.append(sock)
+    if len(_RESERVED) > _KEPT:
+        _RESERVED.popleft().close()
+    return int(sock.getsockname()[1])
 
 
 class RunningExporter:

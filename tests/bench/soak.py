@@ -57,8 +57,16 @@ def call(
         return json.loads(response.read())
 
 
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def spawn(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    err = log.open("wb") if log else subprocess.DEVNULL
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def alive(process: subprocess.Popen[bytes], log: Path) -> int:
+    """The process's pid, or the end of its log and exit code, as the soak's failure."""
+    if (code := process.poll()) is None:
+        return process.pid
+    raise SystemExit(f"the exporter exited ({code}); its log ends:\n{log.read_text()[-2000:]}")
 
 
 def wait_http(url: str, seconds: float = 120) -> None:
@@ -147,7 +155,8 @@ def main() -> None:
         probe = ["tests.bench.allocators", ALLOCATORS] if ALLOCATORS else ["exporter"]
         exporter = spawn(sys.executable, "-m", *probe, "--config", str(config),
                          "--state.dir", str(work / "state"), "--log.level", "error",
-                         "--web.listen-address", f"127.0.0.1:{exporter_port}")  # fmt: skip
+                         "--web.listen-address", f"127.0.0.1:{exporter_port}",
+                         log=work / "exporter.log")  # fmt: skip
         processes.append(exporter)
         (work / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": SCRAPE_EVERY, "scrape_timeout": SCRAPE_EVERY},
@@ -168,7 +177,7 @@ def main() -> None:
             clear_faults(sim_url, tenants)  # every minute a new 10% of tenants get a fault
             for tenant in rng.sample(tenants, len(tenants) // 10):
                 call(f"{sim_url}/admin/tenants/{tenant}/faults", rng.choice(FAULTS))
-            rss, fds = process_stats(exporter.pid)
+            rss, fds = process_stats(alive(exporter, work / "exporter.log"))
             samples.append((elapsed, rss, fds))
             print(f"minute {elapsed / 60:5.1f}: rss {rss:7.1f} MB, open fds {fds}", flush=True)
             time.sleep(min(60.0, MINUTES * 20))
