@@ -9,7 +9,8 @@ from exporter import backup
 from exporter.audit import record_once, verify
 from exporter.exitcodes import EXIT_FAILED, fail
 from exporter.sharding import resolve
-from exporter.state import StateError, Store, open_store
+from exporter.state import StateError, Store
+from exporter.stores import open_store
 
 
 def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

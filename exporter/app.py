@@ -40,8 +40,9 @@ from exporter.sources.base import Job, Resources
 from exporter.sources.http import new_session
 from exporter.sources.registry import all_jobs, make_sources
 from exporter.sources.runner import Runner
-from exporter.state import FileStore, State, StateError, open_store
+from exporter.state import FileStore, State, StateError
 from exporter.store import SnapshotStore
+from exporter.stores import open_store
 from exporter.tls import configure, server_context
 from exporter.webconfig import WebConfig, load_web_config, unknown_scopes
 

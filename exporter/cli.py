@@ -14,12 +14,12 @@ from exporter.app import ListenError, serve, warn_config
 from exporter.config import Config, ConfigError, format_location, load_config
 from exporter.durations import parse_duration
 from exporter.exitcodes import EXIT_FAILED, fail
-from exporter.memory import tune_allocator
+from exporter.memory import tune_allocator, tune_gc
 from exporter.secrets import read_secret
 from exporter.settings import Settings, split_address
 from exporter.sharding import resolve
 from exporter.sources.registry import all_jobs
-from exporter.state import open_store
+from exporter.stores import open_store
 from exporter.webconfig import load_web_config
 
 log = structlog.get_logger(__name__)
@@ -485,6 +485,7 @@ def _run(settings: Settings) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     tune_allocator()  # before any worker thread exists
+    tune_gc()
     return asyncio.run(serve(config, settings, web))
 
 

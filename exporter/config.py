@@ -6,12 +6,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model
-from sqlalchemy import URL, make_url, text
-from sqlalchemy.exc import ArgumentError
 
 from exporter import schema
 from exporter.durations import stale_after
@@ -25,6 +23,11 @@ from exporter.secrets import (
     warnings_collected,
 )
 from exporter.sources.base import Job
+
+if TYPE_CHECKING:
+    # SQLAlchemy is imported where a database is configured: a platform-only exporter is
+    # 17 MB smaller without it (docs/performance.md).
+    from sqlalchemy import URL
 
 _DRIVERS = {"mysql": "mysql+aiomysql", "mariadb": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}
 
@@ -90,12 +93,12 @@ class QuerySpec:
 class DatabaseSpec:
     """A tenant's database; tenants on the same server and credentials share its connections."""
 
-    url: URL = field(repr=False)
+    url: "URL" = field(repr=False)
     max_connections: int
     idle_timeout: float
 
     @cached_property
-    def server_url(self) -> URL:
+    def server_url(self) -> "URL":
         """The URL without the database: MySQL runs select theirs on a shared connection."""
         if not self.is_mysql:
             return self.url
@@ -189,7 +192,7 @@ class Config:
     section_jobs: tuple[Job, ...] = ()  # jobs of the source kinds that own a tenant key
     raw: str = ""  # the file's text, re-read with each set of discovered tenants
     discovery: schema.TenantDiscovery | None = None
-    discovery_url: URL | None = field(default=None, repr=False)
+    discovery_url: "URL | None" = field(default=None, repr=False)
     queries: tuple[schema.Query, ...] = ()
     discovered: tuple[str, ...] = ()  # ids of the tenants that came from discovery
     shadowed: tuple[str, ...] = ()  # discovered ids a static tenant overrides
@@ -283,7 +286,7 @@ def _merge(
 
 def _discovery_url(
     model: schema.ConfigFile, problems: list[str], warnings: list[str]
-) -> URL | None:
+) -> "URL | None":
     spec = model.tenant_discovery
     if spec is None:
         return None
@@ -526,6 +529,8 @@ def _duplicates(values: list[str], section: str, key: str, what: str) -> Iterato
 
 
 def _parameter_checks(model: schema.ConfigFile, qi: int, query: schema.Query) -> Iterator[str]:
+    from sqlalchemy import text  # noqa: PLC0415 - only SQL queries need it (see TYPE_CHECKING)
+
     try:
         needed = set(text(query.sql)._bindparams)
     except Exception as exc:
@@ -611,6 +616,9 @@ def _database(
     where: str,
     warnings: list[str],
 ) -> DatabaseSpec:
+    from sqlalchemy import make_url  # noqa: PLC0415 - only databases need it
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
     try:
         url = make_url(db.dsn)
     except (ArgumentError, ValueError):

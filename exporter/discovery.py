@@ -13,20 +13,20 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry.trace import StatusCode
 from pydantic import ValidationError
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from exporter import schema, spans
 from exporter.exposition import Family, format_value
-from exporter.sources.sql.sessions import read_only
 from exporter.store import Snapshot
+
+if TYPE_CHECKING:
+    # SQLAlchemy is imported where discovery is configured (17 MB a process without it
+    # does not carry): in `_query` and `needed_params`.
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = structlog.get_logger(__name__)
 TenantEntry = dict[str, Any]
@@ -170,7 +170,7 @@ class Discovery:
     failures: int = 0
     skipped: int = 0
     last_error: str = ""
-    _engine: AsyncEngine | None = None
+    _engine: "AsyncEngine | None" = None
     _task: asyncio.Task[None] | None = None
     _warned: set[str] = field(default_factory=set)
     _applied: bool = False  # the last set handed to `apply` was taken
@@ -197,7 +197,7 @@ class Discovery:
             async with asyncio.timeout(self.spec.timeout):
                 columns, rows = await self._query()
             outcome = self._outcome(columns, rows)
-        except (DiscoveryError, SQLAlchemyError, OSError, TimeoutError) as exc:
+        except (DiscoveryError, OSError, TimeoutError) as exc:
             self._fail(_message(exc, self.spec.timeout))
             return
         self._skip(outcome.skipped)
@@ -220,21 +220,35 @@ class Discovery:
         return outcome
 
     async def _query(self) -> tuple[list[str], Sequence[Sequence[object]]]:
+        from sqlalchemy import text  # noqa: PLC0415 - see TYPE_CHECKING above
+        from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+        try:
+            async with self._connected().connect() as conn:
+                # Streamed, and read no further than one row past the limit: a registry that
+                # answers millions of rows costs that one row more, not their memory.
+                result = await conn.stream(text(self.spec.sql))
+                rows = await result.fetchmany(self.spec.max_tenants + 1)
+                columns = list(result.keys())
+                if len(rows) > self.spec.max_tenants:
+                    await conn.invalidate()  # closing would read the rest to drain the cursor
+                else:
+                    await result.close()
+                return columns, rows
+        except SQLAlchemyError as exc:
+            raise DiscoveryError(_cannot_query(exc)) from None
+
+    def _connected(self) -> "AsyncEngine":
         if self._engine is None:
+            from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415
+            from sqlalchemy.pool import NullPool  # noqa: PLC0415
+
+            from exporter.sources.sql.sessions import read_only  # noqa: PLC0415
+
             self._engine = read_only(
                 create_async_engine(self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
             )
-        async with self._engine.connect() as conn:
-            # Streamed, and read no further than one row past the limit: a registry that
-            # answers millions of rows costs that one row more, not their memory.
-            result = await conn.stream(text(self.spec.sql))
-            rows = await result.fetchmany(self.spec.max_tenants + 1)
-            columns = list(result.keys())
-            if len(rows) > self.spec.max_tenants:
-                await conn.invalidate()  # closing would read the rest to drain the cursor
-            else:
-                await result.close()
-            return columns, rows
+        return self._engine
 
     def _fail(self, message: str) -> None:
         self.success, self.last_error = False, message
@@ -298,12 +312,18 @@ def _message(exc: BaseException, timeout: float) -> str:
         return f"tenant_discovery: the registry did not answer within {timeout:g}s"
     if isinstance(exc, DiscoveryError):
         return str(exc)
-    orig = getattr(exc, "orig", None) or exc
+    return _cannot_query(exc)
+
+
+def _cannot_query(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc  # the driver's error, not SQLAlchemy's wrapper
     return f"tenant_discovery: cannot query the registry: {orig}"[:400]
 
 
 def needed_params(queries: Sequence[schema.Query]) -> Callable[[str], set[str]]:
     """The parameters a tenant's queries bind, for checking registry rows one by one."""
+    from sqlalchemy import text  # noqa: PLC0415 - see TYPE_CHECKING above
+
     per_query = [(q.tenants, set(text(q.sql)._bindparams)) for q in queries]
 
     def needed(tenant: str) -> set[str]:

@@ -1,12 +1,22 @@
 """Cumulative histograms rendered as Prometheus `_bucket`, `_sum` and `_count` lines."""
 
 import bisect
+import functools
 import time
 from dataclasses import dataclass, field
 
 from prometheus_client.utils import floatToGoString
 
 from exporter.exposition import format_value
+
+
+@functools.lru_cache(maxsize=64)
+def _le(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    # `le` as client_python and OpenMetrics spell it (1.0, not 1): the same series as the
+    # peers' histograms. Spelled once per set of bounds, shared by every histogram that has
+    # them: rendering is frequent, and thousands of histograms each holding their own
+    # strings were 3 MB at a thousand tenants.
+    return (*map(floatToGoString, bounds), "+Inf")
 
 
 @dataclass
@@ -24,9 +34,7 @@ class Histogram:
     def __post_init__(self) -> None:
         if not self.buckets:
             self.buckets = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        # `le` as client_python and OpenMetrics spell it (1.0, not 1): the same series as the
-        # peers' histograms. Spelled once: rendering is frequent.
-        self._le = (*map(floatToGoString, self.bounds), "+Inf")
+        self._le = _le(self.bounds)
 
     def observe(self, value: float, trace_id: str | None = None) -> None:
         """Add one observation; with a trace id, it becomes its bucket's exemplar."""

@@ -141,26 +141,20 @@ class JobStats:
     full: bool = False  # the series gauge too (limits.self_metrics)
     interval: float = 0.0  # the job's configured interval, seconds
     problems: bool = True  # whether the source counts skipped rows (nulls, duplicates, dropped)
-    _prefixes: dict[str, str] = field(init=False, repr=False)
+    _labels: str = field(init=False, repr=False)
     _slow: dict[str, bytes] = field(init=False, repr=False, compare=False, default_factory=dict)
     _slow_key: tuple[object, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         self.errors = dict.fromkeys(self.reasons, 0)
-        # Names and labels are rendered once; every run renders only the values.
-        labels = label_block(
+        # Labels are rendered once; each line is the name, these and the value. (Whole line
+        # prefixes per family and reason were 2 KB a job, 16 MB at 8,000 jobs.)
+        self._labels = label_block(
             [
                 ("tenant", escape_label_value(self.tenant)),
                 ("source", self.source),
                 ("query", escape_label_value(self.query)),
             ]
-        )
-        self._prefixes = {f.name: f"{f.name}{labels} " for f in JOB_FAMILIES}
-        self._prefixes |= {
-            reason: f'{ERRORS.name}{labels[:-1]},reason="{reason}"}} ' for reason in self.reasons
-        }
-        self._prefixes[SAMPLES_DROPPED.name] = (
-            f'{SAMPLES_DROPPED.name}{labels[:-1]},reason="invalid_value"}} '
         )
 
     def record_success(self, duration: float, series: int) -> None:
@@ -204,7 +198,7 @@ class JobStats:
 
     def render(self) -> dict[str, bytes]:
         """Sample lines of this job's self-metrics; what is not known yet is absent."""
-        p = self._prefixes
+        labels = self._labels
         # What changes only with a failure, a reload or skipped rows is rendered again only
         # then: after each of thousands of runs, it was most of the rendering.
         slow = (self.success, self.interval, self.failing_since, tuple(self.errors.values()),
@@ -213,35 +207,40 @@ class JobStats:
         if slow != self._slow_key:
             self._slow, self._slow_key = self._render_slow(), slow
         bodies = dict(self._slow)
-        bodies[SECONDS.name] = f"{p[SECONDS.name]}{format_value(self.seconds)}\n".encode()
-        bodies[RUNS.name] = f"{p[RUNS.name]}{self.runs}\n".encode()
+        seconds = format_value(self.seconds)
+        bodies[SECONDS.name] = f"{SECONDS.name}{labels} {seconds}\n".encode()
+        bodies[RUNS.name] = f"{RUNS.name}{labels} {self.runs}\n".encode()
         if self.runs:
             duration = format_value(self.duration)
-            bodies[LAST_DURATION.name] = f"{p[LAST_DURATION.name]}{duration}\n".encode()
+            bodies[LAST_DURATION.name] = f"{LAST_DURATION.name}{labels} {duration}\n".encode()
         if self.last_success is not None:
             moment = format_value(self.last_success)
-            bodies[LAST_SUCCESS.name] = f"{p[LAST_SUCCESS.name]}{moment}\n".encode()
+            bodies[LAST_SUCCESS.name] = f"{LAST_SUCCESS.name}{labels} {moment}\n".encode()
         return bodies
 
     def _render_slow(self) -> dict[str, bytes]:
-        p = self._prefixes
+        labels, open_labels = self._labels, self._labels[:-1]
+        reasons = sorted(self.errors.items())
         bodies = {
-            INTERVAL.name: f"{p[INTERVAL.name]}{format_value(self.interval)}\n",
-            ERRORS.name: "".join(f"{p[r]}{n}\n" for r, n in sorted(self.errors.items())),
+            INTERVAL.name: f"{INTERVAL.name}{labels} {format_value(self.interval)}\n",
+            ERRORS.name: "".join(
+                f'{ERRORS.name}{open_labels},reason="{r}"}} {n}\n' for r, n in reasons
+            ),
         }
         if self.success is not None:
-            bodies[SUCCESS.name] = f"{p[SUCCESS.name]}{int(self.success)}\n"
+            bodies[SUCCESS.name] = f"{SUCCESS.name}{labels} {int(self.success)}\n"
         if self.failing_since is not None:
-            bodies[FAILING_SINCE.name] = (
-                f"{p[FAILING_SINCE.name]}{format_value(self.failing_since)}\n"
-            )
+            since = format_value(self.failing_since)
+            bodies[FAILING_SINCE.name] = f"{FAILING_SINCE.name}{labels} {since}\n"
         if self.problems:
             for family, count in zip(PROBLEMS, (self.dropped, self.nulls, self.duplicates),
                                      strict=True):  # fmt: skip
-                bodies[family.name] = f"{p[family.name]}{count}\n"
-            bodies[SAMPLES_DROPPED.name] = f"{p[SAMPLES_DROPPED.name]}{self.invalid}\n"
+                bodies[family.name] = f"{family.name}{labels} {count}\n"
+            bodies[SAMPLES_DROPPED.name] = (
+                f'{SAMPLES_DROPPED.name}{open_labels},reason="invalid_value"}} {self.invalid}\n'
+            )
         if self.full:
-            bodies[SERIES.name] = f"{p[SERIES.name]}{self.series}\n"
+            bodies[SERIES.name] = f"{SERIES.name}{labels} {self.series}\n"
         return {name: body.encode() for name, body in bodies.items()}
 
 

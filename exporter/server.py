@@ -26,13 +26,16 @@ from exporter.readiness import Readiness
 from exporter.runtime import RuntimeMetrics
 from exporter.selfmetrics import JobStats
 from exporter.sources.base import Job
-from exporter.store import SnapshotStore
+from exporter.store import Exposition, SnapshotStore
 from exporter.webconfig import WebConfig
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Large bodies are compressed off the event loop so collection keeps running meanwhile.
 _GZIP_INLINE_LIMIT = 256 * 1024
+# Plain answers go out in pieces of this size: the socket's buffer copies what it cannot send
+# at once, and a single 25 MB write was copied twice more.
+_WRITE_BLOCK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class MetricsHandler:
         """Handle GET on the telemetry path."""
         tenants = selected_tenants(request, self._endpoints.tenants())
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        body = self._endpoints.store.render(openmetrics, tenants)
+        body = self._endpoints.store.exposition(openmetrics, tenants)
         # Process metrics are the operators': like the config series, not a tenant's.
         runtime = self._runtime if tenants is None else None
         tail = runtime.render(openmetrics) if runtime is not None else b""
@@ -113,23 +116,23 @@ class MetricsHandler:
             headers["Content-Encoding"] = "gzip"
             prefix = await self._gzip_prefix(body)
             return web.Response(body=prefix.with_tail(tail), headers=headers)
-        # Two writes: the cached body is sent as it is, never copied to add the tail.
         response = web.StreamResponse(headers=headers)
-        response.content_length = len(body) + len(tail)
+        response.content_length = body.size + len(tail)
         await response.prepare(request)
-        await response.write(body)
+        for block in body.blocks(_WRITE_BLOCK):
+            await response.write(block)
         await response.write(tail)
         await response.write_eof()
         return response
 
-    async def _gzip_prefix(self, body: bytes) -> GzipPrefix:
+    async def _gzip_prefix(self, body: Exposition) -> GzipPrefix:
         cached = self._gzipped
-        if cached is not None and cached.body is body:
+        if cached is not None and body.version is not None and cached.version == body.version:
             return cached
-        if len(body) < _GZIP_INLINE_LIMIT:
-            prefix = GzipPrefix(body)
+        if body.size < _GZIP_INLINE_LIMIT:
+            prefix = GzipPrefix(body.chunks, body.version)
         else:
-            prefix = await asyncio.to_thread(GzipPrefix, body)
+            prefix = await asyncio.to_thread(GzipPrefix, body.chunks, body.version)
         self._gzipped = prefix
         return prefix
 

@@ -1,6 +1,7 @@
 """Pre-rendered snapshots per (tenant, source, query), concatenated into scrape output."""
 
 import heapq
+import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,39 @@ class Snapshot:
         return OPERATORS_GROUP if self.operators_only else ""
 
 
+@dataclass(frozen=True)
+class Exposition:
+    """A scrape's bytes as the stored pieces, in order, and their total length.
+
+    Never joined into one buffer: at a thousand tenants the whole is 25 MB, and a copy of it
+    per scrape (plus the socket's copies of what it could not send at once) was most of the
+    process's peak memory.
+    """
+
+    chunks: tuple[bytes, ...]
+    size: int
+    # What the store held when this was rendered, for caches of what is derived from it
+    # (the gzip): equal versions, equal bytes. None for a scrape of chosen tenants.
+    version: tuple[int, bool] | None = None
+
+    def join(self) -> bytes:
+        """The whole output as one bytes object (for small outputs and tests)."""
+        return b"".join(self.chunks)
+
+    def blocks(self, size: int) -> Iterable[bytes]:
+        """The output in pieces of about `size` bytes, each joined from consecutive chunks."""
+        group: list[bytes] = []
+        length = 0
+        for chunk in self.chunks:
+            group.append(chunk)
+            length += len(chunk)
+            if length >= size:
+                yield b"".join(group)
+                group, length = [], 0
+        if group:
+            yield b"".join(group)
+
+
 class SnapshotStore:
     """Holds the latest snapshot of every job and renders scrapes from them.
 
@@ -51,9 +85,10 @@ class SnapshotStore:
         self._snapshots: dict[SnapshotKey, Snapshot] = {}
         # family -> tenant ("" for series of no tenant) -> snapshot key -> body
         self._bodies: dict[str, dict[str, dict[SnapshotKey, bytes]]] = {}
-        self._cache: dict[bool, bytes] = {}
-        # Rendering at fleet size is joins, not sorting: per family, each tenant's piece is
-        # kept joined in tenant order, and a put marks only its piece to be joined again.
+        self._cache: dict[bool, Exposition] = {}
+        self._revision = 0  # goes up with every change that clears the cache
+        # Rendering at fleet size is concatenation, not sorting: per family, each tenant's
+        # bodies are kept in key order, tenants in order, and a put marks only its piece.
         self._pieces: dict[str, _Pieces] = {}
         # Snapshots valid until a time, each with what replaces it then (gauges whose data
         # went stale): key -> (until, then), and a heap of (until, key) to find the next.
@@ -76,7 +111,11 @@ class SnapshotStore:
                 )
             self._families[family.name] = family
             self._bodies.setdefault(family.name, {})
+        self._changed()
+
+    def _changed(self) -> None:
         self._cache.clear()
+        self._revision += 1
 
     def before_render(self, hook: Callable[[], None]) -> None:
         """Call `hook` before each render: snapshots put lazily are brought up to date."""
@@ -121,7 +160,7 @@ class SnapshotStore:
                 self._pieces.pop(name, None)  # a new tenant: the order changes
             groups[group][key] = snapshot.bodies[name]
             self._touch(name, group)
-        self._cache.clear()
+        self._changed()
 
     def claim(
         self, key: SnapshotKey, group: str, bodies: Mapping[str, bytes]
@@ -162,7 +201,7 @@ class SnapshotStore:
         if old is not None:
             for name in old.bodies:
                 self._drop(name, old.group, key)
-        self._cache.clear()
+        self._changed()
 
     def _forget_openmetrics(self, old: Snapshot | None) -> None:
         """A replaced or removed snapshot's OpenMetrics bodies are served no more."""
@@ -188,13 +227,13 @@ class SnapshotStore:
             pieces.touch(group)
 
     def _current(self, name: str) -> "_Pieces":
-        """The family's pieces, with those touched since the last render joined again."""
+        """The family's pieces, with those touched since the last render ordered again."""
         pieces = self._pieces.get(name)
         if pieces is None:
             # A source's family may be fed by several queries of one tenant: the same
             # label set from two of them is served once (see `claim`).
-            join = _join_unique if self._owners.get(name, "exporter") != "exporter" else _join
-            pieces = self._pieces[name] = _Pieces(self._bodies[name], join)
+            order = _unique if self._owners.get(name, "exporter") != "exporter" else _ordered
+            pieces = self._pieces[name] = _Pieces(self._bodies[name], order)
         pieces.refresh(self._bodies[name])
         return pieces
 
@@ -203,6 +242,10 @@ class SnapshotStore:
 
         Without OpenMetrics' final `# EOF`: the HTTP layer ends the output.
         """
+        return self.exposition(openmetrics, tenants).join()
+
+    def exposition(self, openmetrics: bool, tenants: frozenset[str] | None = None) -> Exposition:
+        """What `render` returns, as the stored pieces: the same object until the next change."""
         for hook in self._before:
             hook()
         self.expire(time.time())
@@ -220,56 +263,62 @@ class SnapshotStore:
             if special is not None and (wanted is None or special[0] in wanted):
                 parts.append(special[1])
             elif wanted is None:
-                parts.extend(pieces.joined)  # one copy of everything, in the final join
+                parts.extend(itertools.chain.from_iterable(pieces.ordered))
             else:
-                parts.extend(pieces.of(g) for g in wanted if g in groups)
-        output = b"".join(parts)
-        if tenants is None:
-            self._cache[openmetrics] = output
+                chosen = (pieces.of(g) for g in wanted if g in groups)
+                parts.extend(itertools.chain.from_iterable(chosen))
+        if tenants is not None:
+            return Exposition(tuple(parts), sum(map(len, parts)))
+        output = Exposition(tuple(parts), sum(map(len, parts)), (self._revision, openmetrics))
+        self._cache[openmetrics] = output
         return output
 
 
 class _Pieces:
-    """One family's lines per tenant, joined and kept in tenant order."""
+    """One family's bodies per tenant, in key order, and the tenants kept in order."""
 
     def __init__(
         self,
         groups: dict[str, dict[SnapshotKey, bytes]],
-        join: Callable[[dict[SnapshotKey, bytes]], bytes],
+        order: Callable[[dict[SnapshotKey, bytes]], tuple[bytes, ...]],
     ) -> None:
         self.order = sorted(groups)
         self.index = {group: i for i, group in enumerate(self.order)}
-        self._join = join
-        self.joined = [join(groups[group]) for group in self.order]
+        self._order = order
+        self.ordered = [order(groups[group]) for group in self.order]
         self.dirty: set[int] = set()
 
     def touch(self, group: str) -> None:
-        """Mark a tenant's piece to be joined again."""
+        """Mark a tenant's piece to be ordered again, and let go of its old bodies now."""
         position = self.index.get(group)
         if position is not None:
+            # Held until the next scrape, replaced bodies were a second copy of the data.
+            self.ordered[position] = ()
             self.dirty.add(position)
 
     def refresh(self, groups: dict[str, dict[SnapshotKey, bytes]]) -> None:
-        """Join again the pieces touched since the last refresh."""
+        """Order again the pieces touched since the last refresh."""
         for position in self.dirty:
-            self.joined[position] = self._join(groups[self.order[position]])
+            self.ordered[position] = self._order(groups[self.order[position]])
         self.dirty.clear()
 
-    def of(self, group: str) -> bytes:
+    def of(self, group: str) -> tuple[bytes, ...]:
         """One tenant's piece."""
-        return self.joined[self.index[group]]
+        return self.ordered[self.index[group]]
 
 
-def _join(bodies: dict[SnapshotKey, bytes]) -> bytes:
-    if len(bodies) == 1:  # most tenants have one job per family: nothing to order or copy
-        return next(iter(bodies.values()))
-    return b"".join(bodies[key] for key in sorted(bodies))
+def _ordered(bodies: dict[SnapshotKey, bytes]) -> tuple[bytes, ...]:
+    # The bodies themselves, in key order: a joined copy would double the self-metrics,
+    # which every job of a tenant feeds.
+    if len(bodies) == 1:  # most tenants have one job per family: nothing to order
+        return tuple(bodies.values())
+    return tuple(bodies[key] for key in sorted(bodies))
 
 
-def _join_unique(bodies: dict[SnapshotKey, bytes]) -> bytes:
-    """Like `_join`, but a series (name and labels) a key sorting earlier has is left out."""
+def _unique(bodies: dict[SnapshotKey, bytes]) -> tuple[bytes, ...]:
+    """Like `_ordered`, but a series (name and labels) a key sorting earlier has is left out."""
     if len(bodies) == 1:
-        return next(iter(bodies.values()))
+        return tuple(bodies.values())
     seen: set[bytes] = set()
     lines: list[bytes] = []
     for key in sorted(bodies):
@@ -278,7 +327,7 @@ def _join_unique(bodies: dict[SnapshotKey, bytes]) -> bytes:
             if series not in seen:
                 seen.add(series)
                 lines.append(line)
-    return b"".join(lines)
+    return (b"".join(lines),)
 
 
 def series_id(line: bytes) -> bytes:

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import URL, make_url
 
 from exporter.backup import ArchiveError, backup, read, restore
-from exporter.state import FileStore, MysqlStore, StateError, encode
+from exporter.state import FileStore, StateError, encode
+from exporter.state_mysql import MysqlStore
 from tests.test_reliability import counted, happened, poll
 
 

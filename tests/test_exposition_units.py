@@ -206,7 +206,7 @@ def test_gzip_prefix_continues_to_one_valid_member() -> None:
     from exporter.gzipped import GzipPrefix
 
     body = b"".join(b'cockpit_x{tenant="t%d"} %d\n' % (i, i) for i in range(5000))
-    prefix = GzipPrefix(body)
+    prefix = GzipPrefix([body[:1000], b"", body[1000:]])
     for tail in (b"", b"process_cpu_seconds_total 1.5\n", b"x" * 100_000):
         data = prefix.with_tail(tail)
         assert gzip.decompress(data) == body + tail
@@ -263,3 +263,17 @@ def test_store_render_matches_a_plain_join_through_random_puts_and_removes() -> 
                 for f in sorted(families, key=lambda f: f.name)
                 if any(f.name in s.bodies for k, s in live.items() if k[0] == tenant)
             ), step
+
+
+def test_an_exposition_goes_out_in_blocks_of_its_pieces_in_order() -> None:
+    """The plain answer is written in blocks of about the asked size, every byte once, in
+    order; the whole is never one buffer (see store.Exposition)."""
+    from exporter.store import Exposition
+
+    chunks = tuple(b"x%d\n" % i * (i % 7) for i in range(2000))
+    exposition = Exposition(chunks, sum(map(len, chunks)))
+    blocks = list(exposition.blocks(1000))
+    assert b"".join(blocks) == exposition.join() and exposition.size == len(exposition.join())
+    assert all(1000 <= len(b) < 1000 + max(map(len, chunks)) for b in blocks[:-1])
+    assert len(blocks[-1]) > 0 and len(blocks) > 10
+    assert list(Exposition((), 0).blocks(1000)) == []

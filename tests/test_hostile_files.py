@@ -18,7 +18,8 @@ import structlog
 from exporter.cli import main
 from exporter.config import ConfigError, parse_config
 from exporter.settings import Settings
-from exporter.state import FileStore, State, open_store
+from exporter.state import FileStore, State
+from exporter.stores import open_store
 from tests.conftest import write
 
 

@@ -59,6 +59,30 @@ async def test_gzip_when_asked(exporter) -> None:
     assert "process_resident_memory_bytes" in gzip.decompress(await again.read()).decode()
 
 
+async def test_gzip_is_never_stale_nor_another_answers(exporter, database) -> None:
+    """The cached compression follows the data: after a run changes the rows, the gzip
+    answer has the new value; an OpenMetrics or a one-tenant scrape in between gets its own
+    bytes, never the cached ones of another format or scope."""
+
+    async def unzipped(**kwargs: object) -> str:
+        headers = {"Accept-Encoding": "gzip", **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+        response = await exporter.get(headers=headers, decompress=False, **kwargs)
+        return without_runtime(gzip.decompress(await response.read()).decode())
+
+    billing = key("cockpit_work_items", tenant="acme", queue="billing", status="new")
+    assert parse_samples(await unzipped())[billing] == 1
+    database.execute("INSERT INTO work_items VALUES (1,'billing','new',1)")
+    await exporter.run_all()
+    after = await unzipped()
+    assert parse_samples(after)[billing] == 2
+    openmetrics = without_runtime(await exporter.scrape(headers={"Accept": OPENMETRICS}))
+    assert await unzipped(headers={"Accept": OPENMETRICS}) == openmetrics != after
+    only_acme = await unzipped(params={"tenant": "acme"})
+    assert 'tenant="globex"' not in only_acme and 'tenant="acme"' in only_acme
+    assert await unzipped() == after
+    assert 'tenant="globex"' in await unzipped()
+
+
 async def test_runtime_metrics_for_operators_only(exporter) -> None:
     """process_* and python_* come with unfiltered scrapes, in both formats, and never with a
     tenant's: they describe the process every tenant shares."""

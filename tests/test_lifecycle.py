@@ -220,7 +220,7 @@ async def test_reload_picks_up_a_rotated_database_password(
         await exporter.run("a", "q")
         assert exporter.stats("a", "sql", "q").success
         assert exporter.exporter.config.digest == load_config(config).digest
-        assert len(exporter.exporter.sources["sql"].engines.servers) == 1  # the old pool is closed
+        assert len(exporter.exporter.sources["sql"].built.engines.servers) == 1  # old pool closed
     finally:
         admin(f"DROP USER '{user}'@'%'")
 

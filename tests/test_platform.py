@@ -395,3 +395,21 @@ def test_simulator_warm_up_is_platform_time_before_the_first_request() -> None:
     earliest = min(r.queued_at for r in hour.runs.values())
     assert start - 3600 <= earliest < start - 3000
     assert sum(hour.finished.values()) > sum(build_world("t0001", 5, start).finished.values())
+
+
+def test_an_invalid_item_is_named_by_its_index_and_field() -> None:
+    """A page validated whole still says which item and which field is wrong."""
+    import pytest
+
+    from exporter.errors import CollectionError
+    from exporter.sources.platform.models import Run, parse_items
+
+    good = {"id": "r1", "process_id": "p1", "status": "finished",
+            "updated_at": "2026-12-01T00:00:05Z"}  # fmt: skip
+    assert [r.id for r in parse_items("runs", Run, [good, dict(good, id="r2")])] == ["r1", "r2"]
+    with pytest.raises(CollectionError) as caught:
+        parse_items("runs", Run, [good, good, dict(good, status=5)])
+    assert caught.value.reason == "decode"
+    assert "runs: invalid item: items[2].status: Input should be a valid string" in str(
+        caught.value
+    )

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.state import FileStore, MysqlStore, State, StateError, decode, encode
+from exporter.state import FileStore, State, StateError, decode, encode
+from exporter.state_mysql import MysqlStore
 from tests import platform_helpers
 from tests.conftest import admin, free_port, parse_samples
 

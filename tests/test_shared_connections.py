@@ -75,7 +75,7 @@ async def test_two_tenants_alternating_on_one_connection_get_their_own_rows(
                 )
             }
     assert len(threads) == 1, "both tenants should have used the one shared connection"
-    server = exporter.exporter.sources["sql"].engines.servers[0]
+    server = exporter.exporter.sources["sql"].built.engines.servers[0]
     assert server.open == 1
 
 
@@ -227,7 +227,7 @@ async def test_batched_runs_each_read_their_own_database(
     databases = tenant_databases(make_database, user, 12)
     exporter = await make_exporter(config(user, databases, ", max_connections_per_server: 1"))
     jobs = exporter.exporter.runner.jobs()
-    source = exporter.exporter.sources["sql"]
+    source = exporter.exporter.sources["sql"].built
     for _ in range(2):  # the first round measures each job; the second one batches them
         await asyncio.gather(*(exporter.exporter.run_job(job) for job in jobs))
     assert len(source._quick) == 12, "every quick job should now share batches"
@@ -250,7 +250,7 @@ async def test_batched_runs_each_read_their_own_database(
     assert value(samples, "t5") == 6  # as its last success left it, while that is fresh
     stats = exporter.stats("t5", "sql", "v")
     assert stats.errors["connect"] == 1 and "cannot use database" in stats.last_error
-    assert exporter.exporter.sources["sql"].engines.servers[0].open == 1
+    assert exporter.exporter.sources["sql"].built.engines.servers[0].open == 1
 
 
 async def test_the_wire_reader_keeps_the_servers_text(make_database) -> None:
@@ -366,7 +366,7 @@ async def test_an_unchanged_reply_reuses_its_series_and_any_change_renders_anew(
     exporter = await make_exporter(
         f"defaults: {{timeout: 5s}}\ntenants:\n{tenants}{DUPLICATE_QUERY}"
     )
-    source = exporter.exporter.sources["sql"]
+    source = exporter.exporter.sources["sql"].built
 
     def sample(tenant: str) -> float | None:
         return samples.get(("cockpit_v", frozenset({("tenant", tenant), ("k", "same")})))

@@ -1,9 +1,10 @@
 """Validation of the platform API's JSON; anything else is a `decode` failure."""
 
+import functools
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from exporter.errors import CollectionError
 
@@ -81,14 +82,24 @@ def parse_page(endpoint: str, body: object) -> Page:
 
 
 def parse_items(endpoint: str, model: type[T], items: list[dict[str, Any]]) -> list[T]:
-    """Validate every item, or fail naming the endpoint and the first bad field."""
+    """Validate every item, or fail naming the endpoint, the item's index and its bad field."""
     try:
-        return [model.model_validate(item) for item in items]
+        return _list_of(model).validate_python(items)
     except ValidationError as exc:
-        raise CollectionError("decode", f"{endpoint}: invalid item: {_first(exc)}") from None
+        problem = _first(exc, ("items",))
+        raise CollectionError("decode", f"{endpoint}: invalid item: {problem}") from None
 
 
-def _first(exc: ValidationError) -> str:
+@functools.cache
+def _list_of(model: type[T]) -> TypeAdapter[list[T]]:
+    # One validation of the whole page instead of one call per item: a third of the time.
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def _first(exc: ValidationError, within: tuple[str, ...] = ()) -> str:
+    """The first error as `items[3].status: message` (list indexes in brackets)."""
     error = exc.errors(include_input=False, include_url=False)[0]
-    where = ".".join(str(p) for p in error["loc"]) or "body"
-    return f"{where}: {error['msg']}"
+    where = ""
+    for part in (*within, *error["loc"]):
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    return f"{where or 'body'}: {error['msg']}"

@@ -8,43 +8,19 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 import pymysql
 import structlog
 
-from exporter.config import Config, MetricSpec, QueryJob
+from exporter.config import QueryJob
 from exporter.errors import REASONS, CollectionError
-from exporter.exposition import SCHEDULED_NOTE, Family
+from exporter.exposition import Family
 from exporter.sources.base import Job, OnePart, Part, Resources
 from exporter.sources.sql.engines import Server
 from exporter.sources.sql.fetch import Rows, Statement, Statements, fetch, fetch_pipelined
+from exporter.sources.sql.kind import CRASH_REASON, KIND, data_family
 from exporter.sources.sql.pipeline import BATCHABLE_UNDER, Pipeline
 from exporter.sources.sql.series import build_series
 from exporter.sources.sql.servers import Servers
 from exporter.sources.sql.totals import Totals
 
 log = structlog.get_logger(__name__)
-KIND = "sql"
-
-
-def data_family(metric: MetricSpec) -> Family:
-    """The exposition family of a configured metric."""
-    kind = "stateset" if metric.type == "enum" else metric.type
-    return Family(metric.name, kind, metric.help.rstrip() + SCHEDULED_NOTE)
-
-
-def jobs(config: Config) -> list[Job]:
-    """One job per (tenant, query) of the config."""
-    return [
-        Job(
-            q.tenant,
-            KIND,
-            q.query.name,
-            q.query.interval,
-            q.query.timeout,
-            q,
-            q.database.display,
-            q.query.stale_after,
-            q.query.schedule,
-        )
-        for q in config.jobs
-    ]
 
 
 class SqlSource:
@@ -52,7 +28,7 @@ class SqlSource:
 
     kind = KIND
     reasons: tuple[str, ...] = REASONS
-    crash_reason = "query"
+    crash_reason = CRASH_REASON
     skips_rows = True
 
     def __init__(self, resources: Resources) -> None:
