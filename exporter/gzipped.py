@@ -8,7 +8,7 @@ recompresses megabytes.
 
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import InitVar, dataclass, field
 
 # Magic, deflate, no flags, no mtime, no extra flags, unknown OS (RFC 1952).
@@ -23,14 +23,14 @@ class GzipPrefix:
     store has replaced them (25 MB at a thousand tenants). `version` says what they were.
     """
 
-    chunks: InitVar[Sequence[bytes]]
+    chunks: InitVar[Iterable[bytes]]
     version: object = None
     compressed: bytes = field(init=False)
     _compressor: "zlib._Compress" = field(init=False, repr=False)
     _crc: int = field(init=False)
     _size: int = field(init=False)
 
-    def __post_init__(self, chunks: Sequence[bytes]) -> None:
+    def __post_init__(self, chunks: Iterable[bytes]) -> None:
         # Chunk by chunk: the body is never joined (see store.Exposition).
         compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
         out, crc, size = [_HEADER], 0, 0

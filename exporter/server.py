@@ -33,8 +33,8 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Large bodies are compressed off the event loop so collection keeps running meanwhile.
 _GZIP_INLINE_LIMIT = 256 * 1024
-# Plain answers go out in pieces of this size: the socket's buffer copies what it cannot send
-# at once, and a single 25 MB write was copied twice more.
+# Answers are written and compressed in pieces of this size: the socket's buffer copies what
+# it cannot send at once, and a single 25 MB write was copied twice more.
 _WRITE_BLOCK = 256 * 1024
 
 
@@ -129,10 +129,13 @@ class MetricsHandler:
         cached = self._gzipped
         if cached is not None and body.version is not None and cached.version == body.version:
             return cached
+        # In blocks, not the store's pieces one by one: 300,000 small calls took twice as
+        # long and held the GIL against the event loop between them.
+        blocks = body.blocks(_WRITE_BLOCK)
         if body.size < _GZIP_INLINE_LIMIT:
-            prefix = GzipPrefix(body.chunks, body.version)
+            prefix = GzipPrefix(blocks, body.version)
         else:
-            prefix = await asyncio.to_thread(GzipPrefix, body.chunks, body.version)
+            prefix = await asyncio.to_thread(GzipPrefix, blocks, body.version)
         self._gzipped = prefix
         return prefix
 
