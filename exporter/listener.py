@@ -80,6 +80,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._busy = False
         self._bytes_while_busy = False
+        self._counted = False  # in the guard's count of open connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Admit the connection or close it before reading."""
@@ -87,6 +88,7 @@ class GuardedProtocol(asyncio.Protocol):
         if not self._guard.admit():
             transport.abort()  # type: ignore[attr-defined]
             return
+        self._counted = True
         self._inner = self._make()
         self._inner.connection_made(transport)
         self._guard.waiting(self, True)
@@ -109,9 +111,9 @@ class GuardedProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Uncount the connection and tell aiohttp."""
         self._disarm()
+        self._uncount()
         if self._inner is None:
             return
-        self._guard.gone(self)
         self._inner.connection_lost(exc)
         self._inner = None
 
@@ -148,6 +150,14 @@ class GuardedProtocol(asyncio.Protocol):
         self._disarm()
         if self._transport is not None:
             self._transport.abort()
+        # Uncounted now, not when asyncio reports the loss a loop turn later: a burst of
+        # connections evicting others read over the cap in between (530 of 512).
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._guard.gone(self)
 
     def _arm(self) -> None:
         loop = asyncio.get_running_loop()
