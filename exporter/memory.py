@@ -24,8 +24,8 @@ MMAP_THRESHOLD = 256 * 1024
 
 TRIM_EVERY = 60.0
 # Python's default runs a full collection after every 10 collections of the middle
-# generation: with a thousand tenants' state (180,000 objects) that was one every 10 s and
-# 15% of the process's CPU. Cycles die young here; the full collection every 100 is enough.
+# generation: with a thousand tenants' state (180,000 objects) about one every 10 s, 9% of
+# the process's CPU (docs/performance.md). Cycles die young here; every 100 is enough.
 GC_THRESHOLDS = (700, 10, 100)
 
 

@@ -136,7 +136,8 @@ class MetricsHandler:
             prefix = GzipPrefix(blocks, body.version)
         else:
             prefix = await asyncio.to_thread(GzipPrefix, blocks, body.version)
-        self._gzipped = prefix
+        if body.version is not None:  # one tenant's scrape must not evict the whole one's
+            self._gzipped = prefix
         return prefix
 
 
