@@ -88,6 +88,11 @@ class QuerySpec:
     # One execution per set (bound over the tenant's params); () runs once.
     parameters: tuple[tuple[tuple[str, schema.ParamValue], ...], ...] = ()
 
+    @cached_property
+    def accumulates(self) -> bool:
+        """Whether any of its metrics keeps durable totals (asked after every run)."""
+        return any(m.accumulates for m in self.metrics)
+
 
 @dataclass(frozen=True)
 class DatabaseSpec:

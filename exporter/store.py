@@ -146,19 +146,26 @@ class SnapshotStore:
             if snapshot.tenant is not None:
                 raise ValueError("OpenMetrics bodies are for the exporter's own series only")
             self._openmetrics.update({n: (group, b) for n, b in snapshot.openmetrics.items()})
-        names = [name for name, body in snapshot.bodies.items() if body]
+        bodies = snapshot.bodies
+        kept: Mapping[str, bytes] = {}
         if old is not None:
             # Bodies replaced in place: removing first would empty and re-create the
             # tenant's entry, and with it the family's whole order.
+            old_group = old.group
             for name in old.bodies:
-                if old.group != group or name not in names:
-                    self._drop(name, old.group, key)
-        for name in names:
+                if old_group != group or not bodies.get(name):
+                    self._drop(name, old_group, key)
+            kept = old.bodies if old_group == group else kept
+        for name, body in bodies.items():
+            # The very bytes stored already (a reused reply, self-metrics that did not
+            # change): most of a run's families, nothing to store or order again.
+            if not body or kept.get(name) is body:
+                continue
             groups = self._bodies[name]
             if group not in groups:
                 groups[group] = {}
                 self._pieces.pop(name, None)  # a new tenant: the order changes
-            groups[group][key] = snapshot.bodies[name]
+            groups[group][key] = body
             self._touch(name, group)
         self._changed()
 

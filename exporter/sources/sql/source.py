@@ -74,7 +74,7 @@ class SqlSource:
         if found < query.min_rows:
             message = f"{found} row(s), min_rows is {query.min_rows}"
             raise CollectionError("too_few_rows", message)
-        if any(m.accumulates for m in query.metrics):
+        if query.accumulates:
             part = await self._accumulated(job, results)
         else:
             part = self._rendered(job, results)

@@ -34,6 +34,10 @@ _TEXT_TYPES = frozenset({
 })  # fmt: skip
 Converter = tuple[str | None, Callable[[Any], Any] | None]
 _WIDTHS = {0xFC: 2, 0xFD: 3, 0xFE: 8}
+_PARTIAL = "partial"  # `_scan`: the result set has not all arrived yet
+# A result set larger than this is read packet by packet: each arrival scans what has come
+# so far again, so a large reply trickling in would cost its size times its arrivals.
+_WHOLE_AT_MOST = 64 * 1024
 
 
 class Reader:
@@ -85,6 +89,32 @@ class Reader:
         length = buffer[start] | buffer[start + 1] << 8 | buffer[start + 2] << 16
         end = start + 4 + length
         return end if 0 < length < _CONTINUED and len(buffer) >= end else None
+
+    async def whole_result(self) -> tuple[bytes, int, int, bytes] | None:
+        """A result set cut in one piece once all of it has arrived, or None.
+
+        Returns its packets up to the last row (headers included), the number of columns
+        and of rows, and the payload of the EOF after the rows; nothing is copied per row.
+        None leaves the reply to the packet-by-packet reading: an OK or error reply, a
+        continued or empty packet, a column count over 250, or more than `_WHOLE_AT_MOST`.
+        """
+        while True:
+            scanned = _scan(self._buffer, self._position)
+            if scanned != _PARTIAL:
+                break
+            if len(self._buffer) - self._position > _WHOLE_AT_MOST:
+                return None
+            chunk = await self._stream.read(1 << 16)
+            if not chunk:
+                raise pymysql.err.OperationalError(2013, "Lost connection to server during query")
+            self._buffer += chunk
+        if not isinstance(scanned, tuple):
+            return None
+        rows_end, columns, count, end = scanned
+        raw = bytes(self._buffer[self._position : rows_end])
+        last = bytes(self._buffer[rows_end + 4 : end])
+        self._advance(end)
+        return raw, columns, count, last
 
     async def packet(self) -> bytes:
         """The next packet's payload (continuations joined)."""
@@ -142,11 +172,41 @@ class Result:
     """
 
     def __init__(self, header: list[bytes], payloads: list[bytes], driver: Any) -> None:
-        self.digest = hashlib.blake2b(b"".join(header + payloads), digest_size=16).digest()
-        self._header = header
-        self._payloads = payloads
+        self._start(b"".join(header + payloads), len(payloads), driver)
+        self._parts: tuple[list[bytes], list[bytes]] | None = (header, payloads)
+        self._raw, self._columns = b"", 0
+
+    @classmethod
+    def packed(cls, raw: bytes, columns: int, count: int, driver: Any) -> "Result":
+        """A result set cut from the buffer whole, packet headers and all (see `_scan`).
+
+        Its packets are split only if it is decoded: most replies are the same as the last
+        run's, and their digest is all a run needs.
+        """
+        result = cls.__new__(cls)
+        result._start(raw, count, driver)
+        result._parts, result._raw, result._columns = None, raw, columns
+        return result
+
+    def _start(self, content: bytes, count: int, driver: Any) -> None:
+        # Equal digests mean equal content: both forms are self-delimiting, and a result
+        # read one way never matches one read the other (raw carries packet headers).
+        self.digest = hashlib.blake2b(content, digest_size=16).digest()
+        self._count = count
         self._encoding: str = driver.encoding
         self._decoders: Mapping[int, Any] = driver.decoders
+
+    @property
+    def _header(self) -> list[bytes]:
+        return self._packets()[0]
+
+    def _packets(self) -> tuple[list[bytes], list[bytes]]:
+        """The column count and definitions, and the rows' payloads."""
+        if self._parts is None:
+            payloads = _split(self._raw)
+            # After the definitions comes their EOF packet, then the rows.
+            self._parts = payloads[: self._columns + 1], payloads[self._columns + 2 :]
+        return self._parts
 
     @cached_property
     def _fields(self) -> list[Any]:
@@ -163,10 +223,10 @@ class Result:
         """The rows, converted by type (OperationalError if the server sent one malformed)."""
         converters = [_converter(f, self._encoding, self._decoders) for f in self._fields]
         with _malformed():
-            return [_row(payload, converters) for payload in self._payloads]
+            return [_row(payload, converters) for payload in self._packets()[1]]
 
     def __len__(self) -> int:
-        return len(self._payloads)
+        return self._count
 
 
 async def read_result(reader: Reader, driver: Any) -> Result:
@@ -178,6 +238,10 @@ async def read_result(reader: Reader, driver: Any) -> Result:
 
 
 async def _one_result(reader: Reader, driver: Any) -> tuple[Result, bool]:
+    whole = await reader.whole_result()
+    if whole is not None:
+        raw, columns, count, eof = whole
+        return Result.packed(raw, columns, count, driver), _status_after_eof(eof, driver)
     first = reader.ready() or await reader.packet()
     if first[0] == _ERR:
         raise_mysql_exception(first)
@@ -198,10 +262,58 @@ async def _one_result(reader: Reader, driver: Any) -> tuple[Result, bool]:
                 continue
         if last[0] == _ERR:
             raise_mysql_exception(last)
-        status = int.from_bytes(last[3:5], "little")
-        driver.server_status = status
-        more = bool(status & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS)
-        return Result(header, payloads, driver), more
+        return Result(header, payloads, driver), _status_after_eof(last, driver)
+
+
+def _status_after_eof(payload: bytes, driver: Any) -> bool:
+    """Keep the driver's server status current; True if more results follow."""
+    status = int.from_bytes(payload[3:5], "little")
+    driver.server_status = status
+    return bool(status & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS)
+
+
+def _scan(buffer: bytearray, start: int) -> tuple[int, int, int, int] | str | None:
+    """Where a result set at `start` ends, if all of it is in `buffer`.
+
+    (end of the last row packet, columns, rows, end of the EOF after them); `_PARTIAL` if
+    more must arrive first; None if `whole_result` does not take this reply (see there).
+    One loop of arithmetic per packet: no call and no copy per row.
+    """
+    size, position = len(buffer), start
+    columns = count = 0
+    before_rows = -1  # packets left before the rows: set by the column count
+    while True:
+        if size - position < 5:
+            return _PARTIAL
+        length = buffer[position] | buffer[position + 1] << 8 | buffer[position + 2] << 16
+        if length == 0 or length >= _CONTINUED:
+            return None
+        end = position + 4 + length
+        if end > size:
+            return _PARTIAL
+        head = buffer[position + 4]
+        if before_rows < 0:  # the column count, or a reply with no result set
+            if head >= _NULL or head == _OK:
+                return None
+            columns, before_rows = head, head + 1  # the definitions, then their EOF
+        elif before_rows:
+            before_rows -= 1
+        elif head == _ERR or (head == _EOF and length < 9):
+            return (position, columns, count, end) if head == _EOF else None
+        else:
+            count += 1
+        position = end
+
+
+def _split(raw: bytes) -> list[bytes]:
+    """The payloads of whole packets (as `_scan` found them)."""
+    payloads = []
+    position = 0
+    while position < len(raw):
+        end = position + 4 + (raw[position] | raw[position + 1] << 8 | raw[position + 2] << 16)
+        payloads.append(raw[position + 4 : end])
+        position = end
+    return payloads
 
 
 def _ends_rows(payload: bytes) -> bool:

@@ -1,0 +1,122 @@
+"""The pipeline's reply reader on replies a real MariaDB sent, arriving in every way they can.
+
+A reply is taken whole when all of it has arrived (`Reader.whole_result`), else packet by
+packet; both must give the same columns, rows, status and errors, wherever the bytes are cut.
+"""
+
+import asyncio
+import socket
+from types import SimpleNamespace
+
+import pymysql
+import pytest
+from pymysql.converters import decoders
+
+from exporter.sources.sql import protocol, wire
+from tests.conftest import MARIADB
+
+DRIVER = SimpleNamespace(encoding="utf8", decoders=decoders, server_status=0)
+QUERY = (
+    "SELECT seq AS n, CONCAT('q', seq % 3) AS queue, NULL AS nothing, seq * 1.5 AS half"
+    " FROM seq_1_to_20"
+)
+
+
+def raw_reply(sql: str) -> bytes:
+    """The bytes MariaDB sends for `sql`, as they came off the socket (nothing parsed)."""
+    # Any database will do for the SEQUENCE engine's seq_1_to_N tables: nothing is written.
+    conn = pymysql.connect(**MARIADB, database="mysql")
+    try:
+        sock: socket.socket = conn._sock  # type: ignore[attr-defined]
+        sock.sendall(protocol.command(protocol.COM_QUERY, sql.encode()))
+        sock.settimeout(0.5)
+        data = bytearray()
+        try:
+            while chunk := sock.recv(1 << 16):
+                data += chunk
+        except TimeoutError:  # the reply is complete once the server goes quiet
+            pass
+        return bytes(data)
+    finally:
+        conn.close()
+
+
+async def read(pieces: list[bytes], trailer: bytes = b"") -> tuple[wire.Result, wire.Reader]:
+    """`read_result` on a stream that gets `pieces` one by one, each after the reader waits."""
+    stream = asyncio.StreamReader()
+    reader = wire.Reader(stream)
+    task = asyncio.create_task(wire.read_result(reader, DRIVER))
+    for piece in pieces:
+        stream.feed_data(piece)
+        await asyncio.sleep(0)
+    stream.feed_data(trailer)
+    return await task, reader
+
+
+def decoded(result: wire.Result) -> tuple[list[str], list[tuple[object, ...]], int]:
+    return result.columns, result.rows(), len(result)
+
+
+async def test_a_reply_cut_at_any_byte_reads_as_the_whole_reply() -> None:
+    reply = raw_reply(QUERY)
+    whole, _ = await read([reply])
+    columns, rows, count = decoded(whole)
+    assert columns == ["n", "queue", "nothing", "half"] and count == 20
+    assert [str(v) for v in rows[2]] == ["3", "q0", "None", "4.5"]
+    for cut in range(1, len(reply)):
+        result, _ = await read([reply[:cut], reply[cut:]])
+        assert decoded(result) == (columns, rows, count), cut
+
+
+async def test_equal_digests_mean_equal_rows_and_any_change_changes_it() -> None:
+    first, _ = await read([raw_reply(QUERY)])
+    again, _ = await read([raw_reply(QUERY)])
+    other, _ = await read([raw_reply(QUERY.replace("seq * 1.5", "seq * 2.5"))])
+    assert first.digest == again.digest
+    assert other.digest != first.digest
+
+
+async def test_the_next_replys_bytes_stay_in_the_buffer() -> None:
+    """Two replies in one read (a batch): the first is cut exactly at its end."""
+    one, two = raw_reply(QUERY), raw_reply("SELECT 'second' AS s")
+    stream = asyncio.StreamReader()
+    reader = wire.Reader(stream)
+    stream.feed_data(one + two)
+    first = await wire.read_result(reader, DRIVER)
+    second = await wire.read_result(reader, DRIVER)
+    assert len(first) == 20
+    assert (second.columns, second.rows()) == (["s"], [("second",)])
+
+
+async def test_an_error_after_rows_is_the_servers_error() -> None:
+    """MariaDB fails a query after it has sent rows: the error is raised, not half a result."""
+    # Rows 1 to 6 get at most one row from the subquery; row 7 gets two.
+    sql = "SELECT s.seq, (SELECT seq FROM seq_1_to_10 WHERE seq > 15 - s.seq) FROM seq_1_to_9 s"
+    reply = raw_reply(sql)
+    assert b"\x016\x0210" in reply  # the sixth row, sent before the error
+    assert reply.endswith(b"Subquery returns more than 1 row")
+    with pytest.raises(pymysql.MySQLError) as caught:
+        await read([reply])
+    assert protocol.code(caught.value) < protocol.CLIENT_ERRORS
+
+
+async def test_a_reply_over_the_bound_is_read_packet_by_packet_with_the_same_rows() -> None:
+    sql = "SELECT seq, REPEAT('x', 1000) AS pad FROM seq_1_to_400"  # about 400 KB
+    reply = raw_reply(sql)
+    assert len(reply) > wire._WHOLE_AT_MOST
+    pieces = [reply[i : i + 1500] for i in range(0, len(reply), 1500)]
+    slow, _ = await read(pieces)
+    assert len(slow) == 400 and [str(v) for v in slow.rows()[399]] == ["400", "x" * 1000]
+    fast, _ = await read([reply])  # all there at once: still over the bound
+    assert decoded(fast) == decoded(slow)
+
+
+async def test_a_reply_without_rows_and_a_lost_connection() -> None:
+    ok, _ = await read([raw_reply("DO 1")])
+    assert (ok.columns, ok.rows(), len(ok)) == ([], [], 0)
+    reply = raw_reply(QUERY)
+    stream = asyncio.StreamReader()
+    stream.feed_data(reply[: len(reply) // 2])
+    stream.feed_eof()
+    with pytest.raises(pymysql.err.OperationalError, match="Lost connection"):
+        await wire.read_result(wire.Reader(stream), DRIVER)
