@@ -196,10 +196,6 @@ class Result:
         self._encoding: str = driver.encoding
         self._decoders: Mapping[int, Any] = driver.decoders
 
-    @property
-    def _header(self) -> list[bytes]:
-        return self._packets()[0]
-
     def _packets(self) -> tuple[list[bytes], list[bytes]]:
         """The column count and definitions, and the rows' payloads."""
         if self._parts is None:
@@ -212,7 +208,8 @@ class Result:
     def _fields(self) -> list[Any]:
         # PyMySQL parses column definitions; its stubs do not declare their attributes.
         with _malformed():
-            return [FieldDescriptorPacket(packet, self._encoding) for packet in self._header[1:]]
+            definitions = self._packets()[0][1:]
+            return [FieldDescriptorPacket(packet, self._encoding) for packet in definitions]
 
     @property
     def columns(self) -> list[str]:
