@@ -49,8 +49,9 @@ class Scheduler:
         # Slot id ("slot/<interval>/<offset>" or "cron/<expression>") -> its jobs.
         self._slots: dict[str, dict[str, RunJob]] = {}
         self._slot_of: dict[str, str] = {}
-        self._running: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Job id -> its run in progress. Taken out by the run itself, not by a done callback:
+        # that callback was a loop turn of its own for each of thousands of runs.
+        self._running: dict[str, asyncio.Task[None]] = {}
 
     def add(
         self,
@@ -82,18 +83,17 @@ class Scheduler:
     async def _fire(self, slot: str) -> None:
         loop = asyncio.get_running_loop()
         for job_id, run in list(self._slots.get(slot, {}).items()):
-            if job_id in self._running:
+            running = self._running.get(job_id)
+            if running is not None and not running.done():
                 continue  # still running since its last turn: this one coalesces into it
-            self._running.add(job_id)
-            task = loop.create_task(self._run(job_id, run))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # (A task cancelled before it started never ran its `finally`: done, not running.)
+            self._running[job_id] = loop.create_task(self._run(job_id, run))
 
     async def _run(self, job_id: str, run: RunJob) -> None:
         try:
             await run()
         finally:
-            self._running.discard(job_id)
+            self._running.pop(job_id, None)
 
     def next_run(self, job_id: str) -> dt.datetime | None:
         """When the job's slot fires next (None if not scheduled or not started)."""
@@ -126,5 +126,5 @@ class Scheduler:
         """Stop the scheduler and cancel runs still in progress."""
         if self._aps.running:
             self._aps.shutdown(wait=False)
-        for task in list(self._tasks):
+        for task in list(self._running.values()):
             task.cancel()

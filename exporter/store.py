@@ -146,20 +146,36 @@ class SnapshotStore:
             if snapshot.tenant is not None:
                 raise ValueError("OpenMetrics bodies are for the exporter's own series only")
             self._openmetrics.update({n: (group, b) for n, b in snapshot.openmetrics.items()})
-        bodies = snapshot.bodies
+        self._replace_bodies(key, old, snapshot)
+        self._changed()
+        if then is not None and self._deadlines and self._deadlines[0][0] <= time.time():
+            # Due ones go now, not only at the next scrape: every run pushes a deadline, and
+            # an exporter nobody scraped for a day would hold millions of them.
+            self.expire(time.time())
+
+    def _replace_bodies(self, key: SnapshotKey, old: Snapshot | None, new: Snapshot) -> None:
+        """Put `new`'s bodies in place of `old`'s.
+
+        In place: removing first would empty and re-create the tenant's entry, and with it
+        the family's whole order.
+        """
+        group, bodies = new.group, new.bodies
         kept: Mapping[str, bytes] = {}
-        if old is not None:
-            # Bodies replaced in place: removing first would empty and re-create the
-            # tenant's entry, and with it the family's whole order.
-            old_group = old.group
+        if old is not None and old.group != group:
             for name in old.bodies:
-                if old_group != group or not bodies.get(name):
-                    self._drop(name, old_group, key)
-            kept = old.bodies if old_group == group else kept
+                self._drop(name, old.group, key)
+        elif old is not None:
+            kept = old.bodies
+            for name in kept.keys() - bodies.keys():
+                self._drop(name, group, key)
         for name, body in bodies.items():
             # The very bytes stored already (a reused reply, self-metrics that did not
             # change): most of a run's families, nothing to store or order again.
-            if not body or kept.get(name) is body:
+            if kept.get(name) is body:
+                continue
+            if not body:
+                if name in kept:
+                    self._drop(name, group, key)
                 continue
             groups = self._bodies[name]
             if group not in groups:
@@ -167,7 +183,6 @@ class SnapshotStore:
                 self._pieces.pop(name, None)  # a new tenant: the order changes
             groups[group][key] = body
             self._touch(name, group)
-        self._changed()
 
     def claim(
         self, key: SnapshotKey, group: str, bodies: Mapping[str, bytes]

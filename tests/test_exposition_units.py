@@ -1,5 +1,7 @@
 """Exact bytes of the exposition helpers and the snapshot store, in-process."""
 
+import time
+
 import pytest
 
 from exporter.exposition import Family, escape_label_value, format_value, label_block
@@ -67,6 +69,24 @@ def test_store_renders_exact_bytes_and_groups() -> None:
     )
     store.remove(("a", "s", "q"))
     assert b'tenant="a"' not in store.render(openmetrics=False)
+
+
+def test_gauges_expire_without_a_scrape_and_their_deadlines_do_not_pile_up() -> None:
+    """Every successful run puts gauges with a deadline. Nobody scrapes for 5,000 runs: the
+    deadlines that are due go at each put, so they do not pile up, and a gauge whose time
+    is up is gone even though no render happened in between."""
+    store = SnapshotStore()
+    store.register([GAUGE, COUNTER])
+    key = ("a", "sql", "q")
+    without = Snapshot("a", {COUNTER.name: b'cockpit_y_total{tenant="a"} 1\n'})
+    whole = Snapshot("a", {**without.bodies, GAUGE.name: b'cockpit_x{tenant="a"} 1\n'})
+    for _ in range(5000):
+        store.put(key, whole, time.time(), without)  # due at once: stale_after of zero
+    assert len(store._deadlines) <= 1  # private: the heap is what grew without bound
+    other = Snapshot("b", {GAUGE.name: b'cockpit_x{tenant="b"} 2\n'})
+    store.put(("b", "sql", "q"), other, time.time() + 3600, other)  # a put expires the rest
+    assert store._snapshots[key] is without
+    assert b'cockpit_x{tenant="a"}' not in store.render(openmetrics=False)
 
 
 def test_one_owner_per_family_name() -> None:

@@ -5,6 +5,7 @@ packet; both must give the same columns, rows, status and errors, wherever the b
 """
 
 import asyncio
+import functools
 import socket
 from types import SimpleNamespace
 
@@ -24,11 +25,16 @@ QUERY = (
 
 def raw_reply(sql: str) -> bytes:
     """The bytes MariaDB sends for `sql`, as they came off the socket (nothing parsed)."""
+    return raw_command(protocol.COM_QUERY, sql.encode())
+
+
+def raw_command(code: int, payload: bytes) -> bytes:
+    """The bytes MariaDB sends back for one command."""
     # Any database will do for the SEQUENCE engine's seq_1_to_N tables: nothing is written.
     conn = pymysql.connect(**MARIADB, database="mysql")
     try:
         sock: socket.socket = conn._sock  # type: ignore[attr-defined]
-        sock.sendall(protocol.command(protocol.COM_QUERY, sql.encode()))
+        sock.sendall(protocol.command(code, payload))
         sock.settimeout(10)  # a server that stops mid-reply fails the test, never hangs it
         data = bytearray()
         while not complete(data):
@@ -137,3 +143,53 @@ async def test_a_reply_without_rows_and_a_lost_connection() -> None:
     stream.feed_eof()
     with pytest.raises(pymysql.err.OperationalError, match="Lost connection"):
         await wire.read_result(wire.Reader(stream), DRIVER)
+
+
+@functools.cache
+def earlier_reply() -> bytes:
+    return raw_reply("SELECT 1 AS one")
+
+
+async def buffered(data: bytes) -> tuple[wire.Reader, asyncio.StreamReader]:
+    """A reader holding `data` in its buffer, as a batch leaves it after an earlier reply."""
+    stream = asyncio.StreamReader()
+    reader = wire.Reader(stream)
+    stream.feed_data(earlier_reply() + data)
+    await wire.read_result(reader, DRIVER)  # reads everything fed, takes only its own reply
+    return reader, stream
+
+
+async def test_a_whole_reply_is_taken_in_one_call_and_a_partial_one_not_at_all() -> None:
+    """`ready_reply` takes COM_INIT_DB's OK and the rows after it with one plain call once
+    both have arrived (the awaited reading's rows and digest), and at every earlier cut
+    takes nothing, so the awaited reading still gets the whole; the next reply stays."""
+    use, reply = raw_command(protocol.COM_INIT_DB, b"mysql"), raw_reply(QUERY)
+    after = raw_reply("SELECT 'second' AS s")
+    awaited, _ = await read([reply])
+    data = use + reply
+    for cut in range(len(data)):
+        reader, stream = await buffered(data[:cut])
+        assert wire.ready_reply(reader, DRIVER, after_ok=True) is None, cut
+        stream.feed_data(data[cut:])
+        await wire.read_ok(reader, DRIVER)
+        result = await wire.read_result(reader, DRIVER)
+        assert (decoded(result), result.digest) == (decoded(awaited), awaited.digest), cut
+    reader, _ = await buffered(data + after)
+    taken = wire.ready_reply(reader, DRIVER, after_ok=True)
+    assert taken is not None
+    assert (decoded(taken), taken.digest) == (decoded(awaited), awaited.digest)
+    assert (await wire.read_result(reader, DRIVER)).rows() == [("second",)]
+    reader, _ = await buffered(reply)  # no database to select: the rows alone
+    alone = wire.ready_reply(reader, DRIVER, after_ok=False)
+    assert alone is not None and alone.digest == awaited.digest
+
+
+async def test_a_refused_database_is_left_to_the_awaited_reading() -> None:
+    """COM_INIT_DB refused (an error, not OK): nothing is taken, and `read_ok` raises the
+    server's error, so the run never gets the rows of whatever database was selected before."""
+    refused = raw_command(protocol.COM_INIT_DB, b"cockpit_no_such_database")
+    reader, _ = await buffered(refused + raw_reply(QUERY))
+    assert wire.ready_reply(reader, DRIVER, after_ok=True) is None
+    with pytest.raises(pymysql.MySQLError) as caught:
+        await wire.read_ok(reader, DRIVER)
+    assert protocol.code(caught.value) == 1049  # ER_BAD_DB_ERROR: unknown database

@@ -21,6 +21,7 @@ from exporter.config import DatabaseSpec
 from exporter.errors import CollectionError
 from exporter.sources.sql.protocol import mysql_code
 from exporter.sources.sql.sessions import READ_ONLY_ERROR, READ_ONLY_HINT, read_only
+from exporter.sources.sql.slots import Slots
 
 log = structlog.get_logger(__name__)
 # A connection older than this is replaced so connections follow DNS and failovers.
@@ -53,7 +54,8 @@ class Server:
     cap: int
     idle_timeout: float
     display: str
-    slots: asyncio.Semaphore = field(init=False)
+    slots: Slots = field(init=False)
+    dialect: str = field(init=False)  # the engine's dialect name, asked once per run
     open: int = 0
     _idle: list[Lease] = field(default_factory=list)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
@@ -64,12 +66,13 @@ class Server:
     _closed: bool = False
 
     def __post_init__(self) -> None:
-        self.slots = asyncio.Semaphore(self.cap)
+        self.slots = Slots(self.cap)
+        self.dialect = self.engine.dialect.name
 
     @property
     def is_mysql(self) -> bool:
         """Whether the server speaks MySQL (KILL QUERY, COM_INIT_DB)."""
-        return self.engine.dialect.name == "mysql"
+        return self.dialect == "mysql"
 
     async def acquire(self, reuse: bool = True) -> Lease:
         """A connection for one run; the caller holds one of `slots`."""

@@ -66,13 +66,12 @@ class Statements:
 
     def get(self, sql: str, server: Server) -> Statement:
         """The compiled statement for `sql` on `server`'s dialect."""
-        dialect = server.engine.dialect
-        found = self._cache.get((sql, dialect.name))
+        found = self._cache.get((sql, server.dialect))
         if found is None:
             clause = text(sql)
-            compiled = clause.compile(dialect=dialect)
+            compiled = clause.compile(dialect=server.engine.dialect)
             found = Statement(clause, compiled.string, tuple(compiled.positiontup or ()))
-            self._cache[(sql, dialect.name)] = found
+            self._cache[(sql, server.dialect)] = found
         return found
 
 
@@ -106,44 +105,41 @@ async def fetch_pipelined(
     """
     values = statement.driver_params(params)
     request = pipeline.submit(database, statement.driver_sql, values, seconds, alone)
+    # A deadline on the request's future, not asyncio.timeout: no task cancellation to undo
+    # for every run, and the pipeline skips a request whose future is already done. All in
+    # this one coroutine: each level of awaiting was paid twice by each of thousands of runs.
+    tick = pipeline.deadlines.add(request.future, seconds)
     error: BaseException | None = None
     try:
-        return await _reply(pipeline, request, database, seconds), request.elapsed
+        return Rows.reply(await request.future), request.elapsed
     except BaseException as exc:
-        error = exc
-        raise
+        error = exc  # what the trace shows if even the kill is cancelled
+        error = await _failure(pipeline, request, database, seconds, exc)
+        if error is exc:
+            raise
+        raise error from (None if isinstance(exc, TimeoutError) else exc)
     finally:
+        pipeline.deadlines.discard(tick, request.future)
         stamps = (request.queued_ns, request.turn_ns, request.reply_ns)
         traced.record(pipeline.server, database, statement.driver_sql, stamps, error)
 
 
-async def _reply(
-    pipeline: Pipeline, request: Request, database: str | None, seconds: float
-) -> Rows:
-    # A timer on the request's future, not asyncio.timeout: no task cancellation to undo
-    # for every run, and the pipeline skips a request whose future is already done.
-    timer = asyncio.get_running_loop().call_later(seconds, _expire, request.future)
-    try:
-        result = await request.future
-    except TimeoutError:
+async def _failure(
+    pipeline: Pipeline, request: Request, database: str | None, seconds: float, exc: BaseException
+) -> BaseException:
+    """What a pipelined run raises for `exc`; a timed-out statement still running is killed."""
+    if isinstance(exc, TimeoutError):
         if request.thread_id is not None:
             await _kill_query(pipeline.server, request.thread_id)
-        raise CollectionError("timeout", f"query did not finish within {seconds:g}s") from None
-    except protocol.UseError as exc:
+        return CollectionError("timeout", f"query did not finish within {seconds:g}s")
+    if isinstance(exc, protocol.UseError):
         message = (
             f"cannot use database {database!r} on {pipeline.server.display}: {cause(exc.cause)}"
         )
-        raise CollectionError("connect", message) from exc
-    except pymysql.MySQLError as exc:
-        raise CollectionError("query", f"query failed: {cause(exc)}") from exc
-    finally:
-        timer.cancel()
-    return Rows.reply(result)
-
-
-def _expire(future: asyncio.Future[wire.Result]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
+        return CollectionError("connect", message)
+    if isinstance(exc, pymysql.MySQLError):
+        return CollectionError("query", f"query failed: {cause(exc)}")
+    return exc
 
 
 class _StaleConnectionError(Exception):

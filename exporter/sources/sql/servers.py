@@ -5,6 +5,7 @@ import asyncio
 from exporter.config import DatabaseSpec
 from exporter.sources.sql.engines import SWEEP_EVERY, Server, make_engine
 from exporter.sources.sql.pipeline import MAX_BATCH, Pipeline
+from exporter.sources.sql.slots import Slots
 
 
 class Servers:
@@ -24,7 +25,7 @@ class Servers:
             self._servers[key] = server
             if server.is_mysql:
                 # Runs in flight: each connection carries a batch of them at a time.
-                server.slots = asyncio.Semaphore(server.cap * MAX_BATCH)
+                server.slots = Slots(server.cap * MAX_BATCH)
                 self._pipelines[key] = Pipeline(server)
             if self._sweeper is None:
                 self._sweeper = asyncio.get_running_loop().create_task(self._sweep())

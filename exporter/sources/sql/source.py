@@ -1,6 +1,5 @@
 """The SQL source: each (tenant, query) is a job; a run is one query on the tenant's database."""
 
-import asyncio
 import copy
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -13,11 +12,12 @@ from exporter.errors import REASONS, CollectionError
 from exporter.exposition import Family
 from exporter.sources.base import Job, OnePart, Part, Resources
 from exporter.sources.sql.engines import Server
-from exporter.sources.sql.fetch import Rows, Statement, Statements, fetch, fetch_pipelined
+from exporter.sources.sql.fetch import Rows, Statements, fetch, fetch_pipelined
 from exporter.sources.sql.kind import CRASH_REASON, KIND, data_family
 from exporter.sources.sql.pipeline import BATCHABLE_UNDER, Pipeline
 from exporter.sources.sql.series import build_series
 from exporter.sources.sql.servers import Servers
+from exporter.sources.sql.slots import Slots
 from exporter.sources.sql.totals import Totals
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,7 @@ class SqlSource:
         self._state = resources.state
         self._totals: dict[str, Totals] = {}  # per job with accumulating metrics, once loaded
         self.engines = Servers()
-        self._limit = asyncio.Semaphore(resources.max_concurrent_queries)
+        self._limit = Slots(resources.max_concurrent_queries)
         self._statements = Statements()
         self._quick: set[str] = set()  # jobs whose last statement finished within a batch's bound
         # Per job: the digest of its last reply, the spec it was rendered for, and the part.
@@ -131,31 +131,20 @@ class SqlSource:
         results: list[Rows] = []
         for params in _parameter_sets(spec):
             seconds = min(spec.query.timeout, max(0.001, deadline - time.monotonic()))
-            if pipeline is not None:
-                rows = await self._pipelined(job, pipeline, statement, params, seconds)
-            else:
-                rows = await fetch(server, statement, params, seconds)
+            if pipeline is None:
+                results.append(await fetch(server, statement, params, seconds))
+                continue
+            # A job shares batches once it has proved quick (inline: each level of awaiting
+            # costs every run twice).
+            alone = job.id not in self._quick
+            self._quick.discard(job.id)  # until this run proves quick again
+            rows, elapsed = await fetch_pipelined(
+                pipeline, spec.database.database, statement, params, seconds, alone=alone
+            )
+            if elapsed is not None and elapsed < BATCHABLE_UNDER:
+                self._quick.add(job.id)
             results.append(rows)
         return results
-
-    async def _pipelined(
-        self,
-        job: Job,
-        pipeline: Pipeline,
-        statement: Statement,
-        params: Mapping[str, object],
-        seconds: float,
-    ) -> Rows:
-        """Through the server's pipeline; a job shares batches once it has proved quick."""
-        spec = _spec(job)
-        alone = job.id not in self._quick
-        self._quick.discard(job.id)  # until this run proves quick again
-        rows, elapsed = await fetch_pipelined(
-            pipeline, spec.database.database, statement, params, seconds, alone=alone
-        )
-        if elapsed is not None and elapsed < BATCHABLE_UNDER:
-            self._quick.add(job.id)
-        return rows
 
     async def _load(self, job: Job) -> Totals:
         """The job's totals: kept in memory, read from the state store on first use."""

@@ -116,6 +116,31 @@ class Reader:
         self._advance(end)
         return raw, columns, count, last
 
+    def whole_reply(self, after_ok: bool) -> tuple[bytes | None, bytes, int, int, bytes] | None:
+        """An OK packet (if `after_ok`) and the whole result set after it, if all here.
+
+        (the OK's payload, then as `whole_result`); None, with nothing taken, unless both
+        have arrived and no further result follows. The common reply of a pipelined run is
+        taken with one plain call instead of a chain of awaited ones.
+        """
+        buffer, start = self._buffer, self._position
+        ok = None
+        if after_ok:
+            end = self._whole(start)
+            if end is None or buffer[start + 4] != _OK:
+                return None
+            ok, start = bytes(buffer[start + 4 : end]), end
+        scanned = _scan(buffer, start)
+        if not isinstance(scanned, tuple):
+            return None
+        rows_end, columns, count, end = scanned
+        last = bytes(buffer[rows_end + 4 : end])
+        if int.from_bytes(last[3:5], "little") & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS:
+            return None  # the results after it are read (and dropped) the awaited way
+        raw = bytes(buffer[start:rows_end])
+        self._advance(end)
+        return ok, raw, columns, count, last
+
     async def packet(self) -> bytes:
         """The next packet's payload (continuations joined)."""
         payload = await self._one()
@@ -224,6 +249,21 @@ class Result:
 
     def __len__(self) -> int:
         return self._count
+
+
+def ready_reply(reader: Reader, driver: Any, after_ok: bool) -> Result | None:
+    """The reply to (COM_INIT_DB and) COM_QUERY if it has all arrived as rows; else None.
+
+    None takes nothing: the reply is then read with `read_ok` and `read_result`.
+    """
+    whole = reader.whole_reply(after_ok)
+    if whole is None:
+        return None
+    ok, raw, columns, count, last = whole
+    if ok is not None:
+        _status_after_ok(ok, driver)
+    _status_after_eof(last, driver)
+    return Result.packed(raw, columns, count, driver)
 
 
 async def read_result(reader: Reader, driver: Any) -> Result:
