@@ -245,25 +245,29 @@ def _bound(driver: Any, batch: list[Request]) -> tuple[list[Request], list[bytes
 
 
 def _packets(driver: Any, encoding: str, request: Request) -> bytes:
-    if not request.values:
-        return _unbound_packets(request.database, request.sql, encoding)
-    sql = protocol.bind(driver, request.sql, request.values)
-    query = protocol.command(protocol.COM_QUERY, sql.encode(encoding, "surrogateescape"))
+    if request.values:
+        sql = protocol.bind(driver, request.sql, request.values)
+        query = protocol.command(protocol.COM_QUERY, sql.encode(encoding, "surrogateescape"))
+    else:
+        query = _query_packet(request.sql, encoding)
     if request.database is None:
         return query
-    return protocol.command(protocol.COM_INIT_DB, request.database.encode(encoding)) + query
+    return _use_packet(request.database, encoding) + query
 
 
 # The same statements go to the same tenant databases run after run: their packets are made
-# once (encoding and framing them was a few percent of a run's CPU). Entries are a few
-# hundred bytes; the bound is far above tenants times queries of any fleet we measured.
-@functools.lru_cache(maxsize=65536)
-def _unbound_packets(database: str | None, sql: str, encoding: str) -> bytes:
+# once (encoding and framing them was a few percent of a run's CPU). A database's entry is
+# about 200 bytes (tracemalloc), little beside what the store holds per tenant; statements are
+# as many as the config has queries.
+@functools.lru_cache(maxsize=1024)
+def _query_packet(sql: str, encoding: str) -> bytes:
     # `%` of nothing, as binding does: the driver text writes a literal % as %%.
-    query = protocol.command(protocol.COM_QUERY, (sql % ()).encode(encoding, "surrogateescape"))
-    if database is None:
-        return query
-    return protocol.command(protocol.COM_INIT_DB, database.encode(encoding)) + query
+    return protocol.command(protocol.COM_QUERY, (sql % ()).encode(encoding, "surrogateescape"))
+
+
+@functools.lru_cache(maxsize=65536)
+def _use_packet(database: str, encoding: str) -> bytes:
+    return protocol.command(protocol.COM_INIT_DB, database.encode(encoding))
 
 
 async def _read_reply(reader: wire.Reader, driver: Any, request: Request) -> Reply | BaseException:
