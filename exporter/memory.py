@@ -26,9 +26,10 @@ TRIM_EVERY = 60.0
 # Python's default collects the young generation after 700 more allocations than frees.
 # Thousands of runs in flight at once (tasks, futures, replies) reach that mid-burst and die
 # right after: at 1,000 SQL tenants 95 young collections a minute, 25 ms of CPU, against one
-# of 7 ms at 10,000 (docs/performance.md). Each middle collection may be followed by a full
-# one, which Python still holds back until a quarter more objects survived than the last
-# full one found: at 700/10/100 that was one every 10 minutes there, and stays so.
+# of 7 ms at 10,000 (docs/performance.md). Middle ones are then a hundred times rarer, so a
+# full one may follow every second of them (Python waits for more than the threshold), and
+# still only once a quarter more objects survived than the last one found: about one every 22
+# minutes there, against one every 11 at 700/10/100.
 GC_THRESHOLDS = (10_000, 10, 1)
 
 
