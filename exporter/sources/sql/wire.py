@@ -110,11 +110,7 @@ class Reader:
             self._buffer += chunk
         if not isinstance(scanned, tuple):
             return None
-        rows_end, columns, count, end = scanned
-        raw = bytes(self._buffer[self._position : rows_end])
-        last = bytes(self._buffer[rows_end + 4 : end])
-        self._advance(end)
-        return raw, columns, count, last
+        return self._cut(self._position, scanned)
 
     def whole_reply(self, after_ok: bool) -> tuple[bytes | None, bytes, int, int, bytes] | None:
         """An OK packet (if `after_ok`) and the whole result set after it, if all here.
@@ -133,13 +129,18 @@ class Reader:
         scanned = _scan(buffer, start)
         if not isinstance(scanned, tuple):
             return None
-        rows_end, columns, count, end = scanned
-        last = bytes(buffer[rows_end + 4 : end])
-        if int.from_bytes(last[3:5], "little") & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS:
+        rows_end, _, _, end = scanned
+        if _eof_status(buffer[rows_end + 4 : end]) & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS:
             return None  # the results after it are read (and dropped) the awaited way
-        raw = bytes(buffer[start:rows_end])
+        return ok, *self._cut(start, scanned)
+
+    def _cut(self, start: int, scanned: tuple[int, int, int, int]) -> tuple[bytes, int, int, bytes]:
+        """Take the result set `_scan` found at `start`: as `whole_result` returns it."""
+        rows_end, columns, count, end = scanned
+        raw = bytes(self._buffer[start:rows_end])
+        last = bytes(self._buffer[rows_end + 4 : end])
         self._advance(end)
-        return ok, raw, columns, count, last
+        return raw, columns, count, last
 
     async def packet(self) -> bytes:
         """The next packet's payload (continuations joined)."""
@@ -304,9 +305,14 @@ async def _one_result(reader: Reader, driver: Any) -> tuple[Result, bool]:
 
 def _status_after_eof(payload: bytes, driver: Any) -> bool:
     """Keep the driver's server status current; True if more results follow."""
-    status = int.from_bytes(payload[3:5], "little")
+    status = _eof_status(payload)
     driver.server_status = status
     return bool(status & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS)
+
+
+def _eof_status(payload: bytes | bytearray) -> int:
+    """The server status an EOF packet carries (after its header byte and warnings)."""
+    return int.from_bytes(payload[3:5], "little")
 
 
 def _scan(buffer: bytearray, start: int) -> tuple[int, int, int, int] | str | None:
