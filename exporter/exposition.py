@@ -36,13 +36,11 @@ def format_value(value: float) -> str:
     """Render a sample value; integers keep a short form both parsers accept."""
     if isinstance(value, int):
         return str(value)
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
+    if value - value == 0.0:  # finite (for an infinity or NaN it is NaN): three per run
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
     if math.isnan(value):
         return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
+    return "+Inf" if value > 0 else "-Inf"
 
 
 def label_block(pairs: list[tuple[str, str]]) -> str:

@@ -40,10 +40,11 @@ class Served:
 
     def put(self, store: SnapshotStore, key: SnapshotKey, stats: JobStats) -> None:
         """Publish with the job's self-metrics; the gauges leave the store at `until`."""
-        own = stats.render()
-        without = Snapshot(stats.tenant, self.lasting | own)
+        # Each snapshot's bodies built in one go: merging them step by step copied each twice.
+        slow, fast = stats.layers()
+        without = Snapshot(stats.tenant, {**self.lasting, **slow, **fast})
         if self.fading and self.until > time.time():
-            whole = Snapshot(stats.tenant, self.lasting | self.fading | own)
+            whole = Snapshot(stats.tenant, {**self.lasting, **self.fading, **slow, **fast})
             store.put(key, whole, self.until, without)
         else:
             store.put(key, without)

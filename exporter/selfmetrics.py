@@ -198,6 +198,14 @@ class JobStats:
 
     def render(self) -> dict[str, bytes]:
         """Sample lines of this job's self-metrics; what is not known yet is absent."""
+        slow, fast = self.layers()
+        return {**slow, **fast}
+
+    def layers(self) -> tuple[Mapping[str, bytes], dict[str, bytes]]:
+        """`render` in two: what changes now and then, and what changes with every run.
+
+        The first is the same object until it changes, and must not be changed by callers.
+        """
         labels = self._labels
         # What changes only with a failure, a reload or skipped rows is rendered again only
         # then: after each of thousands of runs, it was most of the rendering.
@@ -206,7 +214,7 @@ class JobStats:
                 self.series if self.full else None)  # fmt: skip
         if slow != self._slow_key:
             self._slow, self._slow_key = self._render_slow(), slow
-        bodies = dict(self._slow)
+        bodies: dict[str, bytes] = {}
         seconds = format_value(self.seconds)
         bodies[SECONDS.name] = f"{SECONDS.name}{labels} {seconds}\n".encode()
         bodies[RUNS.name] = f"{RUNS.name}{labels} {self.runs}\n".encode()
@@ -216,7 +224,7 @@ class JobStats:
         if self.last_success is not None:
             moment = format_value(self.last_success)
             bodies[LAST_SUCCESS.name] = f"{LAST_SUCCESS.name}{labels} {moment}\n".encode()
-        return bodies
+        return self._slow, bodies
 
     def _render_slow(self) -> dict[str, bytes]:
         labels, open_labels = self._labels, self._labels[:-1]

@@ -296,6 +296,40 @@ async def test_a_corrupt_health_record_is_counted_and_the_job_starts_unknown(
     assert samples[read] == 1
 
 
+async def test_a_job_that_starts_or_stops_failing_is_written_at_once(
+    make_exporter, tmp_path: Path
+) -> None:
+    """Health is written with the first run, then only now and then, except when the job
+    starts or stops failing: that is on disk after the very run, so a restart at the worst
+    moment still says since when it fails (or that it no longer does)."""
+    state, database = tmp_path / "state", tmp_path / "t.db"
+    exporter = await make_exporter(one_query(database, "30s"), state_dir=state)
+    store = State(FileStore(state))
+
+    async def written() -> dict[str, object]:
+        health = await store.load("acme/sql/v#health")
+        assert health is not None
+        return dict(health["parts"]["v"])
+
+    await exporter.run("acme", "v")
+    first = await written()
+    assert first["success"] is True and first["failing_since"] is None
+    await exporter.run("acme", "v")
+    assert await written() == first  # a success like the last: not written again
+    with sqlite3.connect(database) as db:
+        db.execute("DROP TABLE t")
+    await exporter.run("acme", "v")
+    failing = await written()
+    assert failing["success"] is False and isinstance(failing["failing_since"], float)
+    await exporter.run("acme", "v")
+    assert await written() == failing  # still failing since the same run
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE t (v INT)")
+    await exporter.run("acme", "v")
+    recovered = await written()
+    assert recovered["success"] is True and recovered["failing_since"] is None
+
+
 def one_query(database: Path, interval: str) -> str:
     """Config of one tenant with one SQLite query `v` (7) on a new `database`."""
     with sqlite3.connect(database) as db:

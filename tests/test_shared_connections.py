@@ -356,7 +356,8 @@ async def test_an_unchanged_reply_reuses_its_series_and_any_change_renders_anew(
 ) -> None:
     """A reply the same byte for byte as the job's last one reuses the series rendered then
     (rows skipped are still counted each run); a changed value, or a column type changed under
-    the same text, renders anew; another tenant's identical data is never taken for its own."""
+    the same text, renders anew; another tenant's identical data is never taken for its own.
+    The same reply is recognised by its bytes (the job's kept result set is taken as is)."""
     databases = tenant_databases(make_database, user, 2)
     databases[1].execute("UPDATE t SET v = 1")  # the same rows as t0, in another database
     tenants = "".join(
@@ -372,12 +373,14 @@ async def test_an_unchanged_reply_reuses_its_series_and_any_change_renders_anew(
         return samples.get(("cockpit_v", frozenset({("tenant", tenant), ("k", "same")})))
 
     await exporter.run("t0", "v")
-    first = source._last["t0/sql/v"][2]
+    first, (whole,) = source._last["t0/sql/v"][2:]
     await exporter.run("t0", "v")
     await exporter.run("t1", "v")
     samples = await exporter.samples()
     assert source._last["t0/sql/v"][2] is first, "an unchanged reply should reuse its part"
+    assert whole is not None and source._last["t0/sql/v"][3] == (whole,), "not recognised"
     assert source._last["t1/sql/v"][2] is not first
+    assert source._last["t1/sql/v"][3] != (whole,)
     assert (sample("t0"), sample("t1")) == (1, 1)
     assert exporter.stats("t0", "sql", "v").duplicates == 2  # one per run, reused or not
 
@@ -386,7 +389,7 @@ async def test_an_unchanged_reply_reuses_its_series_and_any_change_renders_anew(
     samples = await exporter.samples()
     assert sample("t0") == 7
     changed = source._last["t0/sql/v"][2]
-    assert changed is not first
+    assert changed is not first and source._last["t0/sql/v"][3] != (whole,)
 
     databases[0].execute("ALTER TABLE t MODIFY v BIGINT")  # same text, another column type
     await exporter.run("t0", "v")

@@ -32,6 +32,31 @@ def test_their_shapes_are_the_ones_the_pipeline_calls() -> None:
 
 def test_the_check_names_what_is_missing() -> None:
     class Renamed:
-        _ensure_alive = _reader = _execute_command = _read_packet = None
+        _ensure_alive = _reader = _execute_command = _read_packet = _writer = None
 
     assert internals.missing(Renamed) == ["_write_bytes"]
+    assert internals.transport_missing(Renamed) == ["max_size"]
+
+
+async def test_a_socket_read_takes_at_most_the_size_set() -> None:
+    """asyncio's transport still reads `max_size` at a time: set through `read_at_most`, a
+    reply of 100 KB arrives in reads of at most 4 KiB, and whole."""
+    connection = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", password="")
+    try:
+        transport = connection._writer.transport
+        assert internals.transport_missing(transport) == []
+        internals.read_at_most(connection, 4096)
+        protocol, sizes = transport.get_protocol(), []
+        received = protocol.data_received
+
+        def counted(data: bytes) -> None:
+            sizes.append(len(data))
+            received(data)
+
+        protocol.data_received = counted
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT REPEAT('x', 100000)")
+            assert await cursor.fetchall() == (("x" * 100000,),)
+        assert sum(sizes) > 100000 and max(sizes) <= 4096
+    finally:
+        connection.close()

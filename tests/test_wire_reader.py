@@ -193,3 +193,55 @@ async def test_a_refused_database_is_left_to_the_awaited_reading() -> None:
     with pytest.raises(pymysql.MySQLError) as caught:
         await wire.read_ok(reader, DRIVER)
     assert protocol.code(caught.value) == 1049  # ER_BAD_DB_ERROR: unknown database
+
+
+async def test_a_known_reply_is_recognised_and_any_other_byte_is_not() -> None:
+    """A run passes the result set its job got last time: the very same bytes, EOF included,
+    are taken without walking their packets (the same `Whole`); a changed row, a changed EOF
+    status or a reply not all here yet is never taken for it."""
+    use, reply = raw_command(protocol.COM_INIT_DB, b"mysql"), raw_reply(QUERY)
+    after = raw_reply("SELECT 'second' AS s")
+    reader, _ = await buffered(use + reply + after)
+    first = wire.ready_reply(reader, DRIVER, after_ok=True)
+    assert first is not None and first.whole is not None
+    known = first.whole
+
+    reader, _ = await buffered(use + reply + after)
+    again = wire.ready_reply(reader, DRIVER, after_ok=True, known=known)
+    assert again is not None and again.whole is known and again.digest == first.digest
+    assert decoded(again) == decoded(first)
+    assert (await wire.read_result(reader, DRIVER)).rows() == [("second",)]
+
+    changed = raw_reply(QUERY.replace("seq * 1.5", "seq * 2.5"))
+    reader, _ = await buffered(use + changed)
+    other = wire.ready_reply(reader, DRIVER, after_ok=True, known=known)
+    assert other is not None and other.whole is not known and other.digest != first.digest
+    assert decoded(other) == decoded((await read([changed]))[0])
+
+    # The same rows, another status in the EOF (here: no index used): a new result set.
+    status = int.from_bytes(reply[-2:], "little") ^ 0x0020
+    flagged = reply[:-2] + status.to_bytes(2, "little")
+    reader, _ = await buffered(use + flagged)
+    DRIVER.server_status = 0
+    taken = wire.ready_reply(reader, DRIVER, after_ok=True, known=known)
+    assert taken is not None and taken.whole is not known and DRIVER.server_status == status
+
+    data = use + reply
+    for cut in range(len(data)):
+        reader, _ = await buffered(data[:cut])
+        assert wire.ready_reply(reader, DRIVER, after_ok=True, known=known) is None, cut
+
+
+async def test_a_known_reply_with_more_results_after_it_is_left_to_the_awaited_reading() -> None:
+    """A result set read the awaited way may say more results follow (a procedure's): the
+    plain call never takes it, known or not, so the results after it are read and dropped."""
+    reply = raw_reply(QUERY)
+    status = int.from_bytes(reply[-2:], "little") | 0x0008  # SERVER_MORE_RESULTS_EXISTS
+    more = reply[:-2] + status.to_bytes(2, "little")
+    stream = asyncio.StreamReader()
+    stream.feed_data(more)
+    known = await wire.Reader(stream).whole_result()
+    assert known is not None and not known.last
+    reader, _ = await buffered(more)
+    assert wire.ready_reply(reader, DRIVER, after_ok=False, known=known) is None
+    assert wire.ready_reply(reader, DRIVER, after_ok=False) is None

@@ -50,6 +50,9 @@ class _Active:
     served: dict[str, Served] = field(default_factory=dict)  # what each part's last run left
     saved: dict[str, dict[str, object]] = field(default_factory=dict)  # health last written
     saved_at: float = 0.0
+    # A part started or stopped failing since the health was written: noted by the run, not
+    # found by comparing every part's record after each run.
+    turned: bool = False
 
 
 class Runner:
@@ -221,9 +224,10 @@ class Runner:
         if self.state.store is None:
             return  # nowhere to write: not worth building the record after every run
         due = force or time.monotonic() - active.saved_at >= HEALTH_EVERY
-        if not due and active.saved and not _failing_changed(active):
+        if not due and active.saved and not active.turned:
             return
         health = self._health(active)
+        active.turned = False
         if health == active.saved:
             return
         await self.state.save(health_key(active.job), {"parts": health})
@@ -259,6 +263,7 @@ class Runner:
             self._store.put(key, Snapshot(job.tenant, part.bodies))
             return
         stats = active.stats[part.name]
+        failing_since = stats.failing_since
         duration = part.duration if part.duration is not None else time.perf_counter() - started
         bodies, shadowed = self._store.claim(key, job.tenant, part.bodies)
         fresh = Served.split(bodies, self._store.kind)
@@ -277,6 +282,8 @@ class Runner:
             active.served[part.name] = fresh
             publish_success(self._store, key, stats, duration=duration, series=part.series,
                             served=fresh, stale_after=job.stale_after)  # fmt: skip
+        if stats.failing_since != failing_since:
+            active.turned = True
         self._durations[job.kind].observe(duration, spans.kept_trace_id())
         self._durations_due()
 
@@ -329,15 +336,6 @@ def _outcome(span: Span, errors: list[CollectionError]) -> None:
     span.set_attribute("cockpit.outcome", "failure")
     span.set_attribute("error.type", errors[0].reason)
     span.set_status(StatusCode.ERROR, str(errors[0]))
-
-
-def _failing_changed(active: _Active) -> bool:
-    """Whether a part started or stopped failing since its health was last written."""
-    saved = active.saved
-    return any(
-        stats.failing_since != saved.get(name, {}).get("failing_since")
-        for name, stats in active.stats.items()
-    )
 
 
 def _state_key(job: Job) -> SnapshotKey:

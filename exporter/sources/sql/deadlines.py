@@ -22,7 +22,7 @@ class Deadlines:
 
     def add(self, future: asyncio.Future[Any], seconds: float) -> int:
         """Time `future` out in `seconds`; the tick it is due at, for `discard`."""
-        loop = asyncio.get_running_loop()
+        loop = future.get_loop()  # not get_running_loop(): that asks the kernel for the pid
         tick = math.ceil((loop.time() + seconds) / TICK)
         due = self._due.get(tick)
         if due is None:

@@ -33,6 +33,7 @@ class Rows:
     count: int
     decode: Callable[[], Sequence[Sequence[object]]]
     digest: bytes | None = None
+    whole: wire.Whole | None = None  # the result set as read whole, to recognise it next time
 
     @classmethod
     def of(cls, columns: list[str], rows: Sequence[Sequence[object]]) -> "Rows":
@@ -42,7 +43,7 @@ class Rows:
     @classmethod
     def reply(cls, result: wire.Result) -> "Rows":
         """A pipelined reply, parsed and decoded on first use."""
-        return cls(lambda: result.columns, len(result), result.rows, result.digest)
+        return cls(lambda: result.columns, len(result), result.rows, result.digest, result.whole)
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,17 @@ async def fetch_pipelined(
     seconds: float,
     *,
     alone: bool,
+    known: wire.Whole | None = None,
 ) -> tuple[Rows, float | None]:
     """Run `statement` on the tenant's database through the server's pipeline.
 
     On timeout the statement is stopped on the server (`KILL QUERY`) if it is the one running.
+    `known` is the result set the last run got (see `Pipeline.submit`).
     """
     values = statement.driver_params(params)
-    request = pipeline.submit(database, statement.driver_sql, values, seconds, alone)
+    request = pipeline.submit(
+        database, statement.driver_sql, values, seconds, alone=alone, known=known
+    )
     # A deadline on the request's future, not asyncio.timeout: no task cancellation to undo
     # for every run, and the pipeline skips a request whose future is already done. All in
     # this one coroutine: each level of awaiting was paid twice by each of thousands of runs.

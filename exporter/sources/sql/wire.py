@@ -90,13 +90,12 @@ class Reader:
         end = start + 4 + length
         return end if 0 < length < _CONTINUED and len(buffer) >= end else None
 
-    async def whole_result(self) -> tuple[bytes, int, int, bytes] | None:
+    async def whole_result(self) -> "Whole | None":
         """A result set cut in one piece once all of it has arrived, or None.
 
-        Returns its packets up to the last row (headers included), the number of columns
-        and of rows, and the payload of the EOF after the rows; nothing is copied per row.
-        None leaves the reply to the packet-by-packet reading: an OK or error reply, a
-        continued or empty packet, a column count over 250, or more than `_WHOLE_AT_MOST`.
+        Nothing is copied per row. None leaves the reply to the packet-by-packet reading: an
+        OK or error reply, a continued or empty packet, a column count over 250, or more than
+        `_WHOLE_AT_MOST`.
         """
         while True:
             scanned = _scan(self._buffer, self._position)
@@ -110,14 +109,19 @@ class Reader:
             self._buffer += chunk
         if not isinstance(scanned, tuple):
             return None
-        return self._cut(self._position, scanned)
+        whole = self._cut(self._position, scanned)
+        self._advance(self._position + whole.size)
+        return whole
 
-    def whole_reply(self, after_ok: bool) -> tuple[bytes | None, bytes, int, int, bytes] | None:
+    def whole_reply(
+        self, after_ok: bool, known: "Whole | None"
+    ) -> "tuple[bytes | None, Whole] | None":
         """An OK packet (if `after_ok`) and the whole result set after it, if all here.
 
-        (the OK's payload, then as `whole_result`); None, with nothing taken, unless both
-        have arrived and no further result follows. The common reply of a pipelined run is
-        taken with one plain call instead of a chain of awaited ones.
+        None, with nothing taken, unless both have arrived and no further result follows.
+        The common reply of a pipelined run is taken with one plain call instead of a chain
+        of awaited ones; one that is `known` (the last run's, byte for byte, up to its EOF)
+        with two comparisons instead of a walk over its packets.
         """
         buffer, start = self._buffer, self._position
         ok = None
@@ -126,21 +130,24 @@ class Reader:
             if end is None or buffer[start + 4] != _OK:
                 return None
             ok, start = bytes(buffer[start + 4 : end]), end
+        if known is not None and known.last and known.found_at(buffer, start):
+            # Its bytes fix where each packet ends, so the walk would find the same cut.
+            self._advance(start + known.size)
+            return ok, known
         scanned = _scan(buffer, start)
         if not isinstance(scanned, tuple):
             return None
-        rows_end, _, _, end = scanned
-        if _eof_status(buffer[rows_end + 4 : end]) & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS:
+        whole = self._cut(start, scanned)
+        if not whole.last:
             return None  # the results after it are read (and dropped) the awaited way
-        return ok, *self._cut(start, scanned)
+        self._advance(start + whole.size)
+        return ok, whole
 
-    def _cut(self, start: int, scanned: tuple[int, int, int, int]) -> tuple[bytes, int, int, bytes]:
-        """Take the result set `_scan` found at `start`: as `whole_result` returns it."""
+    def _cut(self, start: int, scanned: tuple[int, int, int, int]) -> "Whole":
+        """The result set `_scan` found at `start` (not taken yet: the caller advances)."""
         rows_end, columns, count, end = scanned
-        raw = bytes(self._buffer[start:rows_end])
-        last = bytes(self._buffer[rows_end + 4 : end])
-        self._advance(end)
-        return raw, columns, count, last
+        buffer = self._buffer
+        return Whole(bytes(buffer[start:rows_end]), bytes(buffer[rows_end:end]), columns, count)
 
     async def packet(self) -> bytes:
         """The next packet's payload (continuations joined)."""
@@ -189,6 +196,29 @@ async def read_ok(reader: Reader, driver: Any) -> None:
     _status_after_ok(payload, driver)
 
 
+class Whole:
+    """A result set taken whole: its packets up to the last row, and the EOF packet after.
+
+    `raw` keeps the packet headers; `digest` covers it (the column definitions and rows as
+    sent, each self-delimiting), so equal digests mean equal rows.
+    """
+
+    __slots__ = ("columns", "count", "digest", "last", "raw", "size", "status", "tail")
+
+    def __init__(self, raw: bytes, tail: bytes, columns: int, count: int) -> None:
+        self.raw, self.tail, self.columns, self.count = raw, tail, columns, count
+        self.size = len(raw) + len(tail)
+        self.status = _eof_status(tail[4:])
+        self.last = not self.status & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
+        self.digest = hashlib.blake2b(raw, digest_size=16).digest()
+
+    def found_at(self, buffer: bytearray, start: int) -> bool:
+        """Whether `buffer` holds this very result set, EOF included, at `start`."""
+        return buffer.startswith(self.raw, start) and buffer.startswith(
+            self.tail, start + len(self.raw)
+        )
+
+
 class Result:
     """A COM_QUERY reply's first result set, parsed and decoded on first use.
 
@@ -201,17 +231,19 @@ class Result:
         self._start(b"".join(header + payloads), len(payloads), driver)
         self._parts: tuple[list[bytes], list[bytes]] | None = (header, payloads)
         self._raw, self._columns = b"", 0
+        self.whole: Whole | None = None  # read packet by packet: nothing to recognise it by
 
     @classmethod
-    def packed(cls, raw: bytes, columns: int, count: int, driver: Any) -> "Result":
+    def packed(cls, whole: Whole, driver: Any) -> "Result":
         """A result set cut from the buffer whole, packet headers and all (see `_scan`).
 
         Its packets are split only if it is decoded: most replies are the same as the last
         run's, and their digest is all a run needs.
         """
         result = cls.__new__(cls)
-        result._start(raw, count, driver)
-        result._parts, result._raw, result._columns = None, raw, columns
+        result.digest, result.whole, result._count = whole.digest, whole, whole.count
+        result._encoding, result._decoders = driver.encoding, driver.decoders
+        result._parts, result._raw, result._columns = None, whole.raw, whole.columns
         return result
 
     def _start(self, content: bytes, count: int, driver: Any) -> None:
@@ -252,19 +284,22 @@ class Result:
         return self._count
 
 
-def ready_reply(reader: Reader, driver: Any, after_ok: bool) -> Result | None:
+def ready_reply(
+    reader: Reader, driver: Any, after_ok: bool, known: Whole | None = None
+) -> Result | None:
     """The reply to (COM_INIT_DB and) COM_QUERY if it has all arrived as rows; else None.
 
-    None takes nothing: the reply is then read with `read_ok` and `read_result`.
+    None takes nothing: the reply is then read with `read_ok` and `read_result`. `known`,
+    the last run's result set, is recognised without walking its packets.
     """
-    whole = reader.whole_reply(after_ok)
-    if whole is None:
+    taken = reader.whole_reply(after_ok, known)
+    if taken is None:
         return None
-    ok, raw, columns, count, last = whole
+    ok, whole = taken
     if ok is not None:
         _status_after_ok(ok, driver)
-    _status_after_eof(last, driver)
-    return Result.packed(raw, columns, count, driver)
+    driver.server_status = whole.status
+    return Result.packed(whole, driver)
 
 
 async def read_result(reader: Reader, driver: Any) -> Result:
@@ -278,8 +313,8 @@ async def read_result(reader: Reader, driver: Any) -> Result:
 async def _one_result(reader: Reader, driver: Any) -> tuple[Result, bool]:
     whole = await reader.whole_result()
     if whole is not None:
-        raw, columns, count, eof = whole
-        return Result.packed(raw, columns, count, driver), _status_after_eof(eof, driver)
+        driver.server_status = whole.status
+        return Result.packed(whole, driver), not whole.last
     first = reader.ready() or await reader.packet()
     if first[0] == _ERR:
         raise_mysql_exception(first)
