@@ -35,8 +35,9 @@ BATCHABLE_UNDER = 0.1
 STALL_GRACE = 10.0
 Reply = wire.Result
 # Bytes one socket read takes at most. asyncio's 256 KiB is our mmap threshold (memory.py):
-# each read mapped a fresh buffer, faulted its pages in and unmapped it, about 7% of a run's
-# CPU at 1,000 tenants; a batch's replies are tens of KB, and a larger reply takes more reads.
+# each read mapped a fresh buffer, faulted its pages in and unmapped it (the read was 7% of
+# py-spy's samples at 1,000 tenants); a batch's replies are tens of KB, a larger one takes
+# more reads.
 READ_SIZE = 64 * 1024
 
 
