@@ -210,7 +210,7 @@ class Whole:
         self.size = len(raw) + len(tail)
         self.status = _eof_status(tail[4:])
         self.last = not self.status & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
-        self.digest = hashlib.blake2b(raw, digest_size=16).digest()
+        self.digest = _digest(raw)
 
     def found_at(self, buffer: bytearray, start: int) -> bool:
         """Whether `buffer` holds this very result set, EOF included, at `start`."""
@@ -228,7 +228,7 @@ class Result:
     """
 
     def __init__(self, header: list[bytes], payloads: list[bytes], driver: Any) -> None:
-        self._start(b"".join(header + payloads), len(payloads), driver)
+        self._start(_digest(b"".join(header + payloads)), len(payloads), driver)
         self._parts: tuple[list[bytes], list[bytes]] | None = (header, payloads)
         self._raw, self._columns = b"", 0
         self.whole: Whole | None = None  # read packet by packet: nothing to recognise it by
@@ -241,15 +241,13 @@ class Result:
         run's, and their digest is all a run needs.
         """
         result = cls.__new__(cls)
-        result.digest, result.whole, result._count = whole.digest, whole, whole.count
-        result._encoding, result._decoders = driver.encoding, driver.decoders
+        result._start(whole.digest, whole.count, driver)
         result._parts, result._raw, result._columns = None, whole.raw, whole.columns
+        result.whole = whole
         return result
 
-    def _start(self, content: bytes, count: int, driver: Any) -> None:
-        # Equal digests mean equal content: both forms are self-delimiting, and a result
-        # read one way never matches one read the other (raw carries packet headers).
-        self.digest = hashlib.blake2b(content, digest_size=16).digest()
+    def _start(self, digest: bytes, count: int, driver: Any) -> None:
+        self.digest = digest
         self._count = count
         self._encoding: str = driver.encoding
         self._decoders: Mapping[int, Any] = driver.decoders
@@ -336,6 +334,12 @@ async def _one_result(reader: Reader, driver: Any) -> tuple[Result, bool]:
         if last[0] == _ERR:
             raise_mysql_exception(last)
         return Result(header, payloads, driver), _status_after_eof(last, driver)
+
+
+def _digest(content: bytes) -> bytes:
+    # Equal digests mean equal content: both forms are self-delimiting, and a result read
+    # one way never matches one read the other (a whole one carries packet headers).
+    return hashlib.blake2b(content, digest_size=16).digest()
 
 
 def _status_after_eof(payload: bytes, driver: Any) -> bool:
