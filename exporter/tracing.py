@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import requests
 import structlog
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -38,6 +39,11 @@ _DECISIONS_KEPT = 1024  # decided traces remembered, for spans that end after th
 _FAILED_EXPORTS = Sampled(60.0)  # a dead collector: one line a minute, not one a batch
 EXPORT_TIMEOUT = 5.0  # seconds per export request, unless OTEL_EXPORTER_OTLP_TIMEOUT says
 QUIET = 10.0  # after a failed export, the next batches are dropped unsent this long
+# The OTLP library's own way to a session (a credential provider's): ours replaces it.
+CREDENTIAL_PROVIDERS = (
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
+)
 
 
 @dataclass
@@ -72,7 +78,7 @@ class Tracing:
 def start(endpoint: str, ratio: float, exporter: SpanExporter | None = None) -> Tracing:
     """Install the SDK as the global tracer provider, exporting to `endpoint`."""
     timeout = None if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") else EXPORT_TIMEOUT
-    sink = exporter or OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
+    sink = exporter or OTLPSpanExporter(endpoint=endpoint, timeout=timeout, session=_session())
     processor = TailProcessor(sink, ratio)
     resource = Resource.create({"service.name": TRACER})  # OTEL_SERVICE_NAME overrides
     provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
@@ -82,6 +88,20 @@ def start(endpoint: str, ratio: float, exporter: SpanExporter | None = None) -> 
     spans.install(tracing)
     log.info("tracing on", endpoint=_host(endpoint), sample_ratio=ratio)
     return tracing
+
+
+def _session() -> requests.Session:
+    for variable in CREDENTIAL_PROVIDERS:
+        if os.environ.get(variable):
+            log.warning("tracing credential provider ignored", variable=variable,
+                        reason="exports use a session that follows no redirect")  # fmt: skip
+    session = requests.Session()
+    # A redirect raises (requests looks at its target even when not following it), so the
+    # export counts as failed. The OTLP exporter 1.45 takes any 3xx as sent (spans lost
+    # uncounted); one that lets requests follow re-sends the body and the OTLP headers (often
+    # an API key) on 307 and 308 to wherever the answer points.
+    session.max_redirects = 0
+    return session
 
 
 @dataclass

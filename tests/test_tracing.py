@@ -268,3 +268,61 @@ async def test_a_failed_run_at_ratio_zero_is_traced_logged_and_its_exemplar_poin
     assert all(re.fullmatch(r"[0-9a-f]{16}", line["span_id"]) for line in failed)
     outside = [line for line in lines if line["event"] == "exporter started"]
     assert outside and "trace_id" not in outside[0]
+
+
+async def test_a_collector_that_redirects_gets_no_second_request_and_the_spans_count_as_dropped(
+    make_exporter: Callable[..., Any],
+    receiver: Receiver,
+    database: ScratchDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 307 or 308 is a failed export: nothing goes where it points (a POST re-sent there
+    would carry the OTLP headers, an API key here), and its spans count as dropped, not as
+    sent (the OTLP exporter alone takes any 3xx as success)."""
+    from aiohttp import web
+
+    hits: list[str | None] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        hits.append(request.headers.get("x-api-key"))
+        status = 307 if len(hits) % 2 else 308
+        return web.Response(status=status, headers={"Location": f"{receiver.url}/v1/traces"})
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cret")
+    try:
+        exporter = await make_exporter(
+            two_tenants(database.dsn), tracing_otlp_endpoint=f"http://127.0.0.1:{port}"
+        )
+        await exporter.run("acme", "work_items")
+        tracing = exporter.exporter.observers.tracing
+        await asyncio.to_thread(tracing.processor.force_flush, 10_000)
+    finally:
+        await runner.cleanup()
+    assert hits == ["s3cret"]  # the configured endpoint got the export, with its header
+    assert receiver.requests == 0  # and nothing went where the answer pointed
+    assert tracing.dropped >= 3  # a root, a queue and a statement span
+
+
+def test_a_credential_provider_variable_is_named_as_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The OTLP library's credential provider would bring a session of its own, following
+    what it likes: ours is used, and the variable is named in a warning, not silently lost."""
+    from structlog.testing import capture_logs
+
+    from exporter import tracing
+
+    monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER", "vault")
+    with capture_logs() as logs:
+        session = tracing._session()
+    assert session.max_redirects == 0
+    assert [(e["event"], e["variable"]) for e in logs] == [
+        ("tracing credential provider ignored",
+         "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER"),
+    ]  # fmt: skip
