@@ -95,7 +95,7 @@ class Exporter:
         resources = Resources(self._http, config.limits.max_concurrent_queries, self.state)
         self.sources = make_sources(resources)
         full = config.limits.self_metrics == "full"
-        self.runner = Runner(self.store, self.sources, full, self.state)
+        self.runner = Runner(self.store, self.sources, full, self.state, str(self.shard.index))
         self.readiness = Readiness(settings.ready_grace_period)
         self.collection = Collection(self.runner, self.readiness)
         self._session: aiohttp.ClientSession | None = None

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
@@ -270,8 +270,13 @@ class State:
         self._count(key, "read")
         log.warning("state unusable, starting from scratch", job=key)
 
-    async def save(self, key: str, payload: dict[str, Any]) -> None:
-        """Write a job's payload; a failure is counted and logged, collection goes on."""
+    async def save(
+        self, key: str, payload: dict[str, Any], owners: Sequence[str] | None = None
+    ) -> None:
+        """Write a job's payload; a failure is counted and logged, collection goes on.
+
+        A record of several jobs names them as `owners`: a failure counts for each.
+        """
         if self.store is None:
             return
         try:
@@ -280,6 +285,8 @@ class State:
             if not self.errors[(key, "write")]:
                 log.warning("state not saved", job=key, error=str(exc))
             self._count(key, "write")
+            for owner in owners or ():
+                self._count(owner, "write")
 
     def _count(self, key: str, operation: str) -> None:
         self.errors[(key, operation)] += 1

@@ -330,6 +330,76 @@ async def test_a_job_that_starts_or_stops_failing_is_written_at_once(
     assert recovered["success"] is True and recovered["failing_since"] is None
 
 
+async def test_every_jobs_health_is_one_record_and_a_crash_restores_the_newer(
+    make_exporter, tmp_path: Path, monkeypatch
+) -> None:
+    """A healthy job's own record is not rewritten run after run: every job's health goes
+    into one record every HEALTH_EVERY. A crash (the state directory as it was on disk)
+    restores each job from the newer of the two: here the common record's last success."""
+    from exporter.sources import runner
+
+    monkeypatch.setattr(runner, "HEALTH_EVERY", 0.0)  # the common record after every run
+    state, database = tmp_path / "state", tmp_path / "t.db"
+    text = one_query(database, "30s")
+    first = await make_exporter(text, state_dir=state)
+    store = State(FileStore(state))
+    writing = first.exporter.runner
+    await first.run("acme", "v")
+    own = await store.load("acme/sql/v#health")
+    await writing._all_health_writing  # the common record the first run started
+    await asyncio.sleep(0.01)
+    await first.run("acme", "v")
+    await writing._all_health_writing  # the second run's
+    latest = first.stats("acme", "sql", "v").last_success
+    assert await store.load("acme/sql/v#health") == own  # healthy: not written again
+    common = await store.load("#health/0")
+    assert common is not None and common["jobs"]["acme/sql/v"]["parts"]["v"] == {
+        "success": True, "last_success": latest, "failing_since": None,
+    }  # fmt: skip
+    assert own is not None and own["parts"]["v"]["last_success"] < latest
+    crashed = tmp_path / "crashed"
+    shutil.copytree(state, crashed)  # what a crash leaves: no flush at shutdown
+    second = await make_exporter(text, state_dir=crashed)
+    samples = await second.samples()
+    labels = {"tenant": "acme", "source": "sql", "query": "v"}
+    assert samples[key("cockpit_collection_last_success_timestamp_seconds", **labels)] == latest
+
+
+async def test_a_bad_common_health_record_costs_its_jobs_their_timestamps_only(
+    make_exporter, tmp_path: Path
+) -> None:
+    """A newer entry of the common record that is not health: that job's timestamps are not
+    restored (a read error, counted for its tenant); one the common record cannot hold
+    (its path taken) is a write error, counted for each of its jobs' tenants."""
+    from exporter.sources import runner
+
+    state, database = tmp_path / "state", tmp_path / "t.db"
+    text = one_query(database, "30s")
+    first = await make_exporter(text, state_dir=state)
+    await first.run("acme", "v")
+    await first.exporter.stop()
+    store = State(FileStore(state))
+    await store.save("#health/0", {"at": time.time() + 60, "jobs": {"acme/sql/v": {"parts": 1}}})
+    second = await make_exporter(text, state_dir=state)
+    samples = await second.samples()
+    labels = {"tenant": "acme", "source": "sql", "query": "v"}
+    assert key("cockpit_collection_last_success_timestamp_seconds", **labels) not in samples
+    errors = {"tenant": "acme", "source": "sql"}
+    assert samples[key("cockpit_exporter_state_errors_total", **errors, operation="read")] == 1
+
+    await second.exporter.stop()
+    (state / "%23health%2F0.json").unlink()
+    (state / "%23health%2F0.json").mkdir()  # a rename cannot replace a directory
+    third = await make_exporter(text, state_dir=state)
+    third.exporter.runner._all_health_due = 0.0
+    await third.run("acme", "v")
+    await third.exporter.runner._all_health_writing
+    await third.run("acme", "v")  # a run publishes its tenant's state errors
+    samples = await third.samples()
+    assert samples[key("cockpit_exporter_state_errors_total", **errors, operation="write")] == 1
+    assert runner.HEALTH_EVERY == 300.0  # this test changed no setting
+
+
 def one_query(database: Path, interval: str) -> str:
     """Config of one tenant with one SQLite query `v` (7) on a new `database`."""
     with sqlite3.connect(database) as db:

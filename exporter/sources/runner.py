@@ -26,10 +26,10 @@ from exporter.store import Snapshot, SnapshotKey, SnapshotStore
 
 log = structlog.get_logger(__name__)
 DURATIONS_KEY: SnapshotKey = ("", "exporter", "collection_duration")
-# A healthy job's last success is written at most this often (a failure at once): after a
-# crash it may read up to this much older than it was, never newer, until the job's next run
-# (CockpitDataStale waits 5 minutes). Every minute, 1,000 jobs every 30 s spent 0.18 ms per
-# run on fsynced records (docs/performance.md).
+# Every job's health goes into one record this often (a job's own record is written when it
+# starts or stops failing, and at shutdown): after a crash a last success may read up to
+# this much older than it was, never newer, until the job's next run. One fsynced file per
+# job every 5 minutes added half again to the CPU of 1,000 tenants' runs; one for all, ms.
 HEALTH_EVERY = 300.0
 RESTORING_AT_ONCE = 32  # health records read or written at once (start, shutdown)
 DURATIONS_EVERY = 1.0  # seconds the duration histograms may lag the runs they count
@@ -40,6 +40,11 @@ def health_key(job: Job) -> str:
     return f"{job.id}#health"
 
 
+def all_health_key(shard: str) -> str:
+    """The record of every job's outcomes on one shard (shards may share a state store)."""
+    return f"#health/{shard}"
+
+
 @dataclass
 class _Active:
     """A job as currently configured, with the self-metrics of each of its parts."""
@@ -48,8 +53,7 @@ class _Active:
     stats: dict[str, JobStats]
     untracked: set[str] = field(default_factory=set)
     served: dict[str, Served] = field(default_factory=dict)  # what each part's last run left
-    saved: dict[str, dict[str, object]] = field(default_factory=dict)  # health last written
-    saved_at: float = 0.0
+    saved: dict[str, dict[str, object]] = field(default_factory=dict)  # its record's health
     # A part started or stopped failing since the health was written: noted by the run, not
     # found by comparing every part's record after each run.
     turned: bool = False
@@ -64,11 +68,15 @@ class Runner:
         sources: Mapping[str, Source],
         full: bool = False,
         state: State | None = None,
+        shard: str = "0",
     ) -> None:
         self._store = store
         self.sources = sources
         self.full = full  # the series gauge too
         self.state = state or State(None)
+        self._all_health = all_health_key(shard)
+        self._all_health_due = time.monotonic() + HEALTH_EVERY
+        self._all_health_writing: asyncio.Task[None] | None = None
         self._active: dict[str, _Active] = {}
         # Jobs per (tenant, kind), and the state errors last published for each.
         self._kinds: Counter[SnapshotKey] = Counter()
@@ -93,7 +101,8 @@ class Runner:
         for kind, source in self.sources.items():
             self._store.register(source.families([j for j in jobs if j.kind == kind]), kind)
         added = [self._track(job) for job in jobs]
-        await _each(added, self._restore)
+        latest = await self._load_all_health() if added else {}
+        await _each(added, partial(self._restore, latest=latest))
         for active in added:
             job = active.job
             for name, part_stats in active.stats.items():
@@ -119,13 +128,29 @@ class Runner:
         self._kinds[_state_key(job)] += 1
         return active
 
-    async def _restore(self, active: _Active) -> None:
+    async def _load_all_health(self) -> dict[str, tuple[float, object]]:
+        """Job id -> (when written, health) from the record of every job's health."""
+        payload = await self.state.load(self._all_health)
+        if payload is None:
+            return {}
+        try:
+            written, jobs = float(payload["at"]), payload["jobs"]
+            return {job_id: (written, health) for job_id, health in jobs.items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self.state.corrupt(self._all_health)
+            return {}
+
+    async def _restore(self, active: _Active, latest: Mapping[str, tuple[float, object]]) -> None:
+        """Restore the newer of the job's own health record and its entry in the common one."""
         key = health_key(active.job)
-        payload = await self.state.load(key)
+        payload: object = await self.state.load(key)
+        entry = latest.get(active.job.id)
+        if entry is not None and (payload is None or entry[0] > _written(payload)):
+            payload = entry[1]
         if payload is None:
             return
         try:
-            for name, health in payload["parts"].items():
+            for name, health in payload["parts"].items():  # type: ignore[index]
                 if name in active.stats:
                     active.stats[name].restore(health)
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -134,7 +159,6 @@ class Runner:
                 stats.restore({"success": None, "last_success": None, "failing_since": None})
             return
         active.saved = self._health(active)
-        active.saved_at = time.monotonic()
 
     def set_full(self, full: bool) -> None:
         """Switch every job's series gauge on or off from its next run."""
@@ -217,21 +241,38 @@ class Runner:
 
     async def flush(self) -> None:
         """Write every job's health as it is now (at shutdown: nothing is older after it)."""
+        if self._all_health_writing is not None:
+            await self._all_health_writing
         await _each(list(self._active.values()), partial(self._save_health, force=True))
 
     async def _save_health(self, active: _Active, force: bool = False) -> None:
-        """Write the job's outcomes when they changed: a failure at once, a success now and then."""
+        """Write the job's record when it starts or stops failing; everyone's now and then."""
         if self.state.store is None:
             return  # nowhere to write: not worth building the record after every run
-        due = force or time.monotonic() - active.saved_at >= HEALTH_EVERY
-        if not due and active.saved and not active.turned:
-            return
-        health = self._health(active)
-        active.turned = False
-        if health == active.saved:
-            return
-        await self.state.save(health_key(active.job), {"parts": health})
-        active.saved, active.saved_at = health, time.monotonic()
+        if force or active.turned or not active.saved:
+            health = self._health(active)
+            active.turned = False
+            if health != active.saved:
+                payload = {"parts": health, "at": time.time()}
+                await self.state.save(health_key(active.job), payload)
+                active.saved = health
+        if not force and time.monotonic() >= self._all_health_due:
+            self._all_health_due = time.monotonic() + HEALTH_EVERY
+            if self._all_health_writing is None:
+                task = asyncio.get_running_loop().create_task(self._save_all_health())
+                self._all_health_writing = task
+
+    async def _save_all_health(self) -> None:
+        """One record of every job's health (a failure to write it counts for every job)."""
+        try:
+            actives = list(self._active.values())
+            jobs = {active.job.id: {"parts": self._health(active)} for active in actives}
+            owners = [health_key(active.job) for active in actives]
+            await self.state.save(self._all_health, {"at": time.time(), "jobs": jobs}, owners)
+        except Exception:  # a bug costs this record, not the task's waiters (shutdown)
+            log.exception("health record crashed", record=self._all_health)
+        finally:
+            self._all_health_writing = None
 
     @staticmethod
     def _health(active: _Active) -> dict[str, dict[str, object]]:
@@ -315,6 +356,12 @@ class Runner:
         openmetrics = {DURATION.name: body(True)} if spans.on() else None
         return Snapshot(None, {DURATION.name: body(False)}, operators_only=True,
                         openmetrics=openmetrics)  # fmt: skip
+
+
+def _written(payload: object) -> float:
+    """When a health record was written; 0 for one of before this was recorded, or unreadable."""
+    written = payload.get("at") if isinstance(payload, dict) else None
+    return float(written) if isinstance(written, int | float) else 0.0
 
 
 async def _each(items: Sequence[_Active], work: Callable[[_Active], Awaitable[None]]) -> None:
