@@ -26,10 +26,10 @@ from exporter.store import Snapshot, SnapshotKey, SnapshotStore
 
 log = structlog.get_logger(__name__)
 DURATIONS_KEY: SnapshotKey = ("", "exporter", "collection_duration")
-# Every job's health goes into one record this often (a job's own record is written when it
-# starts or stops failing, and at shutdown): after a crash a last success may read up to
-# this much older than it was, never newer, until the job's next run. One fsynced file per
-# job every 5 minutes added half again to the CPU of 1,000 tenants' runs; one for all, ms.
+# Every job's health goes into one record this often (a job's own record is written with its
+# first run, when it starts or stops failing, and at shutdown): after a crash a last success
+# may read up to this much older than it was, never newer, until the job's next run. One
+# fsynced file per job every 5 minutes added half again to the CPU of 1,000 tenants' runs.
 HEALTH_EVERY = 300.0
 RESTORING_AT_ONCE = 32  # health records read or written at once (start, shutdown)
 DURATIONS_EVERY = 1.0  # seconds the duration histograms may lag the runs they count
