@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
@@ -69,9 +69,42 @@ class Store(Protocol):
 
 def encode(payload: dict[str, Any]) -> bytes:
     """A record: version, checksum of the canonical payload, payload."""
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(body.encode()).hexdigest()
+    digest = hashlib.sha256(_canonical(payload).encode()).hexdigest()
     return json.dumps({"version": VERSION, "sha256": digest, "payload": payload}).encode()
+
+
+def encode_entries(scalars: dict[str, Any], name: str, entries: Iterable[tuple[str, Any]]) -> bytes:
+    """The record `encode` makes of `{**scalars, name: dict(entries)}`, built entry by entry.
+
+    For a record of thousands of entries: neither a dict of them all nor a list of their texts
+    is ever held, only one entry at a time and the record growing. `entries` must come sorted
+    by key, as the checksum covers the canonical form.
+    """
+    digest, record = hashlib.sha256(), bytearray(b'{"version": %d, "payload": ' % VERSION)
+
+    def add(text: str) -> None:
+        piece = text.encode()
+        digest.update(piece)
+        record.extend(piece)
+
+    fields = sorted([*scalars, name])
+    add("{")
+    for index, field in enumerate(fields):
+        add(("," if index else "") + _canonical(field) + ":")
+        if field != name:
+            add(_canonical(scalars[field]))
+            continue
+        add("{")
+        for position, (key, value) in enumerate(entries):
+            add(("," if position else "") + _canonical(key) + ":" + _canonical(value))
+        add("}")
+    add("}")
+    record.extend(b', "sha256": "%s"}' % digest.hexdigest().encode())
+    return bytes(record)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def decode(data: bytes) -> dict[str, Any]:
@@ -84,10 +117,9 @@ def decode(data: bytes) -> dict[str, Any]:
         raise StateError(f"unknown format (version {record.get('version')!r})"
                          if isinstance(record, dict) else "not a record")  # fmt: skip
     payload = record.get("payload")
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    if not isinstance(payload, dict) or hashlib.sha256(body.encode()).hexdigest() != record.get(
-        "sha256"
-    ):
+    if not isinstance(payload, dict) or hashlib.sha256(
+        _canonical(payload).encode()
+    ).hexdigest() != record.get("sha256"):
         raise StateError("checksum mismatch")
     return payload
 
@@ -270,22 +302,25 @@ class State:
         self._count(key, "read")
         log.warning("state unusable, starting from scratch", job=key)
 
-    async def save(
-        self, key: str, payload: dict[str, Any], owners: Sequence[str] | None = None
-    ) -> None:
-        """Write a job's payload; a failure is counted and logged, collection goes on.
+    async def save(self, key: str, payload: dict[str, Any]) -> None:
+        """Write a job's payload; a failure is counted and logged, collection goes on."""
+        if self.store is not None:
+            await self.save_encoded(key, encode(payload))
 
-        A record of several jobs names them as `owners`: a failure counts for each.
+    async def save_encoded(self, key: str, data: bytes, owners: Iterable[str] = ()) -> None:
+        """Write a record made by `encode` or `encode_entries`, counting a failure as `save` does.
+
+        A record of several jobs names them as `owners` (read only on failure): it counts for each.
         """
         if self.store is None:
             return
         try:
-            await self.store.save(key, encode(payload))
+            await self.store.save(key, data)
         except StateError as exc:
             if not self.errors[(key, "write")]:
                 log.warning("state not saved", job=key, error=str(exc))
             self._count(key, "write")
-            for owner in owners or ():
+            for owner in owners:
                 self._count(owner, "write")
 
     def _count(self, key: str, operation: str) -> None:

@@ -3,6 +3,7 @@ rate limits is kept, and state faults cost only the job they hit. Real simulator
 platform time moved by hand."""
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.state import FileStore, State, StateError, decode, encode
+from exporter.state import FileStore, State, StateError, decode, encode, encode_entries
 from exporter.state_mysql import MysqlStore
 from tests import platform_helpers
 from tests.conftest import admin, free_port, parse_samples
@@ -89,6 +90,24 @@ async def test_corrupt_state_starts_that_tenant_from_scratch(
     assert samples[errors] == 1
     assert counted(samples) == {}  # baseline: history is not news
     assert decode(record.read_bytes())["runs"]["baselined"] is True
+
+
+def test_a_record_built_entry_by_entry_is_the_record_encode_makes() -> None:
+    """The common health record is encoded entry by entry: it decodes to what `encode` would
+    have written, with the same checksum, for keys and values that JSON escapes; entries out of
+    order do not make a record a reader accepts."""
+    entries = {
+        f'job "{n}"/é\n': {"parts": {"p": {"success": n % 2 == 0, "last_success": n / 7}}}
+        for n in range(30)
+    }
+    payload = {"at": 1.5, "z": None, "jobs": entries}
+    whole, pieces = encode(payload), encode_entries({"z": None, "at": 1.5}, "jobs",
+                                                    sorted(entries.items()))  # fmt: skip
+    assert decode(pieces) == decode(whole) == payload
+    assert json.loads(pieces)["sha256"] == json.loads(whole)["sha256"]
+    assert decode(encode_entries({}, "jobs", [])) == {"jobs": {}}
+    with pytest.raises(StateError, match="checksum"):
+        decode(encode_entries({"at": 1.5}, "jobs", reversed(sorted(entries.items()))))
 
 
 async def test_unwritable_state_keeps_collecting(manual_sim, make_exporter, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from exporter.outcomes import Served, publish_failure, publish_success
 from exporter.selfmetrics import DURATION, DURATION_BUCKETS, JOB_FAMILIES, JobStats
 from exporter.sources.base import Job, Part, Source
 from exporter.state import ERRORS as STATE_ERRORS
-from exporter.state import State
+from exporter.state import State, encode_entries
 from exporter.store import Snapshot, SnapshotKey, SnapshotStore
 
 log = structlog.get_logger(__name__)
@@ -265,10 +265,13 @@ class Runner:
     async def _save_all_health(self) -> None:
         """One record of every job's health (a failure to write it counts for every job)."""
         try:
-            actives = list(self._active.values())
-            jobs = {active.job.id: {"parts": self._health(active)} for active in actives}
-            owners = [health_key(active.job) for active in actives]
-            await self.state.save(self._all_health, {"at": time.time(), "jobs": jobs}, owners)
+            actives = [self._active[job_id] for job_id in sorted(self._active)]
+            # Entry by entry: a dict of every job's health would be about 1.7 MB of small
+            # objects at 1,000 platform tenants, made and dropped every five minutes.
+            entries = ((a.job.id, {"parts": self._health(a)}) for a in actives)
+            data = encode_entries({"at": time.time()}, "jobs", entries)
+            owners = (health_key(active.job) for active in actives)
+            await self.state.save_encoded(self._all_health, data, owners)
         except Exception:  # a bug costs this record, not the task's waiters (shutdown)
             log.exception("health record crashed", record=self._all_health)
         finally:
