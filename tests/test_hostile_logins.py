@@ -95,9 +95,11 @@ async def test_a_refusal_takes_as_long_whoever_was_named() -> None:
     # machine must not decide the comparison.
     check_dear = min(dear, auth._took[10])
     assert min(unknown, cheap) >= 0.8 * check_dear
-    assert auth._took[8] < 0.5 * check_dear  # the cheap check itself is cheaper...
-    right = await timed("cheap", "right")
-    assert right < 0.8 * check_dear  # ...and a success is not padded
+    # A success is not padded: it takes the cheap check's own time, a quarter of the dear
+    # one's. The fastest of three, as one check can be preempted on a loaded machine (a
+    # single cost-8 check once took 70% of the cost-10 median under the parallel suite).
+    right = min([await timed("cheap", "right") for _ in range(3)])
+    assert right < 0.5 * check_dear
     decoded = decode_basic(basic("cheap", "right")["Authorization"].split()[1])
     assert decoded is not None and auth.check_basic(decoded)
 
