@@ -74,7 +74,7 @@ def encode(payload: dict[str, Any]) -> bytes:
 
 
 def encode_entries(scalars: dict[str, Any], name: str, entries: Iterable[tuple[str, Any]]) -> bytes:
-    """The record `encode` makes of `{**scalars, name: dict(entries)}`, built entry by entry.
+    """`encode` of `{**scalars, name: dict(entries)}` (same payload and checksum), entry by entry.
 
     For a record of thousands of entries: neither a dict of them all nor a list of their texts
     is ever held, only one entry at a time and the record growing. `entries` must come sorted
