@@ -96,8 +96,8 @@ class GuardedProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Pass bytes on; the first of a request starts its header timer."""
-        if self._inner is None:
-            return
+        if self._inner is None or not self._counted:
+            return  # refused, or closed by us a loop turn before asyncio reports it
         if self._busy:
             self._bytes_while_busy = True
         elif self._timer is None:
@@ -136,7 +136,9 @@ class GuardedProtocol(asyncio.Protocol):
     def request_finished(self) -> None:
         """Back to waiting; bytes that came meanwhile are a request already under way."""
         self._busy = False
-        if self._inner is None:
+        if self._inner is None or not self._counted:
+            # Closed (evicted, timed out) before asyncio reported the loss: back among the
+            # evictable, evicting it again would free no room and the count would pass the cap.
             return
         self._guard.waiting(self, True)
         if self._bytes_while_busy:

@@ -5,11 +5,13 @@ loopback (in this process, or its own process where limits and logs are measured
 import asyncio
 import base64
 import contextlib
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import bcrypt
@@ -110,6 +112,37 @@ def test_when_every_connection_is_busy_the_new_one_is_refused() -> None:
     assert guard.admit() and guard.admit()
     assert not guard.admit()
     assert (guard.open, guard.closed["limit"]) == (2, 1)
+
+
+async def test_a_closed_connection_finishing_its_request_is_not_counted_again() -> None:
+    """A connection evicted while aiohttp still finishes a request on it (its handler ends a
+    loop turn later) must not come back as evictable: evicting it again freed no room, and
+    the open count went one over the cap (513 of 512, seen under the parallel suite)."""
+    loop = asyncio.get_running_loop()
+    guard = Guard(max_connections=1, header_timeout=10)
+    pairs = [socket.socketpair() for _ in range(4)]
+
+    async def connect(index: int) -> Any:
+        protocol = guard.factory(asyncio.Protocol)()
+        await loop.connect_accepted_socket(lambda: protocol, pairs[index][0])
+        return protocol
+
+    try:
+        first = await connect(0)
+        # Evicted as `admit` does it, and in the same loop turn (before asyncio reports the
+        # loss) the request aiohttp had already parsed on it runs a quick handler.
+        first.close("evicted")
+        first.request_started()
+        first.request_finished()
+        await connect(1)
+        await connect(2)
+        fourth = await connect(3)
+        assert guard.closed["evicted"] == 3
+        assert guard.open == 1 and list(guard._waiting) == [fourth]
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
 
 
 def test_connection_cap_leaves_descriptors_for_collection() -> None:
