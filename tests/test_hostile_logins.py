@@ -88,13 +88,15 @@ async def test_a_refusal_takes_as_long_whoever_was_named() -> None:
         await auth.authenticate(basic(user, password)["Authorization"], lambda c: queue.run(0, c))
         return time.perf_counter() - began
 
-    dear = statistics.median([await timed("dear", f"w{i}") for i in range(3)])
-    unknown = statistics.median([await timed("nobody", f"w{i}") for i in range(3)])
-    cheap = statistics.median([await timed("cheap", f"w{i}") for i in range(3)])
+    dear = statistics.median([await timed("dear", f"w{i}") for i in range(5)])
+    unknown = statistics.median([await timed("nobody", f"w{i}") for i in range(5)])
+    cheap = statistics.median([await timed("cheap", f"w{i}") for i in range(5)])
     # Medians of whole refusals, not the last check's own time: one slow check on a loaded
-    # machine must not decide the comparison.
+    # machine must not decide the comparison. A padded refusal is padded by the last checks'
+    # times, which the parallel suite moves by a third (84 of 122 ms seen); unpadded, a
+    # cheap refusal would take a quarter, an unknown user's almost nothing.
     check_dear = min(dear, auth._took[10])
-    assert min(unknown, cheap) >= 0.8 * check_dear
+    assert min(unknown, cheap) >= 0.6 * check_dear
     # A success is not padded: it takes the cheap check's own time, a quarter of the dear
     # one's. The fastest of three, as one check can be preempted on a loaded machine (a
     # single cost-8 check once took 70% of the cost-10 median under the parallel suite).
