@@ -137,8 +137,9 @@ class GuardedProtocol(asyncio.Protocol):
         """Back to waiting; bytes that came meanwhile are a request already under way."""
         self._busy = False
         if self._inner is None or not self._counted:
-            # Closed (evicted, timed out) before asyncio reported the loss: back among the
-            # evictable, evicting it again would free no room and the count would pass the cap.
+            # Closed by us (evicted, timed out) and asyncio has not reported the loss yet:
+            # put back among the evictable, it could be evicted again, freeing no room, and
+            # the open count would pass the cap.
             return
         self._guard.waiting(self, True)
         if self._bytes_while_busy:
