@@ -1,22 +1,23 @@
-"""Server TLS from exporter-toolkit's `tls_server_config`, mapped onto Python's ssl module.
+"""Server TLS: exporter-toolkit's `tls_server_config` section, mapped onto Python's ssl module.
 
 Go names for cipher suites, curves and versions are translated to OpenSSL's; what Python's
-ssl module cannot do is refused when the web config is loaded (see webconfig.py), so every
-setting that reaches this module is honoured exactly.
+ssl module cannot do is refused when the section is validated (TlsServerConfig), so every
+setting that reaches `configure` is honoured exactly. The section lives here, not with the
+rest of the web config, so the two modules do not import each other.
 """
 
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Annotated, Any, Literal
 
+from pydantic import AfterValidator, SecretStr, model_validator
+
+from exporter.fields import Model
 from exporter.secrets import check_private
-
-if TYPE_CHECKING:
-    from exporter.webconfig import TlsServerConfig
 
 # Go's tls.CipherSuites() (the secure ones) -> OpenSSL names. TLS 1.3 suites map to None:
 # neither Go nor Python lets them be configured, so Go ignores them and so do we.
@@ -58,18 +59,108 @@ CLIENT_AUTH = {
 }
 
 
+# Python's ssl verifies every client certificate it asks for: modes that accept
+# unverified certificates cannot be offered.
+UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
+TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+
+
+def _known(table: Collection[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in table:
+            raise ValueError(f"unknown {what} {value!r}; known: {', '.join(sorted(table))}")
+        return value
+
+    return AfterValidator(check)
+
+
+GoCipher = Annotated[str, _known(GO_CIPHERS, "cipher suite")]
+GoCurve = Annotated[str, _known(GO_CURVES, "curve")]
+
+
+class TlsServerConfig(Model):
+    """Server certificate, client certificate policy and protocol settings."""
+
+    cert: str | None = None
+    key: SecretStr | None = None
+    client_ca: str | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_auth_type: str = "NoClientCert"
+    client_ca_file: Path | None = None
+    client_allowed_sans: list[str] | None = None
+    min_version: TlsVersion = "TLS12"
+    max_version: TlsVersion = "TLS13"
+    cipher_suites: list[GoCipher] | None = None
+    prefer_server_cipher_suites: bool = True
+    curve_preferences: list[GoCurve] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        # The toolkit treats `cert_file: ""` as not given; so do we, so both say "missing".
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != ""}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TlsServerConfig":
+        for problem in self._problems():
+            raise ValueError(problem)
+        return self
+
+    def _problems(self) -> Iterator[str]:
+        if (self.cert is None) == (self.cert_file is None):
+            yield "set exactly one of cert or cert_file"
+        if (self.key is None) == (self.key_file is None):
+            yield "set exactly one of key or key_file"
+        if self.client_ca is not None and self.client_ca_file is not None:
+            yield "set at most one of client_ca or client_ca_file"
+        yield from self._client_auth_problems()
+        if VERSIONS[self.min_version] > VERSIONS[self.max_version]:
+            yield f"min_version {self.min_version} is above max_version {self.max_version}"
+        if self.curve_preferences and len(self.curve_preferences) > 1:
+            yield (
+                "curve_preferences: Python's ssl module can restrict key exchange to one curve"
+                " only (SSLContext.set_ecdh_curve); list one curve, or leave the key out for"
+                " OpenSSL's defaults, which offer every curve Go knows"
+            )
+
+    def _client_auth_problems(self) -> Iterator[str]:
+        mode = self.client_auth_type
+        if mode in UNVERIFIED_CLIENT_AUTH:
+            yield (
+                f"client_auth_type {mode} accepts client certificates without verifying them,"
+                " which Python's ssl module cannot do; use RequireAndVerifyClientCert"
+                " with client_ca_file"
+            )
+        elif mode not in ("NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
+            yield f"invalid client_auth_type {mode!r}"
+        elif mode == "NoClientCert" and (self.client_ca or self.client_ca_file):
+            yield "a client CA is set but client_auth_type is NoClientCert"
+        elif mode == "NoClientCert" and self.client_allowed_sans is not None:
+            yield "client_allowed_sans needs a client_auth_type that verifies certificates"
+
+    def relative_to(self, directory: Path) -> "TlsServerConfig":
+        """A copy whose relative file paths are joined to `directory`."""
+        paths = {"cert_file": self.cert_file, "key_file": self.key_file}
+        paths["client_ca_file"] = self.client_ca_file
+        update = {k: directory / v for k, v in paths.items() if v is not None}
+        return self.model_copy(update=update)
+
+
 class TlsError(Exception):
     """The TLS settings could not be applied; the message names the setting."""
 
 
-def server_context(tls: "TlsServerConfig") -> ssl.SSLContext:
+def server_context(tls: TlsServerConfig) -> ssl.SSLContext:
     """A new server-side context for the settings."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     configure(context, tls)
     return context
 
 
-def configure(context: ssl.SSLContext, tls: "TlsServerConfig") -> None:
+def configure(context: ssl.SSLContext, tls: TlsServerConfig) -> None:
     """Apply the settings to `context` (also a serving one: new handshakes see them)."""
     context.minimum_version = VERSIONS[tls.min_version]
     context.maximum_version = VERSIONS[tls.max_version]
@@ -99,7 +190,7 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
-def _load_chain(context: ssl.SSLContext, tls: "TlsServerConfig") -> None:
+def _load_chain(context: ssl.SSLContext, tls: TlsServerConfig) -> None:
     key = tls.key.get_secret_value() if tls.key is not None else None
     if tls.key_file is not None:
         check_private(tls.key_file, "tls_server_config.key_file")
@@ -107,7 +198,7 @@ def _load_chain(context: ssl.SSLContext, tls: "TlsServerConfig") -> None:
         context.load_cert_chain(cert_file, key_file)
 
 
-def _load_client_cas(context: ssl.SSLContext, tls: "TlsServerConfig") -> None:
+def _load_client_cas(context: ssl.SSLContext, tls: TlsServerConfig) -> None:
     if tls.client_ca_file is not None:
         context.load_verify_locations(cafile=tls.client_ca_file)
     elif tls.client_ca is not None:

@@ -18,14 +18,13 @@ from collections import Counter
 from collections.abc import Collection, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    SecretStr,
     ValidationError,
     model_validator,
 )
@@ -33,7 +32,7 @@ from pydantic import (
 from exporter.config import ConfigError, pydantic_problems, yaml_problem
 from exporter.durations import parse_duration
 from exporter.fields import Model, TenantId
-from exporter.tls import GO_CIPHERS, GO_CURVES, HTTP2_CIPHERS, VERSIONS, TlsError, server_context
+from exporter.tls import HTTP2_CIPHERS, TlsError, TlsServerConfig, server_context
 
 # bcrypt's cost is 4..31; a hash outside that would fail every login at request time.
 BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
@@ -46,10 +45,6 @@ HEADERS: dict[str, tuple[str, ...]] = {
     "X-XSS-Protection": (),
     "Content-Security-Policy": (),
 }
-# Python's ssl verifies every client certificate it asks for: modes that accept
-# unverified certificates cannot be offered.
-UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
-TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
 
 
 def _bcrypt(value: str) -> str:
@@ -67,15 +62,6 @@ def _sha256(value: str) -> str:
     return value
 
 
-def _known(table: Collection[str], what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if value not in table:
-            raise ValueError(f"unknown {what} {value!r}; known: {', '.join(sorted(table))}")
-        return value
-
-    return AfterValidator(check)
-
-
 def _scalar_text(value: object) -> object:
     """YAML scalars as Go's YAML reads them into a string (`X-XSS-Protection: 1`)."""
     if isinstance(value, bool):
@@ -88,81 +74,6 @@ def _interval(value: object) -> float:
     if value in (0, "0", "0s"):
         return 0.0
     return parse_duration(value)
-
-
-GoCipher = Annotated[str, _known(GO_CIPHERS, "cipher suite")]
-GoCurve = Annotated[str, _known(GO_CURVES, "curve")]
-
-
-class TlsServerConfig(Model):
-    """Server certificate, client certificate policy and protocol settings."""
-
-    cert: str | None = None
-    key: SecretStr | None = None
-    client_ca: str | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    client_auth_type: str = "NoClientCert"
-    client_ca_file: Path | None = None
-    client_allowed_sans: list[str] | None = None
-    min_version: TlsVersion = "TLS12"
-    max_version: TlsVersion = "TLS13"
-    cipher_suites: list[GoCipher] | None = None
-    prefer_server_cipher_suites: bool = True
-    curve_preferences: list[GoCurve] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_unset(cls, data: Any) -> Any:
-        # The toolkit treats `cert_file: ""` as not given; so do we, so both say "missing".
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != ""}
-        return data
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "TlsServerConfig":
-        for problem in self._problems():
-            raise ValueError(problem)
-        return self
-
-    def _problems(self) -> Iterator[str]:
-        if (self.cert is None) == (self.cert_file is None):
-            yield "set exactly one of cert or cert_file"
-        if (self.key is None) == (self.key_file is None):
-            yield "set exactly one of key or key_file"
-        if self.client_ca is not None and self.client_ca_file is not None:
-            yield "set at most one of client_ca or client_ca_file"
-        yield from self._client_auth_problems()
-        if VERSIONS[self.min_version] > VERSIONS[self.max_version]:
-            yield f"min_version {self.min_version} is above max_version {self.max_version}"
-        if self.curve_preferences and len(self.curve_preferences) > 1:
-            yield (
-                "curve_preferences: Python's ssl module can restrict key exchange to one curve"
-                " only (SSLContext.set_ecdh_curve); list one curve, or leave the key out for"
-                " OpenSSL's defaults, which offer every curve Go knows"
-            )
-
-    def _client_auth_problems(self) -> Iterator[str]:
-        mode = self.client_auth_type
-        if mode in UNVERIFIED_CLIENT_AUTH:
-            yield (
-                f"client_auth_type {mode} accepts client certificates without verifying them,"
-                " which Python's ssl module cannot do; use RequireAndVerifyClientCert"
-                " with client_ca_file"
-            )
-        elif mode not in ("NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
-            yield f"invalid client_auth_type {mode!r}"
-        elif mode == "NoClientCert" and (self.client_ca or self.client_ca_file):
-            yield "a client CA is set but client_auth_type is NoClientCert"
-        elif mode == "NoClientCert" and self.client_allowed_sans is not None:
-            yield "client_allowed_sans needs a client_auth_type that verifies certificates"
-
-    def relative_to(self, directory: Path) -> "TlsServerConfig":
-        """A copy whose relative file paths are joined to `directory`."""
-        paths = {"cert_file": self.cert_file, "key_file": self.key_file}
-        paths["client_ca_file"] = self.client_ca_file
-        update = {k: directory / v for k, v in paths.items() if v is not None}
-        return self.model_copy(update=update)
 
 
 class HttpServerConfig(Model):
