@@ -23,6 +23,7 @@ from exporter.secrets import (
     warnings_collected,
 )
 from exporter.sources.base import Job
+from exporter.sources.sections import SECTIONS
 
 if TYPE_CHECKING:
     # SQLAlchemy is imported where a database is configured: a platform-only exporter is
@@ -313,20 +314,15 @@ def tenant_model() -> type[BaseModel]:
 @cache
 def config_model() -> type[schema.ConfigFile]:
     """The file's model: the fixed sections plus each source kind's tenant key."""
-    # Imported here: the registry imports the sources, which import this module.
-    from exporter.sources.registry import sections  # noqa: PLC0415
-
-    keys: dict[str, Any] = {k: (s.annotation | None, None) for k, s in sections().items()}
+    keys: dict[str, Any] = {k: (s.annotation | None, None) for k, s in SECTIONS.items()}
     tenant = create_model("Tenant", __base__=schema.Tenant, **keys)
     tenants: Any = (list[tenant], Field(default_factory=list))
     return create_model("ConfigFile", __base__=schema.ConfigFile, tenants=tenants)
 
 
 def _section_jobs(model: schema.ConfigFile, problems: list[str]) -> list[Job]:
-    from exporter.sources.registry import sections  # noqa: PLC0415 - as above
-
     jobs: list[Job] = []
-    for key, section in sections().items():
+    for key, section in SECTIONS.items():
         for ti, tenant in enumerate(model.tenants):
             value = getattr(tenant, key, None)
             if value is None:
@@ -340,12 +336,10 @@ def _section_jobs(model: schema.ConfigFile, problems: list[str]) -> list[Job]:
 
 def _family_owners(model: schema.ConfigFile, section_jobs: list[Job]) -> Iterator[str]:
     """A metric name one source kind exports may not come from another (duplicate series)."""
-    from exporter.sources.registry import sections  # noqa: PLC0415 - as above
-
     owners = exported_owners() | {
         m.name: "the sql queries" for q in model.queries for m in q.metrics
     }
-    for key, section in sections().items():
+    for key, section in SECTIONS.items():
         jobs = [j for j in section_jobs if j.kind == key]
         for family in section.families(jobs):
             owner = owners.setdefault(family.name, f"the {key} source")

@@ -1,12 +1,10 @@
-"""Every source kind, one line each: what builds its Source, its jobs and its config section."""
+"""Every source kind, one line each: what builds its Source and its jobs (keys: sections.py)."""
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from exporter.errors import REASONS
-from exporter.exposition import Family
-from exporter.schema import ConfigFile
 from exporter.sources.base import Job, Resources, Source
 from exporter.sources.deferred import Deferred
 from exporter.sources.http_json import config as http_json_config
@@ -19,22 +17,11 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Section:
-    """A tenant key the kind owns (`tenants[].KEY`), and how it becomes jobs."""
-
-    key: str
-    annotation: Any  # the pydantic type of the value
-    jobs: Callable[[str, Any, ConfigFile, str], list[Job]]  # tenant, value, the file, where
-    families: Callable[[Sequence[Job]], Iterable[Family]]
-
-
-@dataclass(frozen=True)
 class Kind:
     """A source kind as the exporter wires it."""
 
     make: Callable[[Resources], Source]
     jobs: Callable[["Config"], list[Job]]
-    section: Section | None = None
 
 
 def _from_section(kind: str) -> Callable[["Config"], list[Job]]:
@@ -56,19 +43,8 @@ def _deferred_sql(resources: Resources) -> Source:
 KINDS: dict[str, Kind] = {
     sql.KIND: Kind(_deferred_sql, sql.jobs),
     platform.KIND: Kind(platform.PlatformSource, platform.jobs),
-    http_json_config.KIND: Kind(
-        http_json.HttpJsonSource,
-        _from_section(http_json_config.KIND),
-        Section(
-            "http_json", list[http_json_config.Endpoint], http_json_config.jobs, http_json.families
-        ),
-    ),
+    http_json_config.KIND: Kind(http_json.HttpJsonSource, _from_section(http_json_config.KIND)),
 }
-
-
-def sections() -> dict[str, Section]:
-    """The tenant keys source kinds own."""
-    return {k.section.key: k.section for k in KINDS.values() if k.section is not None}
 
 
 def all_jobs(config: "Config") -> list[Job]:
