@@ -101,7 +101,7 @@ def _rate_limit(policy: Callable[[], AccessPolicy]) -> Middleware:
 
 
 def _client_sans(policy: Callable[[], AccessPolicy]) -> Middleware:
-    sampled = Sampled()
+    sampled = Sampled("client certificate refused")
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -121,7 +121,8 @@ def _client_sans(policy: Callable[[], AccessPolicy]) -> Middleware:
 
 
 def _credentials(policy: Callable[[], AccessPolicy]) -> Middleware:
-    limiter, queue, sampled = FailureLimiter(), HashQueue(), Sampled()
+    limiter, queue = FailureLimiter(), HashQueue()
+    sampled = Sampled("authentication failed or client blocked")
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:

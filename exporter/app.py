@@ -19,6 +19,7 @@ from exporter.discovery import Discovery, TenantEntry, needed_params
 from exporter.exitcodes import fail
 from exporter.fds import AcceptErrors, connection_cap, raise_limit, soft_limit
 from exporter.listener import KEEPALIVE_TIMEOUT, Guard, GuardedSite
+from exporter.logs import report_left_out
 from exporter.memory import trim_periodically
 from exporter.observers import Observers
 from exporter.readiness import Readiness
@@ -477,4 +478,5 @@ async def serve(config: Config, settings: Settings, web_config: WebConfig | None
     trimmer.cancel()
     log.info("shutting down", grace_seconds=settings.shutdown_grace_period)
     await exporter.stop()
+    report_left_out()  # the server is closed: no line can be left out after this
     return 0

@@ -37,7 +37,7 @@ RECORDS = Family(
 )
 SUMMARY_EVERY = 60.0  # refused requests are summarised per principal and minute
 _QUEUE = 1024
-_FAILED = Sampled(60.0)
+_FAILED = Sampled("audit record not written", 60.0)
 _STOP = object()
 
 

@@ -20,7 +20,7 @@ from exporter.webconfig import WebConfig
 
 log = structlog.get_logger(__name__)
 # An expired token still in use is logged at most once a minute per token name.
-_EXPIRED = Sampled(60.0)
+_EXPIRED = Sampled("bearer token expired", 60.0)
 
 CACHE_SIZE = 1024
 CACHE_SECONDS = 300.0

@@ -10,6 +10,7 @@ import logging.config
 import re
 import sys
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -20,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from exporter import spans
 from exporter.limits import TokenBucket
 
+log = structlog.get_logger(__name__)
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -42,12 +44,17 @@ class Sampled:
 
     For events a client can cause at will (refused logins, error statuses): the log then
     grows with time, not with the attacker's request rate. Keys are a fixed, small set.
+    What the last interval left out is told by `report_left_out` at shutdown.
     """
 
-    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, what: str, interval: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.what = what  # the lines it samples, as the report at shutdown names them
         self._interval, self._clock = interval, clock
         self._last: dict[str, float] = {}
         self._left_out: Counter[str] = Counter()
+        _SAMPLERS.add(self)
 
     def allow(self, key: str) -> int | None:
         """None to stay silent; else how many lines for `key` were left out before this one."""
@@ -58,6 +65,27 @@ class Sampled:
             return None
         self._last[key] = now
         return self._left_out.pop(key, 0)
+
+    def take_left_out(self) -> dict[str, int]:
+        """Per key, the lines left out since its last line; counted as told from now on."""
+        left_out, self._left_out = dict(self._left_out), Counter()
+        return left_out
+
+
+# Every sampler alive, for the report at shutdown (those of a web app that was replaced go
+# with it).
+_SAMPLERS: "weakref.WeakSet[Sampled]" = weakref.WeakSet()
+
+
+def report_left_out() -> None:
+    """One line per sampler and key whose last lines left out were not told yet (shutdown).
+
+    Without it, a burst's last interval would be lost: its count waits for a next line of
+    the same key, which a stopping process never writes.
+    """
+    for sampler in sorted(_SAMPLERS, key=lambda s: s.what):
+        for key, count in sorted(sampler.take_left_out().items()):
+            log.info("log lines left out", lines=sampler.what, key=key, suppressed=count)
 
 
 def trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

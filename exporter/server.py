@@ -194,7 +194,7 @@ def _request_log(endpoints: Endpoints) -> Middleware:
     With an audit trail, refusals are counted there per principal, and a scoped token's
     first use is recorded.
     """
-    sampled = Sampled()
+    sampled = Sampled("http request")
 
     @web.middleware
     async def logged(request: web.Request, handler: Handler) -> web.StreamResponse:

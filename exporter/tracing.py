@@ -36,7 +36,8 @@ TRACER = "cockpit-exporter"
 # waiting for its decision: beyond these, spans are dropped and counted.
 MAX_PENDING, MAX_SPANS_PER_TRACE, MAX_OPEN_TRACES = 4096, 2048, 4096
 _DECISIONS_KEPT = 1024  # decided traces remembered, for spans that end after their root
-_FAILED_EXPORTS = Sampled(60.0)  # a dead collector: one line a minute, not one a batch
+# A dead collector: one line a minute, not one a batch.
+_FAILED_EXPORTS = Sampled("spans not exported", 60.0)
 EXPORT_TIMEOUT = 5.0  # seconds per export request, unless OTEL_EXPORTER_OTLP_TIMEOUT says
 QUIET = 10.0  # after a failed export, the next batches are dropped unsent this long
 # The OTLP library's own way to a session (a credential provider's): ours replaces it.
