@@ -230,7 +230,7 @@ def report(samples, start_sim, start_exp, end_sim, end_prom, prom_url) -> None: 
         for t in end_sim
         if end_prom.get(t, 0) - start_exp.get(t, 0) != end_sim[t] - start_sim[t]
     }
-    print(f"rss slope after warm-up: {rss_slope:+.2%} per 10 min (flat: within 1%)")
+    print(f"rss slope after warm-up: {rss_slope:+.2%} per 10 min (target: under 1%)")
     print(f"open fd slope after warm-up: {fd_slope:+.2%} per 10 min")
     print(f"scrape p99 (Prometheus): {p99 * 1000:.1f} ms")
     runs = sum(end_sim[t] - start_sim[t] for t in end_sim)
