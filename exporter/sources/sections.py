@@ -25,8 +25,13 @@ class Section:
     families: Callable[[Sequence[Job]], Iterable[Family]]
 
 
-SECTIONS: dict[str, Section] = {
-    http_json_config.KIND: Section(
-        "http_json", list[http_json_config.Endpoint], http_json_config.jobs, http_json.families
+_ALL = (
+    Section(
+        http_json_config.KIND,
+        list[http_json_config.Endpoint],
+        http_json_config.jobs,
+        http_json.families,
     ),
-}
+)
+# By tenant key: the key is also the kind of the jobs a section makes (the config matches them).
+SECTIONS: dict[str, Section] = {section.key: section for section in _ALL}
