@@ -8,6 +8,7 @@ allocator that fragments, which RSS alone cannot.
 """
 
 import ctypes
+import gc
 import os
 import re
 import sys
@@ -51,6 +52,21 @@ def python_allocator() -> tuple[int, int]:
     return int(arenas.group(1).replace(",", "")), int(used.group(1).replace(",", ""))
 
 
+def large_containers(objects: list[object], floor: int = MIB, limit: int = 6) -> str:
+    """The largest dicts, sets and lists the collector tracks: size, length, a first key.
+
+    A container that doubles its table when it crosses a fill threshold shows as a step in
+    RSS with no slope before or after; this names it.
+    """
+    found = []
+    for obj in objects:
+        if isinstance(obj, dict | set | list) and (size := sys.getsizeof(obj)) >= floor:
+            first = next(iter(obj), None) if len(obj) else None
+            found.append((size, type(obj).__name__, len(obj), repr(first)[:40]))
+    found.sort(reverse=True)
+    return "; ".join(f"{k} {n} {s / MIB:.1f} MiB first {f}" for s, k, n, f in found[:limit])
+
+
 def probe(out: Path, every: float = 60.0) -> None:
     """Append one line per `every` seconds to `out`, forever."""
     libc = ctypes.CDLL("libc.so.6")
@@ -62,13 +78,17 @@ def probe(out: Path, every: float = 60.0) -> None:
         arenas, used = python_allocator()
         status = Path("/proc/self/status").read_text()
         rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+        # Read after RSS: the list of every tracked object is itself tens of megabytes.
+        objects = gc.get_objects()
         with out.open("a") as handle:
             handle.write(
                 f"{(time.monotonic() - began) / 60:5.1f} min: rss {rss / 1024:6.1f} MiB; "
                 f"python arenas {arenas} ({arenas} MiB), in blocks {used / MIB:6.1f} MiB; "
                 f"glibc heap in use {info.uordblks / MIB:6.1f} MiB, free {info.fordblks / MIB:5.1f}"
-                f" MiB, mapped {info.hblkhd / MIB:5.1f} MiB\n"
+                f" MiB, mapped {info.hblkhd / MIB:5.1f} MiB; gc objects {len(objects)};"
+                f" largest: {large_containers(objects)}\n"
             )
+        del objects
 
 
 if __name__ == "__main__":
